@@ -1,0 +1,85 @@
+"""Frozen, validated configuration objects shared by the API, the CLI and the app."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SemDedupError
+
+KEEP_POLICIES = ("hard", "easy", "random")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SemDedupError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise SemDedupError(f"{name} must be {bound}, got {value}")
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise SemDedupError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Spherical k-means parameters.
+
+    ``max_points_per_centroid`` bounds the training sample (faiss samples ``k * max_points_per_centroid``
+    points when there are more); every item is then assigned with the final normalised centroids.
+    """
+
+    n_clusters: int
+    niter: int = 20
+    seed: int = 0
+    max_points_per_centroid: int = 256
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_int("n_clusters", self.n_clusters, 1)
+        _check_int("niter", self.niter, 1)
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        _check_int("max_points_per_centroid", self.max_points_per_centroid, 1)
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """How each cluster is ordered and scored.
+
+    ``keep``: ``hard`` keeps the item farthest from its centroid (the paper's default), ``easy`` the
+    nearest, ``random`` a seeded shuffle. ``block_size`` is the number of rows compared at once in the
+    pairwise step (``None`` picks it from ``max_block_bytes``); it changes memory and speed, never results.
+    ``precision`` ``auto`` uses float16 on CUDA and float32 on CPU.
+    """
+
+    keep: str = "hard"
+    seed: int = 0
+    device: str = "auto"
+    block_size: int | None = None
+    max_block_bytes: int = 256 * 2**20
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP_POLICIES:
+            raise SemDedupError(
+                f"keep must be one of {', '.join(KEEP_POLICIES)}, got {self.keep!r}"
+            )
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        _check_device(self.device)
+        if self.block_size is not None:
+            _check_int("block_size", self.block_size, 1)
+        _check_int("max_block_bytes", self.max_block_bytes, 2**16)
+        if self.precision not in ("auto", "float32", "float16"):
+            raise SemDedupError(
+                f"precision must be auto, float32 or float16, got {self.precision!r}"
+            )
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,74 @@
+"""The SemDeDup kernels: ordering a cluster by keep policy, and scoring each item against the
+earlier items of its cluster in bounded-memory blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import SemDedupError
+
+
+def order_cluster(dist_to_centroid: np.ndarray, keep: str, seed: int = 0, cluster: int = 0) -> np.ndarray:
+    """Positions of a cluster's items in keep order (the first one is always kept).
+
+    ``hard``: farthest from the centroid first (the paper's default); ``easy``: nearest first;
+    ``random``: a shuffle seeded by ``(seed, cluster)``, so each cluster's order is reproducible on its
+    own. Ties keep input order.
+    """
+    d = np.asarray(dist_to_centroid)
+    if keep == "hard":
+        return np.argsort(-d, kind="stable")
+    if keep == "easy":
+        return np.argsort(d, kind="stable")
+    if keep == "random":
+        return np.random.default_rng([seed, cluster]).permutation(len(d))
+    raise SemDedupError(f"keep must be one of hard, easy, random, got {keep!r}")
+
+
+def block_rows(n_items: int, max_block_bytes: int, itemsize: int = 4) -> int:
+    """The largest row block whose ``block × n_items`` similarity slab fits in ``max_block_bytes``."""
+    return max(1, min(n_items, max_block_bytes // max(1, n_items * itemsize)))
+
+
+def scores_in_cluster(
+    emb: np.ndarray,
+    block: int | None = None,
+    device: str = "cpu",
+    *,
+    dtype: str = "float32",
+    max_block_bytes: int = 256 * 2**20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score one cluster whose unit rows ``emb`` are already in keep order.
+
+    For row ``r``, ``max_sim[r]`` is the highest cosine similarity to any row ``< r`` and
+    ``argmax[r]`` the position of that row (the lowest on ties). Row 0 has no predecessor:
+    ``max_sim = -1`` and ``argmax = -1``. Rows are compared in blocks of ``block`` against the earlier
+    rows only, so peak memory is ``block × len(emb)`` similarities, never ``n × n``; the results do
+    not depend on ``block``.
+    """
+    import torch
+
+    m = emb.shape[0]
+    max_sim = np.full(m, -1.0, dtype=np.float32)
+    argmax = np.full(m, -1, dtype=np.int64)
+    if m < 2:
+        return max_sim, argmax
+    tdtype = torch.float16 if dtype == "float16" else torch.float32
+    itemsize = 2 if dtype == "float16" else 4
+    if block is None:
+        block = block_rows(m, max_block_bytes, itemsize)
+    e = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)).to(device=device, dtype=tdtype)
+    neg_inf = torch.tensor(float("-inf"), device=device, dtype=tdtype)
+    with torch.inference_mode():
+        # row 0 has no predecessor; blocks start at row 1
+        for start in range(1, m, block):
+            stop = min(start + block, m)
+            sims = e[start:stop] @ e[:stop].T  # (stop-start) × stop
+            # row start+i may only see columns < start+i
+            cols = torch.arange(stop, device=device)
+            rows = torch.arange(start, stop, device=device)
+            sims.masked_fill_(cols[None, :] >= rows[:, None], neg_inf)
+            best, where = sims.max(dim=1)
+            max_sim[start:stop] = best.float().cpu().numpy()
+            argmax[start:stop] = where.cpu().numpy()
+    return max_sim, argmax
