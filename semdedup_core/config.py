@@ -66,18 +66,14 @@ class DedupConfig:
 
     def __post_init__(self) -> None:
         if self.keep not in KEEP_POLICIES:
-            raise SemDedupError(
-                f"keep must be one of {', '.join(KEEP_POLICIES)}, got {self.keep!r}"
-            )
+            raise SemDedupError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {self.keep!r}")
         _check_int("seed", self.seed, 0, 2**31 - 1)
         _check_device(self.device)
         if self.block_size is not None:
             _check_int("block_size", self.block_size, 1)
         _check_int("max_block_bytes", self.max_block_bytes, 2**16)
         if self.precision not in ("auto", "float32", "float16"):
-            raise SemDedupError(
-                f"precision must be auto, float32 or float16, got {self.precision!r}"
-            )
+            raise SemDedupError(f"precision must be auto, float32 or float16, got {self.precision!r}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -81,7 +81,9 @@ def read_ids(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
     """Read ids (one per line, or a parquet ``id`` column) and check count and uniqueness."""
     path = Path(path)
     if not path.is_file():
-        raise SemDedupError(f"ids file {str(path)!r} does not exist; pass a text file or a parquet file with an id column")
+        raise SemDedupError(
+            f"ids file {str(path)!r} does not exist; pass a text file or a parquet file with an id column"
+        )
     if path.suffix == ".parquet":
         import pandas as pd
 

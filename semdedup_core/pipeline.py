@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from .errors import SemDedupError
 from .kmeans import assign, fit_centroids
 from .pairwise import order_cluster, scores_in_cluster
 from .vectors import check_matrix, normalize_rows
+
+if TYPE_CHECKING:
+    from .results import Results
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +203,7 @@ def dedup(
     progress: Progress | None = None,
     columns: Any = None,
     extra: dict[str, Any] | None = None,
-) -> "Results":  # noqa: F821
+) -> Results:
     """Run SemDeDup on ``embeddings`` (``n × d``, any scale) and return the :class:`Results`.
 
     ``ids``: a sequence of ``n`` unique ids (default ``"0".."n-1"``). ``out``: the results folder
@@ -217,9 +220,7 @@ def dedup(
     check_matrix(embeddings)
     n, d = embeddings.shape
     if cluster.n_clusters > n:
-        raise SemDedupError(
-            f"n_clusters must be between 1 and the number of items ({n}), got {cluster.n_clusters}"
-        )
+        raise SemDedupError(f"n_clusters must be between 1 and the number of items ({n}), got {cluster.n_clusters}")
     ids = io.check_ids(ids, n) if ids is not None else None
     if columns is not None and len(columns) != n:
         raise SemDedupError(f"columns has {len(columns)} rows but there are {n} items; give one row per item")
@@ -268,7 +269,10 @@ def dedup(
         else:
             sample = x
         centroids = fit_centroids(
-            sample, k, niter=cluster.niter, seed=cluster.seed,
+            sample,
+            k,
+            niter=cluster.niter,
+            seed=cluster.seed,
             max_points_per_centroid=max(cluster.max_points_per_centroid, -(-n_sample // k)),
             device=cluster.device,
         )
@@ -320,8 +324,13 @@ def dedup(
                 progress("score", done_clusters, k)
 
             r, ms, dup_local = score_clusters(
-                x[members], dist[members], offsets[first : last + 1] - lo,
-                np.arange(first, last), config, device, on_cluster=tick,
+                x[members],
+                dist[members],
+                offsets[first : last + 1] - lo,
+                np.arange(first, last),
+                config,
+                device,
+                on_cluster=tick,
             )
             done_clusters += int((sizes[first:last] == 0).sum())  # empty clusters do not tick
             io.save_npz(path, rank=r, max_sim=ms, dup_row=dup_local)

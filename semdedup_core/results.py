@@ -39,20 +39,26 @@ class Results:
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "Results":
+    def load(cls, path: str | Path) -> Results:
         """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used."""
         import pandas as pd
 
         path = Path(path)
         if not path.is_dir():
-            raise SemDedupError(f"results folder {str(path)!r} does not exist; run `python -m semdedup_core run ... --out {path}` first")
+            raise SemDedupError(
+                f"results folder {str(path)!r} does not exist; run `python -m semdedup_core run ... --out {path}` first"
+            )
         run_path = path / io.RUN
         if not run_path.exists():
-            raise SemDedupError(f"{str(path)!r} is not a semdedup results folder (no run.json); pick the folder a run wrote")
+            raise SemDedupError(
+                f"{str(path)!r} is not a semdedup results folder (no run.json); pick the folder a run wrote"
+            )
         try:
             run = io.read_json(run_path)
         except ValueError:
-            raise SemDedupError(f"run.json in {str(path)!r} is not valid JSON; the folder is damaged, rerun into a new folder") from None
+            raise SemDedupError(
+                f"run.json in {str(path)!r} is not valid JSON; the folder is damaged, rerun into a new folder"
+            ) from None
         if run.get("status") != "complete":
             raise SemDedupError(
                 f"the run in {str(path)!r} has not finished (status {run.get('status')!r}); "

@@ -20,8 +20,7 @@ def check_matrix(x: np.ndarray, name: str = "embeddings") -> None:
         raise SemDedupError(f"{name} must be a numpy array, got {type(x).__name__}")
     if x.ndim != 2:
         raise SemDedupError(
-            f"{name} must be a 2-D array of shape (n_items, dim), got shape {x.shape}; "
-            "save one row per item"
+            f"{name} must be a 2-D array of shape (n_items, dim), got shape {x.shape}; save one row per item"
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise SemDedupError(f"{name} is empty (shape {x.shape}); it needs at least one row and one column")
