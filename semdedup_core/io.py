@@ -115,7 +115,7 @@ def check_ids(ids: Any, n_items: int, source: str = "ids") -> np.ndarray:
     if (counts > 1).any():
         dup = uniq[counts > 1]
         raise SemDedupError(
-            f"{source} has duplicate ids, e.g. {dup[0]!r} ({int(counts[counts > 1][0])} times, "
+            f"{source} has duplicate ids, e.g. {str(dup[0])!r} ({int(counts[counts > 1][0])} times, "
             f"{len(dup)} ids repeated); ids must be unique"
         )
     return ids

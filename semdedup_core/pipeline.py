@@ -150,6 +150,12 @@ class _Run:
                 raise SemDedupError(
                     f"results folder {str(out)!r} has an unreadable run.json; choose another --out folder"
                 ) from None
+            old_shape = (old.get("counts", {}).get("items"), old.get("counts", {}).get("dim"))
+            if old_shape != (n, d):
+                raise SemDedupError(
+                    f"results folder {str(out)!r} was made from {old_shape[0]} × {old_shape[1]} embeddings, "
+                    f"these are {n} × {d} (dimension or count mismatch); choose another --out folder"
+                )
             if old.get("params") != params or old.get("input_fingerprint") != fp:
                 raise SemDedupError(
                     f"results folder {str(out)!r} holds a run with other parameters or input; "
@@ -172,8 +178,7 @@ class _Run:
                 "versions": library_versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            self.resumed = False
-            self.save()
+            self.resumed = False  # nothing is written until the input has been validated (see dedup)
 
     def done(self, stage: str) -> bool:
         return bool(self.meta["stages"].get(stage, {}).get("done"))
@@ -240,7 +245,6 @@ def dedup(
     if run.done("write"):
         log.info("results folder %s is complete; nothing to do", out)
         return Results.load(out)
-    run.work.mkdir(parents=True, exist_ok=True)
 
     # 1. unit vectors, in input order
     emb_path = out / io.EMBEDDINGS
@@ -249,7 +253,8 @@ def dedup(
     else:
         t0 = time.perf_counter()
         progress("normalize", 0, n)
-        x = normalize_rows(np.array(embeddings, dtype=np.float32, copy=True))
+        x = normalize_rows(np.array(embeddings, dtype=np.float32, copy=True))  # bad rows raise before any write
+        run.save()
         io.save_npy(emb_path, x)
         progress("normalize", n, n)
         run.finish("normalize", time.perf_counter() - t0)
@@ -282,6 +287,7 @@ def dedup(
         run.finish("kmeans", time.perf_counter() - t0, sample_size=int(n_sample))
 
     # 3. every item to its nearest centroid
+    run.work.mkdir(parents=True, exist_ok=True)
     assign_path = run.work / "assign.npz"
     if run.done("assign") and assign_path.exists():
         with np.load(assign_path) as z:
@@ -295,6 +301,7 @@ def dedup(
         run.finish("assign", time.perf_counter() - t0)
 
     # 4. order and score each cluster, shard by shard
+    run.work.mkdir(parents=True, exist_ok=True)
     order, offsets = cluster_members(labels, k)
     sizes = np.diff(offsets)
     shard_dir = run.work / "scores"
@@ -302,7 +309,7 @@ def dedup(
     rank = np.empty(n, dtype=np.int64)
     max_sim = np.empty(n, dtype=np.float32)
     dup_idx = np.empty(n, dtype=np.int64)
-    bounds = shard_bounds(offsets)
+    bounds = shard_bounds(offsets, SHARD_ITEMS)
     done_clusters = 0
     reused = 0
     progress("score", 0, k)
