@@ -1,0 +1,38 @@
+"""semdedup explorer: ``streamlit run app.py [-- --results DIR]`` (or ``SEMDEDUP_RESULTS=DIR``)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub from the app
+
+import streamlit as st  # noqa: E402
+
+import semdedup_app as sa  # noqa: E402
+
+st.set_page_config(page_title="semdedup explorer", page_icon="🧬", layout="wide")
+sa.init_state()
+
+pages = {
+    "home": st.Page(sa.PAGES["home"], title="Home", icon="🏠", default=True),
+    "threshold": st.Page(sa.PAGES["threshold"], title="Threshold", icon="🎚️"),
+    "pairs": st.Page(sa.PAGES["pairs"], title="Pairs", icon="👯"),
+    "clusters": st.Page(sa.PAGES["clusters"], title="Clusters", icon="🗂️"),
+    "map": st.Page(sa.PAGES["map"], title="Map", icon="🗺️"),
+    "export": st.Page(sa.PAGES["export"], title="Export", icon="📤"),
+    "story": st.Page(sa.PAGES["story"], title="Stakeholder view", icon="📣"),
+}
+page = st.navigation(list(pages.values()))
+
+with st.sidebar:
+    res = sa.current_results(show_error=False)
+    if res is None:
+        st.caption("No results folder open.")
+    else:
+        st.caption(f"**{sa.pairs.escape_markdown(res.path.name)}** · {sa.fmt_int(res.n_items)} items")
+        if page.title not in ("Threshold", "Stakeholder view", "Home"):
+            e = sa.eps_slider(res)
+            n_rem = res.n_removed(e)
+            st.caption(f"removes {sa.fmt_int(n_rem)} ({n_rem / res.n_items:.1%}) at ε = {e:.4f}")
+
+page.run()

@@ -1,0 +1,144 @@
+"""Map: a 2-D UMAP of the items (a stratified sample for large runs) and of the cluster centres."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+import semdedup_app as sa
+from semdedup_core import SemDedupError
+from semdedup_core.maps import MAX_POINTS
+from semdedup_core.pairs import escape_markdown, snippet
+
+res = sa.require_results()
+e = sa.eps()
+st.title("Map")
+colour = st.segmented_control("Colour by", ["cluster", "kept / removed"], key="map_colour")
+lines = st.toggle("Lines from each removed item to its dup_of", value=True, key="map_lines")
+
+
+@st.fragment(run_every=2.0)
+def wait_for_map() -> None:
+    try:
+        if sa.item_map(res) is not None:
+            st.rerun(scope="app")
+    except Exception as exc:
+        st.error(f"the map could not be computed: {exc}")
+        return
+    st.info(
+        f"Computing the map of {min(res.n_items, MAX_POINTS):,} items in the background (UMAP, once per run; "
+        "it is then stored in the results folder). This page updates when it is ready."
+    )
+    st.progress(0.5, text="UMAP running…")
+
+
+try:
+    m = sa.item_map(res)
+except (SemDedupError, Exception) as exc:  # noqa: B014 - a damaged folder or a failed UMAP
+    st.error(f"the map could not be computed: {exc}")
+    m = None
+if m is None:
+    wait_for_map()
+else:
+    rows = m["row"].to_numpy()
+    items = res.items
+    removed = res.removed_mask(e)[rows]
+    label_col = "text" if "text" in items.columns else ("path" if "path" in items.columns else None)
+    ids = items["id"].to_numpy()[rows]
+    snippets = [snippet(v, 60) for v in items[label_col].to_numpy()[rows]] if label_col else [""] * len(rows)
+    hover = [f"{i}<br>{s.replace('<', '&lt;')}" for i, s in zip(ids, snippets, strict=True)]
+    fig = go.Figure()
+    if lines:
+        dup = sa.dup_rows(res)
+        pos = {r: k for k, r in enumerate(rows)}
+        src = [k for k in np.flatnonzero(removed) if int(dup[rows[k]]) in pos]
+        xs, ys = [], []
+        for k in src[:20000]:
+            t = pos[int(dup[rows[k]])]
+            xs += [m["x"].iat[k], m["x"].iat[t], None]
+            ys += [m["y"].iat[k], m["y"].iat[t], None]
+        fig.add_trace(
+            go.Scattergl(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line={"width": 1, "color": "rgba(200,0,0,0.4)"},
+                name="→ dup_of",
+                hoverinfo="skip",
+            )
+        )
+    if colour == "kept / removed":
+        for name, mask, col in (("kept", ~removed, "#1f77b4"), ("removed", removed, "#d62728")):
+            fig.add_trace(
+                go.Scattergl(
+                    x=m["x"][mask],
+                    y=m["y"][mask],
+                    mode="markers",
+                    name=name,
+                    marker={"size": 4, "color": col},
+                    text=np.asarray(hover, dtype=object)[mask],
+                    hovertemplate="%{text}<extra></extra>",
+                    customdata=rows[mask],
+                )
+            )
+    else:
+        fig.add_trace(
+            go.Scattergl(
+                x=m["x"],
+                y=m["y"],
+                mode="markers",
+                name="items",
+                marker={"size": 4, "color": items["cluster"].to_numpy()[rows], "colorscale": "Turbo"},
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+                customdata=rows,
+            )
+        )
+    fig.update_layout(height=600, margin={"t": 20, "b": 20}, dragmode="lasso")
+    n_note = "" if len(rows) == res.n_items else f" (a stratified sample of {len(rows):,} of {res.n_items:,})"
+    st.caption(f"{len(rows):,} items{n_note}; box- or lasso-select points to list them.")
+    event = st.plotly_chart(fig, key="map_plot", on_select="rerun", selection_mode=("box", "lasso", "points"))
+    picked = []
+    if event is not None:
+        for p in event.selection.get("points", []):
+            if p.get("customdata") is not None:
+                cd = p["customdata"]
+                picked.append(int(cd[0] if isinstance(cd, list) else cd))
+    if picked:
+        sel = items.iloc[sorted(set(picked))[:1000]]
+        view = sel[[c for c in ("id", "cluster", "max_sim", "dup_of", "text", "path") if c in sel.columns]].copy()
+        view.insert(0, "removed", res.removed_mask(e)[sorted(set(picked))[:1000]])
+        st.write(f"{len(set(picked)):,} selected")
+        st.dataframe(view, hide_index=True)
+
+if res.n_clusters > 1:
+    st.subheader("Cluster centres")
+    try:
+        cm = sa.centroid_map(res)
+        tab = sa.cluster_table(res, e).set_index("cluster")
+        cm = cm[cm["size"] > 0]
+        rem = tab.reindex(cm["cluster"])["removed"].fillna(0).to_numpy()
+        fig = go.Figure(
+            go.Scattergl(
+                x=cm["x"],
+                y=cm["y"],
+                mode="markers",
+                marker={
+                    "size": 4 + 20 * np.sqrt(cm["size"] / cm["size"].max()),
+                    "color": rem / cm["size"].to_numpy(),
+                    "colorscale": "Reds",
+                    "showscale": True,
+                    "colorbar": {"title": "removed share"},
+                },
+                text=[
+                    f"cluster {c}: {s:,} items, {int(r):,} removed"
+                    for c, s, r in zip(cm["cluster"], cm["size"], rem, strict=True)
+                ],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        fig.update_layout(height=450, margin={"t": 20, "b": 20})
+        st.plotly_chart(fig, key="map_centroids")
+    except SemDedupError as exc:
+        st.error(escape_markdown(str(exc)))

@@ -1,0 +1,100 @@
+"""Pairs: every removed item beside the item it duplicates; groups and chains."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import semdedup_app as sa
+from semdedup_core.pairs import SORTS, escape_markdown, group_tree, page
+
+res = sa.require_results()
+e = sa.eps()
+st.title("Pairs")
+SORT_LABELS = {
+    "borderline": "Borderline first (closest to 1 − ε)",
+    "similarity": "Most similar first",
+    "cluster": "By cluster",
+}
+
+
+def _reset_page() -> None:
+    st.session_state["pairs_page"] = 0
+
+
+view = st.segmented_control(
+    "View", ["Pairs", "Groups"], key="pairs_view", on_change=_reset_page, help="Groups: a kept item and all it removed"
+)
+
+if view != "Groups":
+    c1, c2, c3 = st.columns([2, 2, 3])
+    sort = c1.selectbox("Sort", SORTS, format_func=SORT_LABELS.get, key="pairs_sort", on_change=_reset_page)
+    clusters = c2.multiselect(
+        "Clusters",
+        options=sorted(res.items["cluster"].unique().tolist()) if res.n_clusters <= 5000 else [],
+        key="pairs_clusters",
+        on_change=_reset_page,
+        placeholder="all",
+    )
+    low = max(-1.0, round(1.0 - sa.eps_max(res), 3))
+    sim_range = c3.slider("Similarity range", low, 1.0, (low, 1.0), step=0.001, key="pairs_sim", on_change=_reset_page)
+    frame = sa.pairs_frame(res, e, sort, tuple(clusters), tuple(sim_range))
+    per_page = int(st.session_state["pairs_per_page"])
+    part, n_pages = page(frame, st.session_state["pairs_page"], per_page)
+    st.session_state["pairs_page"] = min(st.session_state["pairs_page"], n_pages - 1)
+    st.caption(
+        f"{sa.fmt_int(len(frame))} removed items at ε = {e:.4f} match · page "
+        f"{st.session_state['pairs_page'] + 1} of {n_pages}"
+    )
+    if frame.empty:
+        st.info("No item is removed at this ε with these filters. Raise ε on the Threshold page or widen the filters.")
+    for row, dup, sim in zip(part["row"], part["dup_row"], part["max_sim"], strict=True):
+        with st.container(border=True):
+            sa.show_pair(res, int(row), int(dup), float(sim), e)
+
+    def _move(step: int) -> None:
+        st.session_state["pairs_page"] = min(max(0, st.session_state["pairs_page"] + step), n_pages - 1)
+
+    p1, p2, p3 = st.columns([1, 1, 4])
+    p1.button("◀ Previous", key="pairs_prev", on_click=_move, args=(-1,), disabled=st.session_state["pairs_page"] == 0)
+    p2.button(
+        "Next ▶", key="pairs_next", on_click=_move, args=(1,), disabled=st.session_state["pairs_page"] >= n_pages - 1
+    )
+    p3.selectbox("Per page", [5, 10, 20, 50], key="pairs_per_page", on_change=_reset_page)
+else:
+    removed, roots, depth, table = sa.groups(res, e)
+    st.caption(
+        f"{sa.fmt_int(len(table))} kept items caused the {sa.fmt_int(int(removed.sum()))} removals at ε = {e:.4f}. "
+        "Indented items are chains: removed as a duplicate of an item that is itself removed."
+    )
+    if table.empty:
+        st.info("Nothing is removed at this ε.")
+        st.stop()
+    ids = res.items["id"].to_numpy()
+    top = table.head(500)
+    choice = st.selectbox(
+        "Group (kept item · removals)",
+        range(len(top)),
+        format_func=lambda i: f"{ids[top['row'].iat[i]]} · {top['removed'].iat[i]} removed",
+        key="pairs_group",
+    )
+    root = int(top["row"].iat[choice])
+    dup = sa.dup_rows(res)
+    tree = group_tree(root, roots, dup, removed, res.items["rank"].to_numpy())
+    scores = res.items["max_sim"].to_numpy()
+    for row, d in tree[:200]:
+        cols = st.columns([max(1, d), 12])
+        with cols[1], st.container(border=True):
+            if d == 0:
+                sa.show_item(res, row, caption="kept")
+            else:
+                path = [row]
+                while path[-1] != root and len(path) <= d:
+                    path.append(int(dup[path[-1]]))
+                chain = " → ".join(str(ids[r]) for r in reversed(path))
+                sa.show_item(
+                    res,
+                    row,
+                    caption=f"{'↳ ' * d}removed, similarity {scores[row]:.4f} · chain {escape_markdown(chain)} ·",
+                )
+    if len(tree) > 200:
+        st.caption(f"Showing 200 of {len(tree):,} items in this group.")

@@ -1,0 +1,78 @@
+"""Lists of kept or removed items at one ε, as CSV, Parquet or TXT.
+
+An export is a list of ids (and paths, when the run has a ``path`` column) — never a deletion. Files are
+written atomically into ``<results>/exports/``; the user's input data is never touched.
+"""
+
+from __future__ import annotations
+
+import io as _io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import io
+from .errors import SemDedupError
+from .results import check_eps
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .results import Results
+
+FORMATS = ("csv", "parquet", "txt")
+WHICH = ("removed", "kept")
+EXPORT_DIR = "exports"
+COLUMNS = ("id", "path", "cluster", "max_sim", "dup_of")
+
+
+def _check(which: str, fmt: str | None = None) -> None:
+    if which not in WHICH:
+        raise SemDedupError(f"which must be 'removed' or 'kept', got {which!r}")
+    if fmt is not None and fmt not in FORMATS:
+        raise SemDedupError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def export_frame(results: Results, eps: float, which: str = "removed") -> pd.DataFrame:
+    """The ``which`` items at ``eps``: ``id``, ``path`` (when the run has one), ``cluster``, ``max_sim``
+    (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item)."""
+    _check(which)
+    mask = results.removed_mask(eps)
+    if which == "kept":
+        mask = ~mask
+    cols = [c for c in COLUMNS if c in results.items.columns]
+    return results.items.loc[mask, cols].reset_index(drop=True)
+
+
+def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
+    """``frame`` encoded as ``csv``, ``parquet`` or ``txt`` (one ``txt_column`` value per line)."""
+    _check("removed", fmt)
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode("utf-8")
+    if fmt == "parquet":
+        buf = _io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return buf.getvalue()
+    if txt_column not in frame.columns:
+        raise SemDedupError(f"txt_column {txt_column!r} is not a column of this run; use one of {list(frame.columns)}")
+    values = frame[txt_column].astype(str)
+    return ("".join(v + "\n" for v in values)).encode("utf-8")
+
+
+def file_name(eps: float, which: str, fmt: str, txt_column: str = "id") -> str:
+    """The export's file name, e.g. ``removed-eps0.0500.csv`` (``removed-eps0.0500-path.txt`` for paths)."""
+    _check(which, fmt)
+    suffix = f"-{txt_column}" if fmt == "txt" and txt_column != "id" else ""
+    return f"{which}-eps{check_eps(eps):.4f}{suffix}.{fmt}"
+
+
+def write_export(
+    results: Results, eps: float, which: str = "removed", fmt: str = "csv", txt_column: str = "id"
+) -> Path:
+    """Write the export into ``<results>/exports/`` atomically and return its path."""
+    if results.path is None:
+        raise SemDedupError("these results have no folder to write into; load them with Results.load(DIR)")
+    data = to_bytes(export_frame(results, eps, which), fmt, txt_column)
+    dest = Path(results.path) / EXPORT_DIR / file_name(eps, which, fmt, txt_column)
+    with io.atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return dest

@@ -1,0 +1,169 @@
+"""2-D maps of a run: a UMAP of the items (a stratified sample beyond ``max_points``) and of the centroids.
+
+Computed once per run and cached in the results folder (``map.parquet`` + ``map.json``,
+``centroid_map.parquet``), so the app never recomputes them on a widget change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import io
+from .errors import SemDedupError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .results import Results
+
+log = logging.getLogger(__name__)
+
+MAP_FILE = "map.parquet"
+MAP_META = "map.json"
+CENTROID_MAP_FILE = "centroid_map.parquet"
+MAX_POINTS = 50_000
+METHODS = ("umap", "pca")
+
+
+def sample_rows(
+    cluster: np.ndarray, max_sim: np.ndarray, dup_row: np.ndarray, max_points: int = MAX_POINTS, seed: int = 0
+) -> np.ndarray:
+    """Rows (sorted) to draw: all when ``n <= max_points``; otherwise whole clusters in a seeded random
+    order until the budget is spent, so each sampled cluster keeps all its removed items and the items
+    they duplicate. A cluster too large to fit on its own contributes its highest-scoring items (the ones
+    removed first at any ε) with their ``dup_of`` targets."""
+    n = len(cluster)
+    if max_points < 1:
+        raise SemDedupError(f"max_points must be at least 1, got {max_points}")
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    sizes = np.bincount(cluster)
+    chosen: list[np.ndarray] = []
+    budget = max_points
+    order = np.argsort(cluster, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    for c in rng.permutation(len(sizes)):
+        size = int(sizes[c])
+        if size == 0 or budget <= 0:
+            continue
+        members = order[offsets[c] : offsets[c + 1]]
+        if size <= budget:
+            chosen.append(members)
+            budget -= size
+        elif not chosen or budget >= max_points // 4:  # a giant cluster: its top scores and their targets
+            top = members[np.argsort(-max_sim[members], kind="stable")[: max(1, budget // 2)]]
+            targets = dup_row[top]
+            picked = np.unique(np.concatenate([top, targets[targets >= 0]]))[:budget]
+            chosen.append(picked)
+            budget -= len(picked)
+    return np.unique(np.concatenate(chosen)) if chosen else np.arange(min(n, max_points), dtype=np.int64)
+
+
+def embed_2d(x: np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
+    """Project the rows of ``x`` to 2-D with UMAP (cosine) or PCA; tiny inputs always use PCA."""
+    if method not in METHODS:
+        raise SemDedupError(f"map method must be one of {', '.join(METHODS)}, got {method!r}")
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.float32)
+    if method == "umap" and n >= 8:
+        import umap
+
+        reducer = umap.UMAP(
+            n_components=2, n_neighbors=min(15, n - 1), metric="cosine", random_state=seed, init="random", n_jobs=1
+        )
+        return reducer.fit_transform(x).astype(np.float32)
+    centred = x - x.mean(axis=0, keepdims=True)
+    if n < 2:
+        return np.zeros((n, 2), dtype=np.float32)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    out = centred @ vt[:2].T
+    if out.shape[1] < 2:
+        out = np.hstack([out, np.zeros((n, 2 - out.shape[1]), dtype=out.dtype)])
+    return out.astype(np.float32)
+
+
+def _meta(results: Results, max_points: int, method: str, seed: int) -> dict[str, Any]:
+    return {
+        "n_items": results.n_items,
+        "input_fingerprint": results.run.get("input_fingerprint"),
+        "created": results.run.get("created"),
+        "max_points": max_points,
+        "method": method,
+        "seed": seed,
+    }
+
+
+def load_map(
+    results: Results, max_points: int = MAX_POINTS, method: str = "umap", seed: int = 0
+) -> pd.DataFrame | None:
+    """The cached map (``row``, ``x``, ``y``) when one was computed for this run with these settings."""
+    import pandas as pd
+
+    if results.path is None:
+        return None
+    path, meta_path = results.path / MAP_FILE, results.path / MAP_META
+    if not (path.exists() and meta_path.exists()):
+        return None
+    try:
+        if io.read_json(meta_path) != _meta(results, max_points, method, seed):
+            return None
+        return pd.read_parquet(path)
+    except (ValueError, OSError):
+        return None
+
+
+def compute_map(
+    results: Results,
+    dup_row: np.ndarray,
+    max_points: int = MAX_POINTS,
+    method: str = "umap",
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Compute the item map, write it into the results folder and return it (or the cached one)."""
+    import pandas as pd
+
+    cached = load_map(results, max_points, method, seed)
+    if cached is not None:
+        return cached
+    if progress:
+        progress("map", 0, 1)
+    items = results.items
+    rows = sample_rows(
+        items["cluster"].to_numpy(), items["max_sim"].to_numpy(), dup_row, max_points=max_points, seed=seed
+    )
+    xy = embed_2d(np.asarray(results.embeddings[rows]), method=method, seed=seed)
+    frame = pd.DataFrame({"row": rows, "x": xy[:, 0], "y": xy[:, 1]})
+    if results.path is not None:
+        io.write_parquet(results.path / MAP_FILE, frame)
+        io.write_json(results.path / MAP_META, _meta(results, max_points, method, seed))
+    if progress:
+        progress("map", 1, 1)
+    return frame
+
+
+def centroid_map(results: Results, method: str = "umap", seed: int = 0) -> pd.DataFrame:
+    """A 2-D map of the centroids (``cluster``, ``x``, ``y``, ``size``), cached in the results folder."""
+    import pandas as pd
+
+    path = results.path / CENTROID_MAP_FILE if results.path is not None else None
+    sizes = np.bincount(results.items["cluster"].to_numpy(), minlength=len(results.centroids))
+    if path is not None and path.exists():
+        try:
+            frame = pd.read_parquet(path)
+            if len(frame) == len(sizes):
+                return frame
+        except (ValueError, OSError):
+            pass
+    xy = embed_2d(results.centroids, method=method, seed=seed)
+    frame = pd.DataFrame({"cluster": np.arange(len(sizes)), "x": xy[:, 0], "y": xy[:, 1], "size": sizes})
+    if path is not None:
+        io.write_parquet(path, frame)
+    return frame
