@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "pairs_view": "Pairs",
     "cl_order": "largest",
     "map_colour": "cluster",
+    "map_method": "umap",
 }
 EPS_DEFAULT = 0.05
 PAGES = {
@@ -279,14 +280,14 @@ def _map_executor():
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _map_future(path: str, stamp: int, method: str, _res: Results):
-    return _map_executor().submit(maps.compute_map, _res, dup_rows(_res), maps.MAX_POINTS, method)
+    return _map_executor().submit(maps.compute_all, _res, dup_rows(_res), maps.MAX_POINTS, method)
 
 
 def item_map(res: Results, method: str = "umap", start: bool = True):
     """The item map if ready (from the folder or a finished background job), else ``None``; starts the
     background computation when ``start``. Raises what the computation raised."""
     cached = maps.load_map(res, maps.MAX_POINTS, method)
-    if cached is not None:
+    if cached is not None and maps.load_centroid_map(res, method) is not None:
         return cached
     if not start:
         return None
@@ -294,13 +295,9 @@ def item_map(res: Results, method: str = "umap", start: bool = True):
     return fut.result() if fut.done() else None
 
 
-@st.cache_data(max_entries=4, show_spinner="Placing the centroids…")
-def _centroid_map(path: str, stamp: int, _res: Results, method: str):
-    return maps.centroid_map(_res, method=method)
-
-
 def centroid_map(res: Results, method: str = "umap"):
-    return _centroid_map(*key(res), res, method)
+    """The centroid map once the background job (see :func:`item_map`) has written it, else ``None``."""
+    return maps.load_centroid_map(res, method)
 
 
 # -- export -------------------------------------------------------------------------------------------

@@ -14,14 +14,23 @@ from semdedup_core.pairs import escape_markdown, snippet
 res = sa.require_results()
 e = sa.eps()
 st.title("Map")
-colour = st.segmented_control("Colour by", ["cluster", "kept / removed"], key="map_colour")
+colour = st.segmented_control("Colour by", ["cluster", "kept / removed"], key="map_colour") or "cluster"
+method = (
+    st.segmented_control(
+        "Projection",
+        ["umap", "pca"],
+        format_func={"umap": "UMAP (computed once in the background)", "pca": "PCA (instant, coarser)"}.get,
+        key="map_method",
+    )
+    or "umap"
+)
 lines = st.toggle("Lines from each removed item to its dup_of", value=True, key="map_lines")
 
 
 @st.fragment(run_every=2.0)
 def wait_for_map() -> None:
     try:
-        if sa.item_map(res) is not None:
+        if sa.item_map(res, method) is not None:
             st.rerun(scope="app")
     except Exception as exc:
         st.error(f"the map could not be computed: {exc}")
@@ -34,7 +43,7 @@ def wait_for_map() -> None:
 
 
 try:
-    m = sa.item_map(res)
+    m = sa.item_map(res, method)
 except (SemDedupError, Exception) as exc:  # noqa: B014 - a damaged folder or a failed UMAP
     st.error(f"the map could not be computed: {exc}")
     m = None
@@ -115,7 +124,9 @@ else:
 if res.n_clusters > 1:
     st.subheader("Cluster centres")
     try:
-        cm = sa.centroid_map(res)
+        cm = sa.centroid_map(res, method)
+        if cm is None:
+            st.stop()
         tab = sa.cluster_table(res, e).set_index("cluster")
         cm = cm[cm["size"] > 0]
         rem = tab.reindex(cm["cluster"])["removed"].fillna(0).to_numpy()

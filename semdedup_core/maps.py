@@ -1,7 +1,7 @@
 """2-D maps of a run: a UMAP of the items (a stratified sample beyond ``max_points``) and of the centroids.
 
-Computed once per run and cached in the results folder (``map.parquet`` + ``map.json``,
-``centroid_map.parquet``), so the app never recomputes them on a widget change.
+Computed once per run and method and cached in the results folder (``map-umap.parquet`` +
+``map-umap.json``, ``centroid_map-umap.parquet``; ``-pca`` for the quick PCA projection), so the app never recomputes them on a widget change.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAP_FILE = "map.parquet"
-MAP_META = "map.json"
-CENTROID_MAP_FILE = "centroid_map.parquet"
+MAP_FILE = "map-{method}.parquet"
+MAP_META = "map-{method}.json"
+CENTROID_MAP_FILE = "centroid_map-{method}.parquet"
 MAX_POINTS = 50_000
 METHODS = ("umap", "pca")
 
@@ -108,7 +108,7 @@ def load_map(
 
     if results.path is None:
         return None
-    path, meta_path = results.path / MAP_FILE, results.path / MAP_META
+    path, meta_path = results.path / MAP_FILE.format(method=method), results.path / MAP_META.format(method=method)
     if not (path.exists() and meta_path.exists()):
         return None
     try:
@@ -117,6 +117,15 @@ def load_map(
         return pd.read_parquet(path)
     except (ValueError, OSError):
         return None
+
+
+def compute_all(
+    results: Results, dup_row: np.ndarray, max_points: int = MAX_POINTS, method: str = "umap"
+) -> pd.DataFrame:
+    """The item map and the centroid map (both cached in the folder); returns the item map."""
+    frame = compute_map(results, dup_row, max_points=max_points, method=method)
+    centroid_map(results, method=method)
+    return frame
 
 
 def compute_map(
@@ -142,26 +151,36 @@ def compute_map(
     xy = embed_2d(np.asarray(results.embeddings[rows]), method=method, seed=seed)
     frame = pd.DataFrame({"row": rows, "x": xy[:, 0], "y": xy[:, 1]})
     if results.path is not None:
-        io.write_parquet(results.path / MAP_FILE, frame)
-        io.write_json(results.path / MAP_META, _meta(results, max_points, method, seed))
+        io.write_parquet(results.path / MAP_FILE.format(method=method), frame)
+        io.write_json(results.path / MAP_META.format(method=method), _meta(results, max_points, method, seed))
     if progress:
         progress("map", 1, 1)
     return frame
+
+
+def load_centroid_map(results: Results, method: str = "umap") -> pd.DataFrame | None:
+    """The cached centroid map, or ``None`` when it has not been computed for this run and method."""
+    import pandas as pd
+
+    if results.path is None:
+        return None
+    path = results.path / CENTROID_MAP_FILE.format(method=method)
+    try:
+        frame = pd.read_parquet(path)
+    except (ValueError, OSError):
+        return None
+    return frame if len(frame) == len(results.centroids) else None
 
 
 def centroid_map(results: Results, method: str = "umap", seed: int = 0) -> pd.DataFrame:
     """A 2-D map of the centroids (``cluster``, ``x``, ``y``, ``size``), cached in the results folder."""
     import pandas as pd
 
-    path = results.path / CENTROID_MAP_FILE if results.path is not None else None
+    cached = load_centroid_map(results, method)
+    if cached is not None:
+        return cached
+    path = results.path / CENTROID_MAP_FILE.format(method=method) if results.path is not None else None
     sizes = np.bincount(results.items["cluster"].to_numpy(), minlength=len(results.centroids))
-    if path is not None and path.exists():
-        try:
-            frame = pd.read_parquet(path)
-            if len(frame) == len(sizes):
-                return frame
-        except (ValueError, OSError):
-            pass
     xy = embed_2d(results.centroids, method=method, seed=seed)
     frame = pd.DataFrame({"cluster": np.arange(len(sizes)), "x": xy[:, 0], "y": xy[:, 1], "size": sizes})
     if path is not None:

@@ -1,0 +1,172 @@
+"""Pairs, groups and chains at an ε; word diffs; Markdown escaping of dataset text."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from markdown_it import MarkdownIt
+
+from semdedup_core import Results, SemDedupError
+from semdedup_core.pairs import (
+    chain_roots,
+    diff_markdown,
+    dup_rows,
+    escape_markdown,
+    group_tree,
+    groups_table,
+    page,
+    pairs_frame,
+    showcase_pairs,
+    word_diff,
+)
+
+
+def hand_results() -> Results:
+    """Six items, two clusters. Cluster 0: a (kept) ← b (0.97) ← c (0.95 to b); d ← a (0.90).
+    Cluster 1: e (kept) ← f (0.99)."""
+    items = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e", "f"],
+            "cluster": [0, 0, 0, 0, 1, 1],
+            "dist_to_centroid": [0.3, 0.2, 0.1, 0.05, 0.2, 0.1],
+            "rank": [0, 1, 2, 3, 0, 1],
+            "max_sim": np.array([-1.0, 0.97, 0.95, 0.90, -1.0, 0.99], dtype=np.float32),
+            "dup_of": ["", "a", "b", "a", "", "e"],
+        }
+    )
+    items.loc[items["dup_of"] == "", "dup_of"] = None
+    return Results(items, {"counts": {"clusters": 2}})
+
+
+def test_dup_rows_maps_ids_to_rows():
+    assert dup_rows(hand_results().items).tolist() == [-1, 0, 1, 0, -1, 4]
+
+
+def test_chain_roots_follow_removed_predecessors():
+    res = hand_results()
+    dup = dup_rows(res.items)
+    removed = res.removed_mask(0.06)  # threshold 0.94: b, c, f go; d (0.90) stays
+    assert removed.tolist() == [False, True, True, False, False, True]
+    root, depth = chain_roots(dup, removed)
+    assert root.tolist() == [0, 0, 0, 3, 4, 4]
+    assert depth.tolist() == [0, 1, 2, 0, 0, 1]
+    # at a stricter ε, c's predecessor b is kept, so the chain ends at b
+    removed = res.removed_mask(0.04)  # threshold 0.96: b and f
+    root, depth = chain_roots(dup, removed)
+    assert root.tolist() == [0, 0, 2, 3, 4, 4]
+
+
+def test_long_chain_is_resolved_by_pointer_jumping():
+    n = 1000
+    dup = np.arange(-1, n - 1)  # item i duplicates i - 1
+    removed = np.arange(n) > 0
+    root, depth = chain_roots(dup, removed)
+    assert (root == 0).all()
+    assert depth.tolist() == list(range(n))
+
+
+def test_group_tree_shows_chains_under_their_cause():
+    res = hand_results()
+    dup = dup_rows(res.items)
+    removed = res.removed_mask(0.2)  # b, c, d, f
+    root, _ = chain_roots(dup, removed)
+    tree = group_tree(0, root, dup, removed, res.items["rank"].to_numpy())
+    assert tree == [(0, 0), (1, 1), (2, 2), (3, 1)]  # a; b; c under b (a chain a→b→c); d
+    table = groups_table(res, root, removed)
+    assert table["id"].tolist() == ["a", "e"] and table["removed"].tolist() == [3, 1]
+    assert table["removed"].sum() == res.n_removed(0.2)
+
+
+def test_pairs_frame_counts_sorts_and_filters():
+    res = hand_results()
+    dup = dup_rows(res.items)
+    e = 0.2
+    by_sim = pairs_frame(res, e, dup, sort="similarity")
+    assert len(by_sim) == res.n_removed(e) == 4
+    assert by_sim["id"].tolist() == ["f", "b", "c", "d"]
+    border = pairs_frame(res, e, dup, sort="borderline")
+    assert border["id"].tolist() == ["d", "c", "b", "f"]
+    assert np.allclose(border["margin"], border["max_sim"] - 0.8)
+    assert (np.diff(border["margin"]) >= 0).all()
+    by_cluster = pairs_frame(res, e, dup, sort="cluster")
+    assert by_cluster["id"].tolist() == ["b", "c", "d", "f"]
+    assert pairs_frame(res, e, dup, clusters=[1])["id"].tolist() == ["f"]
+    assert set(pairs_frame(res, e, dup, sim_range=(0.94, 0.98))["id"]) == {"b", "c"}
+    assert by_sim["dup_of"].tolist() == ["e", "a", "b", "a"]
+    with pytest.raises(SemDedupError, match="sort must be one of"):
+        pairs_frame(res, e, dup, sort="nope")
+
+
+def test_paging_clips_and_counts():
+    frame = pd.DataFrame({"x": range(23)})
+    part, n_pages = page(frame, 0, 10)
+    assert n_pages == 3 and part["x"].tolist() == list(range(10))
+    part, _ = page(frame, 2, 10)
+    assert part["x"].tolist() == [20, 21, 22]
+    part, _ = page(frame, 99, 10)
+    assert part["x"].tolist() == [20, 21, 22]
+    assert page(frame.iloc[:0], 0, 10)[1] == 1
+    with pytest.raises(SemDedupError):
+        page(frame, 0, 0)
+
+
+def test_pairs_on_planted_duplicates_agree_with_results(text_results):
+    res = text_results
+    dup = dup_rows(res.items)
+    for e in (0.01, 0.05, 0.2):
+        frame = pairs_frame(res, e, dup)
+        assert sorted(frame["id"]) == sorted(res.removed(e)["id"])
+        assert (res.items["id"].to_numpy()[frame["dup_row"]] == frame["dup_of"].to_numpy()).all()
+        assert (frame["max_sim"] > 1 - e).all()
+
+
+def test_showcase_pairs_one_per_cluster_and_removed(text_results):
+    res = text_results
+    best = showcase_pairs(res, 0.1, dup_rows(res.items))
+    assert 1 <= len(best) <= 6
+    assert best["cluster"].is_unique
+    assert set(best["id"]) <= set(res.removed(0.1)["id"])
+
+
+def test_word_diff_marks_only_changed_words():
+    a, b = word_diff("the quick brown fox", "the quick red fox\njumps")
+    assert [t for t, d in a if d] == ["brown"]
+    assert [t for t, d in b if d] == ["red", "jumps"]
+    assert "".join(t for t, _ in b) == "the quick red fox\njumps"
+    same_a, same_b = word_diff("x y", "x y")
+    assert not any(d for _, d in same_a + same_b)
+
+
+def _rendered_text(md: str) -> str:
+    out = MarkdownIt("commonmark").render(md)
+    assert "<script" not in out and "<strong" not in out and "<h1" not in out and "<a " not in out
+    text = re.sub(r"<[^>]+>", "", out)
+    return html.unescape(text).replace("\u00a0", " ").strip()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<script>alert(1)</script>",
+        "**bold** # heading [link](http://x) $x^2$ :red[red] `code`",
+        "# a heading",
+        "1. not a list\n- nor this\n> nor a quote",
+        "    indented code? no",
+        "a & b &amp; c <b>tag</b> \\escaped\\",
+    ],
+)
+def test_escape_markdown_shows_text_literally(text):
+    rendered = _rendered_text(escape_markdown(text))
+    assert " ".join(rendered.split()) == " ".join(text.split())
+
+
+def test_diff_markdown_escapes_and_highlights():
+    a, b = word_diff("<script>alert(1)</script> same", "**bold** same")
+    md = diff_markdown(b, "red")
+    assert md.startswith(":red-background[\\*\\*bold\\*\\*]")
+    assert "<script>" not in diff_markdown(a, "green")
+    assert diff_markdown(a, "green").startswith(":green-background[\\<script\\>alert\\(1\\)\\</script\\>]")
