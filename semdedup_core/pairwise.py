@@ -58,16 +58,14 @@ def scores_in_cluster(
     if block is None:
         block = block_rows(m, max_block_bytes, itemsize)
     e = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)).to(device=device, dtype=tdtype)
-    neg_inf = torch.tensor(float("-inf"), device=device, dtype=tdtype)
     with torch.inference_mode():
-        # row 0 has no predecessor; blocks start at row 1
-        for start in range(1, m, block):
+        # row start+i may only see columns < start+i: in the block's own square, the diagonal and above
+        square = torch.ones(block, block, dtype=torch.bool, device=device).triu_()
+        for start in range(1, m, block):  # row 0 has no predecessor
             stop = min(start + block, m)
-            sims = e[start:stop] @ e[:stop].T  # (stop-start) × stop
-            # row start+i may only see columns < start+i
-            cols = torch.arange(stop, device=device)
-            rows = torch.arange(start, stop, device=device)
-            sims.masked_fill_(cols[None, :] >= rows[:, None], neg_inf)
+            sims = e[start:stop] @ e[:stop].T  # (stop-start) × stop: only earlier columns are computed
+            b = stop - start
+            sims[:, start:stop].masked_fill_(square[:b, :b], float("-inf"))
             best, where = sims.max(dim=1)
             max_sim[start:stop] = best.float().cpu().numpy()
             argmax[start:stop] = where.cpu().numpy()

@@ -164,7 +164,8 @@ class _Run:
             self.meta = old
             self.resumed = True
         else:
-            if out.exists() and any(out.iterdir()):
+            # the scratch folder and errors.parquet may already be there when run_input embedded first
+            if out.exists() and any(p.name not in (io.WORK, "errors.parquet") for p in out.iterdir()):
                 raise SemDedupError(
                     f"output folder {str(out)!r} exists and is not a semdedup results folder; choose an empty or new folder"
                 )
@@ -362,8 +363,11 @@ def dedup(
             "median_cluster": float(np.median(sizes)),
         }
     )
-    if extra:
-        run.meta.update(extra)
+    for key, value in (extra or {}).items():  # dicts (counts, stages) are merged, anything else replaced
+        if isinstance(value, dict) and isinstance(run.meta.get(key), dict):
+            run.meta[key].update(value)
+        else:
+            run.meta[key] = value
     run.meta["device"] = {"score": device, "kmeans": resolve_device(cluster.device)}
     run.meta["status"] = "complete"
     run.finish("write", time.perf_counter() - t0)
@@ -378,7 +382,7 @@ def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns) -> Non
     import pyarrow.parquet as pq
 
     n = len(labels)
-    id_arr = pa.array(ids.tolist() if ids is not None else np.arange(n).astype(str).tolist(), pa.string())
+    id_arr = pa.array(ids, pa.string()) if ids is not None else pc.cast(pa.array(np.arange(n)), pa.string())
     has_dup = dup_idx >= 0
     dup_arr = pc.take(id_arr, pa.array(np.where(has_dup, dup_idx, 0)))
     dup_arr = pc.if_else(pa.array(has_dup), dup_arr, pa.scalar(None, pa.string()))
