@@ -86,12 +86,12 @@ def bare(path: str, k: int, niter: int) -> dict:
 
 def child(argv: list[str]) -> dict:
     """Run one side in a fresh process; return its result and peak RSS."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(Path(__file__).parent)]))
     code = (
-        "import json, resource, sys; sys.path.insert(0, %r); import bench_engine as b; "
+        "import json, resource, sys; import bench_engine as b; "
         "r = getattr(b, sys.argv[1])(*sys.argv[2:3], *map(int, sys.argv[3:5]), *sys.argv[5:]); "
         "r['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20; print(json.dumps(r))"
-    ) % str(Path(__file__).parent)
+    )
     p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
     if p.returncode:
         raise SystemExit(p.stderr)
