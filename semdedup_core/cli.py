@@ -95,11 +95,39 @@ def print_summary(results: Any, out: Any = None) -> None:
     print(f"seconds: {timing}", file=out)
 
 
+def embed_config_from_args(args: argparse.Namespace) -> Any:
+    from .embed import EmbedConfig
+
+    return EmbedConfig(
+        encoder=args.encoder,
+        pretrained=args.pretrained,
+        text_column=args.text_column,
+        image_column=args.image_column,
+        id_column=args.id_column,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+    )
+
+
+_EMBED_OPTIONS = ("encoder", "pretrained", "text_column", "image_column", "id_column")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import dedup
 
-    if args.embeddings is None:
-        raise SemDedupError("run needs --embeddings X.npy (an n × d array)")
+    if args.input is not None and args.embeddings is not None:
+        raise SemDedupError("pass either --input PATH or --embeddings X.npy|DIR, not both")
+    embeddings_dir = args.embeddings is not None and os.path.isdir(args.embeddings)
+    if args.input is None and args.embeddings is None:
+        raise SemDedupError(
+            "run needs --input PATH (image folder or table) or --embeddings X.npy (an n × d array) or DIR (shards)"
+        )
+    if args.input is not None or embeddings_dir:
+        return _run_input(args, args.input if args.input is not None else args.embeddings)
+    given = [f"--{o.replace('_', '-')}" for o in _EMBED_OPTIONS if getattr(args, o) is not None]
+    if given:
+        raise SemDedupError(f"{', '.join(given)} only apply with --input (or an --embeddings folder); drop them")
     cluster, config = configs_from_args(args)
     ids = None
     if args.ids is not None:
@@ -117,7 +145,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run}
+def _run_input(args: argparse.Namespace, path: str) -> int:
+    from .embed import run_input
+
+    if args.ids is not None:
+        raise SemDedupError("--ids applies to an --embeddings .npy file; with --input use --id-column NAME")
+    cluster, config = configs_from_args(args)
+    embed = embed_config_from_args(args)
+    bar = TqdmProgress(disable=args.quiet)
+    try:
+        results = run_input(
+            path, args.out, embed=embed, cluster=cluster, config=config, progress=progress_callback(args, bar)
+        )
+    finally:
+        bar.close()
+    print_summary(results)
+    return 0
+
+
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from .encoders import DEFAULT_ENCODERS, list_encoders
+
+    for info in list_encoders():
+        print(f"{info.name:<22} {'/'.join(info.modalities):<11} {info.description}")
+    print(f"defaults: images {DEFAULT_ENCODERS['image']}, text {DEFAULT_ENCODERS['text']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DEMO_EPS, run_demo
+
+    bar = TqdmProgress(disable=args.quiet)
+    try:
+        results = run_demo(args.kind, args.out, progress=progress_callback(args, bar))
+    finally:
+        bar.close()
+    print_summary(results)
+    eps = DEMO_EPS[args.kind]
+    n_rem = results.n_removed(eps)
+    print(f"suggested eps for this demo: {eps} (removes {n_rem:,} of {results.n_items:,})")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "encoders": cmd_encoders, "demo": cmd_demo}
+
+
+def add_embed_arguments(p: argparse.ArgumentParser) -> None:
+    """Options for starting from raw data (``run --input``)."""
+    g = p.add_argument_group("embedding (with --input)")
+    g.add_argument(
+        "--encoder",
+        metavar="NAME",
+        help="efficientnet_lite0 (default for images), minilm (default for text), open_clip:ARCH, or "
+        "st:MODEL_OR_FOLDER; list them with `python -m semdedup_core encoders`",
+    )
+    g.add_argument(
+        "--pretrained",
+        metavar="TAG_OR_FILE",
+        help="for open_clip:ARCH: an open_clip pretrained tag already in the local cache, or a local checkpoint file",
+    )
+    g.add_argument("--text-column", metavar="NAME", help="table column holding the texts to embed")
+    g.add_argument(
+        "--image-column",
+        metavar="NAME",
+        help="table column holding image paths, relative to the table's folder (with --text-column too, "
+        "the images are embedded and the texts carried)",
+    )
+    g.add_argument("--id-column", metavar="NAME", help="table column holding unique ids (default: row numbers)")
+    g.add_argument("--batch-size", type=int, default=64, metavar="N", help="items per forward pass (default 64)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="image-decoding worker processes (default: one per core, at most 4; 0 = in the main process)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,17 +232,48 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser(
         "run",
-        help="deduplicate embeddings and write a results folder",
-        description="Deduplicate an n × d embedding matrix and write a results folder.",
+        help="deduplicate embeddings or raw data and write a results folder",
+        description="Deduplicate an n × d embedding matrix, embedding shards, an image folder or a table of "
+        "texts/image paths, and write a results folder. Items that cannot be used are listed in errors.parquet.",
     )
-    src = run.add_argument_group("input")
-    src.add_argument("--embeddings", metavar="X.npy", help="n × d float32/float16 .npy file (need not be normalised)")
+    src = run.add_argument_group("input (one of)")
+    src.add_argument(
+        "--input",
+        metavar="PATH",
+        help="a folder of images (searched recursively: jpg jpeg png webp bmp gif tiff), or a table "
+        "(.parquet/.csv/.jsonl) with --text-column and/or --image-column, or an embeddings folder",
+    )
+    src.add_argument(
+        "--embeddings",
+        metavar="X.npy|DIR",
+        help="n × d float32/float16 .npy file (need not be normalised), or a folder of img2dataset/"
+        "clip-retrieval shards (img_emb/img_emb_N.npy or text_emb/text_emb_N.npy + metadata/metadata_N.parquet)",
+    )
     src.add_argument(
         "--ids",
         metavar="IDS",
         help="text file with one id per line, or parquet with an `id` column, in the order of X (default: 0..n-1)",
     )
+    add_embed_arguments(run)
     add_dedup_arguments(run)
+
+    sub.add_parser(
+        "encoders",
+        help="list the encoders --encoder accepts",
+        description="List the encoders that `run --input` can use.",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="build an offline demo dataset and deduplicate it",
+        description="Build a demo dataset from data shipped in pip packages (text: the FreeBSD fortunes; "
+        "images: scikit-image/scikit-learn photographs with derived near-duplicates) on first use, in the "
+        "cache folder ($SEMDEDUP_CACHE, default ~/.cache/semdedup), and run the whole pipeline on it.",
+    )
+    demo.add_argument("kind", choices=("text", "images"), help="which demo")
+    demo.add_argument("--out", metavar="DIR", help="results folder (default: CACHE/runs/demo-KIND)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--progress-file", metavar="FILE", help="also write progress as JSON to FILE (for the app)")
     return parser
 
 

