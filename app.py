@@ -24,15 +24,4 @@ pages = {
 }
 page = st.navigation(list(pages.values()))
 
-with st.sidebar:
-    res = sa.current_results(show_error=False)
-    if res is None:
-        st.caption("No results folder open.")
-    else:
-        st.caption(f"**{sa.pairs.escape_markdown(res.path.name)}** · {sa.fmt_int(res.n_items)} items")
-        if page.title not in ("Threshold", "Stakeholder view", "Home"):
-            e = sa.eps_slider(res)
-            n_rem = res.n_removed(e)
-            st.caption(f"removes {sa.fmt_int(n_rem)} ({n_rem / res.n_items:.1%}) at ε = {e:.4f}")
-
 page.run()

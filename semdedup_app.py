@@ -135,9 +135,11 @@ def current_results(show_error: bool = True) -> Results | None:
     return res
 
 
-def require_results() -> Results:
-    """The open results, or stop the page with a pointer to Home."""
+def require_results(eps_control: bool = True) -> Results:
+    """The open results, or stop the page with a pointer to Home. Draws the sidebar (the open folder and,
+    with ``eps_control``, the shared ε slider with the removed count)."""
     res = current_results()
+    sidebar(res, eps_control)
     if res is None:
         if not st.session_state.get("sd_results_dir"):
             st.info("No results folder is open yet.")
@@ -145,6 +147,19 @@ def require_results() -> Results:
         st.stop()
     jobs.remember(res.path)
     return res
+
+
+def sidebar(res: Results | None, eps_control: bool = False) -> None:
+    """The open folder's name and size, and (``eps_control``) the shared ε slider."""
+    with st.sidebar:
+        if res is None:
+            st.caption("No results folder open.")
+            return
+        st.caption(f"**{pairs.escape_markdown(res.path.name)}** · {fmt_int(res.n_items)} items")
+        if eps_control:
+            e = eps_slider(res)
+            n_rem = res.n_removed(e)
+            st.caption(f"removes {fmt_int(n_rem)} ({n_rem / res.n_items:.1%}) at ε = {e:.4f}")
 
 
 def key(res: Results) -> tuple[str, int]:

@@ -17,6 +17,7 @@ st.write(
 )
 
 res = sa.current_results()
+sa.sidebar(res)
 if res is not None:
     counts = res.run.get("counts", {})
     st.success(

@@ -7,7 +7,7 @@ import streamlit as st
 
 import semdedup_app as sa
 
-res = sa.require_results()
+res = sa.require_results(eps_control=False)
 e = sa.eps()
 n = res.n_items
 n_rem = res.n_removed(e)

@@ -8,7 +8,7 @@ import streamlit as st
 import semdedup_app as sa
 from semdedup_core import SemDedupError
 
-res = sa.require_results()
+res = sa.require_results(eps_control=False)
 st.title("Threshold")
 st.markdown(
     "**The rule (the paper's).** Inside each cluster the items are put in order — the one kept first is "

@@ -1,0 +1,271 @@
+"""The explorer through streamlit.testing's AppTest: every page, the widgets, counts against Results."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from semdedup_core.pairs import dup_rows, pairs_frame
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = ["threshold", "pairs", "clusters", "map", "export", "stakeholder"]
+
+
+@pytest.fixture(autouse=True)
+def _app_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMDEDUP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SEMDEDUP_RESULTS", raising=False)
+
+
+def open_app(results_dir, page: str | None = None) -> AppTest:
+    import os
+
+    if results_dir is not None:
+        os.environ["SEMDEDUP_RESULTS"] = str(results_dir)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["map_method"] = "pca"  # keep UMAP (numba compile) out of the fast tests
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def texts(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown] + [c.value for c in at.caption]
+
+
+@pytest.mark.parametrize("which", ["text_results", "image_results"])
+def test_every_page_runs(which, request):
+    res = request.getfixturevalue(which)
+    at = open_app(res.path)
+    assert "Open:" in at.success[0].value
+    for page in PAGES:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        assert at.title, page
+
+
+def test_threshold_slider_and_target_fraction(text_results):
+    res = text_results
+    at = open_app(res.path, "threshold")
+    assert metric(at, "removed") == f"{res.n_removed(0.05):,}"
+    for e in (0.0, 0.02, 0.1, 0.3):
+        at.slider(key="thr_eps").set_value(e).run()
+        assert metric(at, "removed") == f"{res.n_removed(e):,}"
+        assert metric(at, "kept") == f"{res.n_items - res.n_removed(e):,}"
+        assert at.session_state["sd_eps"] == pytest.approx(e)
+    at.number_input(key="thr_fraction").set_value(80.0).run()
+    e = res.eps_for_kept_fraction(0.8)
+    assert at.session_state["sd_eps"] == pytest.approx(e)
+    assert metric(at, "kept") == f"{res.n_items - res.n_removed(e):,}"
+    assert res.kept_fraction(e) >= 0.8
+    # ε is shared: the pairs page and the sidebar use the value the fraction gave
+    at.switch_page("pages/pairs.py").run()
+    assert at.sidebar.slider(key="sb_eps").value == pytest.approx(e)
+    assert any(f"{res.n_removed(e):,} removed items" in c for c in texts(at))
+
+
+def test_cluster_table_counts(text_results):
+    res = text_results
+    at = open_app(res.path, "threshold")
+    at.slider(key="thr_eps").set_value(0.1).run()
+    table = at.dataframe[0].value
+    assert table["removed"].sum() == res.n_removed(0.1)
+    assert table["size"].sum() == res.n_items
+
+
+def _pair_captions(at):
+    return [c.value for c in at.caption if c.value.startswith("removed `")]
+
+
+def test_pairs_sorting_and_paging(text_results):
+    res = text_results
+    at = open_app(res.path, "pairs")
+    e = 0.1
+    at.sidebar.slider(key="sb_eps").set_value(e).run()
+    dup = dup_rows(res.items)
+    n = res.n_removed(e)
+    per = 10
+    assert any(f"{n:,} removed items at ε = 0.1000 match · page 1 of {-(-n // per)}" in c for c in texts(at))
+    for sort in ("similarity", "borderline", "cluster"):
+        at.selectbox(key="pairs_sort").set_value(sort).run()
+        expect = pairs_frame(res, e, dup, sort=sort)["id"].tolist()
+        shown = [re.search(r"`(.+?)`", c).group(1) for c in _pair_captions(at)]
+        assert shown == expect[:per], sort
+        sims = [float(m.value) for m in at.metric if m.label == "similarity"]
+        assert np.allclose(sims, pairs_frame(res, e, dup, sort=sort)["max_sim"][:per], atol=1e-4)
+    at.button(key="pairs_next").click().run()
+    shown = [re.search(r"`(.+?)`", c).group(1) for c in _pair_captions(at)]
+    assert shown == expect[per : 2 * per]
+    assert any("page 2 of" in c for c in texts(at))
+    at.button(key="pairs_prev").click().run()
+    assert any("page 1 of" in c for c in texts(at))
+    at.selectbox(key="pairs_per_page").set_value(5).run()
+    assert len(_pair_captions(at)) == min(5, n)
+
+
+def test_groups_view_shows_chains(text_results):
+    res = text_results
+    at = open_app(res.path, "pairs")
+    at.sidebar.slider(key="sb_eps").set_value(0.3).run()
+    at.session_state["pairs_view"] = "Groups"
+    at.run()
+    assert not at.exception
+    removed = res.removed_mask(0.3)
+    assert any(f"caused the {res.n_removed(0.3):,} removals" in c for c in texts(at))
+    # pick a group that holds a chain (an item removed as a duplicate of a removed item)
+    dup = dup_rows(res.items)
+    chained = np.flatnonzero(removed & (dup >= 0) & removed[np.maximum(dup, 0)])
+    assert len(chained), "the planted data should hold a chain at ε = 0.3"
+    options = at.selectbox(key="pairs_group").options
+    ids = res.items["id"].to_numpy()
+    from semdedup_core.pairs import chain_roots
+
+    root, _ = chain_roots(dup, removed)
+    want = ids[root[chained[0]]]
+    choice = next(i for i, o in enumerate(options) if o.startswith(f"{want} ·"))
+    at.selectbox(key="pairs_group").set_value(choice).run()
+    chain_caps = [c for c in texts(at) if "chain" in c and "↳ ↳" in c]
+    assert chain_caps, texts(at)
+    chain_ids = re.search(r"chain (.+?) ·", chain_caps[0]).group(1).replace("\\", "").split(" → ")
+    assert len(chain_ids) >= 3 and chain_ids[0] == want
+    for earlier, later in zip(chain_ids, chain_ids[1:], strict=False):
+        assert res.items.set_index("id").loc[later, "dup_of"] == earlier
+
+
+def test_dataset_text_is_shown_literally(text_results):
+    res = text_results
+    at = open_app(res.path, "pairs")
+    at.sidebar.slider(key="sb_eps").set_value(0.3).run()
+    at.selectbox(key="pairs_sort").set_value("cluster").run()
+    at.selectbox(key="pairs_per_page").set_value(50).run()
+    md = [m.value for m in at.markdown]
+    assert any("\\<script\\>alert\\(1\\)\\</script\\>" in m for m in md), md
+    assert not any("<script>" in m for m in md)
+    for m in at.markdown:
+        assert not m.proto.allow_html
+
+
+@pytest.mark.parametrize("problem", ["missing", "partial", "version", "garbage"])
+def test_bad_folders_give_a_message_not_a_traceback(problem, text_results, tmp_path):
+    folder = tmp_path / "bad"
+    if problem != "missing":
+        shutil.copytree(text_results.path, folder)
+        run = json.loads((folder / "run.json").read_text())
+        if problem == "partial":
+            run["status"] = "running"
+        elif problem == "version":
+            run["format_version"] = 999
+        (folder / "run.json").write_text(json.dumps(run))
+        if problem == "garbage":
+            (folder / "items.parquet").write_bytes(b"not parquet")
+    expected = {
+        "missing": "does not exist",
+        "partial": "has not finished",
+        "version": "format version 999",
+        "garbage": "could not read",
+    }[problem]
+    at = open_app(folder)
+    assert expected in at.error[0].value
+    for page in PAGES:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert expected in at.error[0].value
+
+
+def test_missing_image_files_show_a_placeholder(tmp_path):
+    from conftest import make_image_results
+
+    res = make_image_results(tmp_path / "imgs", n=12)
+    for p in res.items["path"]:
+        Path(p).unlink()
+    at = open_app(res.path, "pairs")
+    at.sidebar.slider(key="sb_eps").set_value(0.5).run()
+    assert res.n_removed(0.5) > 0
+    assert any("image not found" in w.value for w in at.warning)
+    at.switch_page("pages/stakeholder.py").run()
+    assert not at.exception
+
+
+def test_clusters_page_shows_the_chosen_cluster(text_results):
+    res = text_results
+    at = open_app(res.path)
+    table = res.cluster_table(0.05)
+    c = int(table.sort_values("size")["cluster"].iloc[0])  # the smallest: not the default choice
+    at.session_state["sd_cluster"] = c
+    at.switch_page("pages/clusters.py").run()
+    assert not at.exception
+    row = table.set_index("cluster").loc[c]
+    assert metric(at, "items") == f"{int(row['size']):,}"
+    assert metric(at, "removed at ε") == f"{int(row['removed']):,}"
+    items = at.dataframe[0].value
+    assert items["rank"].tolist() == list(range(int(row["size"])))
+    assert (items["status"] == "🔴 removed").sum() == row["removed"]
+    at.selectbox(key="cl_order").set_value("removed").run()
+    assert at.session_state["sd_cluster"] == c  # the choice survives a change of order
+
+
+def test_export_page_writes_into_the_results_folder(image_results):
+    res = image_results
+    at = open_app(res.path, "export")
+    at.radio(key="exp_fmt").set_value("txt").run()
+    at.radio(key="exp_txt").set_value("path").run()
+    at.button(key="exp_write").click().run()
+    assert not at.exception and at.success
+    out = res.path / "exports" / "removed-eps0.0500-path.txt"
+    assert out.read_text().splitlines() == res.removed(0.05)["path"].tolist()
+    at.button(key="exp_prepare").click().run()
+    assert not at.exception
+
+
+def test_map_page_draws_points_and_centroids(text_results):
+    at = open_app(text_results.path, "map")
+    import time
+
+    for _ in range(50):  # the projection is computed in a background thread
+        if len(at.get("plotly_chart")) >= 1:
+            break
+        time.sleep(0.2)
+        at.run()
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    fig = json.loads(charts[0].proto.spec)
+    points = sum(len(t["text"]) for t in fig["data"] if t.get("mode") == "markers")
+    assert points == text_results.n_items
+
+
+def test_home_opens_typed_and_recent_folders(text_results, image_results):
+    at = open_app(None)
+    assert not at.get("success")  # nothing open
+    at.text_input(key="home_path").set_value(str(text_results.path))
+    at.button[0].click().run()  # the form's submit button
+    assert at.session_state["sd_results_dir"] == str(text_results.path)
+    at.switch_page("pages/threshold.py").run()  # opening remembers the folder
+    at2 = open_app(None)
+    assert any(str(text_results.path.resolve()) == t.value for t in at2.text)
+    at2.text_input(key="home_path").set_value(str(image_results.path) + "-nope")
+    at2.button[0].click().run()
+    assert "does not exist" in at2.error[0].value
+
+
+def test_cli_flag_opens_a_folder(text_results, monkeypatch):
+    import semdedup_app
+
+    assert semdedup_app.cli_results_dir(["--results", "/x/y"]) == "/x/y"
+    monkeypatch.setenv("SEMDEDUP_RESULTS", "/a/b")
+    assert semdedup_app.cli_results_dir([]) == "/a/b"
+    assert semdedup_app.cli_results_dir(["--results", "/x/y"]) == "/x/y"
