@@ -67,13 +67,13 @@ def init_state() -> None:
         st.session_state["sd_started"] = True
         given = cli_results_dir()
         if given:
-            st.session_state["sd_results_dir"] = given
+            open_folder(given)
         elif st.session_state["sd_results_dir"] is None:
             built = demo_folder("text")
             if (built / "run.json").is_file():
                 try:
                     Results.load(built)
-                    st.session_state["sd_results_dir"] = str(built)
+                    open_folder(built)
                 except SemDedupError:
                     pass
 
@@ -81,6 +81,9 @@ def init_state() -> None:
 def open_folder(path: str | Path) -> None:
     """Make ``path`` the open results folder (checked when a page loads it)."""
     st.session_state["sd_results_dir"] = str(Path(path).expanduser())
+    suggested = demo_eps(path)
+    if suggested is not None:
+        set_eps(suggested)
     st.session_state["sd_cluster"] = None
     st.session_state["pairs_page"] = 0
 
@@ -96,7 +99,20 @@ def demo_kinds() -> tuple[str, ...]:
 
 
 def demo_folder(kind: str) -> Path:
-    return jobs.home() / "demos" / kind
+    """Where ``run_demo(kind)`` (and ``python -m semdedup_core demo KIND``) writes by default."""
+    return jobs.home() / "runs" / f"demo-{kind}"
+
+
+def demo_eps(path: str | Path) -> float | None:
+    """The ε the demo module suggests when ``path`` is a demo's default folder."""
+    try:
+        from semdedup_core.demo import DEMO_EPS
+    except ImportError:
+        return None
+    for kind, value in DEMO_EPS.items():
+        if Path(path).expanduser().resolve() == demo_folder(kind).resolve():
+            return float(value)
+    return None
 
 
 # -- loading ------------------------------------------------------------------------------------------

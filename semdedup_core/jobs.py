@@ -25,8 +25,10 @@ KINDS = ("cli", "demo")
 
 
 def home() -> Path:
-    """Where the app keeps its runs, demos, jobs and recent list: ``$SEMDEDUP_HOME`` or ``~/.cache/semdedup``."""
-    return Path(os.environ.get("SEMDEDUP_HOME") or Path.home() / ".cache" / "semdedup")
+    """Where the app keeps its runs, jobs and recent list — the same place the offline demos use:
+    ``$SEMDEDUP_CACHE``, else ``~/.cache/semdedup``. Demo runs live in ``runs/demo-<kind>``."""
+    env = os.environ.get("SEMDEDUP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "semdedup"
 
 
 def jobs_dir() -> Path:
@@ -147,7 +149,7 @@ def find_runs(roots: list[Path], depth: int = 2) -> list[Path]:
 
 
 def remember(path: str | Path, limit: int = 20) -> None:
-    """Put ``path`` first in the recent-runs list (``$SEMDEDUP_HOME/recent.json``)."""
+    """Put ``path`` first in the recent-runs list (``recent.json`` in :func:`home`)."""
     f = home() / "recent.json"
     try:
         recent = io.read_json(f)
@@ -159,13 +161,13 @@ def remember(path: str | Path, limit: int = 20) -> None:
 
 
 def recent_runs() -> list[Path]:
-    """Recently opened results folders that still exist, then those under ``$SEMDEDUP_HOME``."""
+    """Recently opened results folders that still exist, then those under ``runs/`` in :func:`home`."""
     try:
         recent = [Path(p) for p in io.read_json(home() / "recent.json")]
     except (OSError, ValueError):
         recent = []
     seen: dict[Path, None] = {p: None for p in recent if (p / io.RUN).is_file()}
-    for p in find_runs([home() / "runs", home() / "demos"]):
+    for p in find_runs([home() / "runs"]):
         seen.setdefault(p, None)
     return list(seen)
 

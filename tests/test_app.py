@@ -19,7 +19,7 @@ PAGES = ["threshold", "pairs", "clusters", "map", "export", "stakeholder"]
 
 @pytest.fixture(autouse=True)
 def _app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEMDEDUP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
     monkeypatch.delenv("SEMDEDUP_RESULTS", raising=False)
 
 
@@ -269,3 +269,17 @@ def test_cli_flag_opens_a_folder(text_results, monkeypatch):
     monkeypatch.setenv("SEMDEDUP_RESULTS", "/a/b")
     assert semdedup_app.cli_results_dir([]) == "/a/b"
     assert semdedup_app.cli_results_dir(["--results", "/x/y"]) == "/x/y"
+
+
+def test_a_built_text_demo_opens_by_itself(text_results, tmp_path):
+    import semdedup_app
+
+    if not semdedup_app.demo_kinds():
+        pytest.skip("semdedup_core.demo is not available")
+    from semdedup_core.demo import DEMO_EPS
+
+    shutil.copytree(text_results.path, semdedup_app.demo_folder("text"))
+    at = open_app(None)
+    assert at.session_state["sd_results_dir"] == str(semdedup_app.demo_folder("text"))
+    assert at.session_state["sd_eps"] == pytest.approx(DEMO_EPS["text"])
+    assert any("text** demo — built" in m.value for m in at.markdown)

@@ -26,7 +26,7 @@ def wait_for(job_id: str, timeout: float = 120.0) -> dict:
 
 @pytest.mark.slow
 def test_background_run_writes_results_and_home_shows_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEMDEDUP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
     monkeypatch.delenv("SEMDEDUP_RESULTS", raising=False)
     x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
@@ -50,7 +50,7 @@ def test_background_run_writes_results_and_home_shows_it(tmp_path, monkeypatch):
 
 
 def test_failed_run_reports_its_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEMDEDUP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
     np.save(tmp_path / "x.npy", np.ones((5, 3), dtype=np.float32))
     job = jobs.start("cli", ["run", "--embeddings", str(tmp_path / "x.npy"), "--clusters", "50"], tmp_path / "out")
     done = wait_for(job["id"])
@@ -59,7 +59,7 @@ def test_failed_run_reports_its_error(tmp_path, monkeypatch):
 
 
 def test_start_refuses_a_folder_that_is_not_a_results_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEMDEDUP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     with pytest.raises(SemDedupError, match="not a results folder"):
