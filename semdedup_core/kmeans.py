@@ -57,7 +57,7 @@ def fit_centroids(
     return _unit_rows(km.centroids)
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, *, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def assign(x: np.ndarray, centroids: np.ndarray, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Assign each unit row of ``x`` to its highest-cosine centroid.
 
     Returns ``(labels int64, dist_to_centroid float32)`` with ``dist = 1 - cosine``. Works in chunks, so ``x`` may be a memory map larger than RAM.

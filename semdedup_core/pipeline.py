@@ -13,7 +13,7 @@ import logging
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from . import io
 from .config import ClusterConfig, DedupConfig, to_dict
 from .device import resolve_device
 from .errors import SemDedupError
+from .executors import Executor, LocalExecutor, Task, get_executor
 from .kmeans import assign, fit_centroids
 from .pairwise import order_cluster, scores_in_cluster
 from .vectors import check_matrix, normalize_rows
@@ -38,6 +39,7 @@ cleanly (what is finished stays finished, and a rerun resumes)."""
 
 FORMAT_VERSION = 1
 SHARD_ITEMS = 50_000  # clusters are grouped into shards of about this many items for checkpointing
+ASSIGN_ROWS = 1 << 18  # rows per assignment task
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -103,7 +105,7 @@ def score_clusters(
     offsets: np.ndarray,
     cluster_ids: np.ndarray,
     config: DedupConfig,
-    device: str = "cpu",
+    device: str = "auto",
     on_cluster: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order and score a run of whole clusters. A pure function of arrays (runs on any worker).
@@ -112,6 +114,7 @@ def score_clusters(
     Returns, per row, ``rank`` (position in its cluster's keep order), ``max_sim`` and ``dup_row``
     (the row, in ``emb``'s numbering, of the earlier item it is most similar to; -1 for rank 0).
     """
+    device = resolve_device(device)
     n = emb.shape[0]
     rank = np.empty(n, dtype=np.int64)
     max_sim = np.empty(n, dtype=np.float32)
@@ -209,6 +212,7 @@ def dedup(
     progress: Progress | None = None,
     columns: Any = None,
     extra: dict[str, Any] | None = None,
+    executor: str | Executor | None = None,
 ) -> Results:
     """Run SemDeDup on ``embeddings`` (``n × d``, any scale) and return the :class:`Results`.
 
@@ -216,6 +220,8 @@ def dedup(
     (a new temporary folder when ``None``); running again on the same folder with the same arguments
     resumes. ``columns``: an optional DataFrame of ``n`` rows carried into ``items.parquet`` (paths,
     texts, captions). ``extra``: more facts recorded in ``run.json`` (for example the encoder used).
+    ``executor``: where the assign and score steps run — ``"local"`` (default), ``"ray"``, or an
+    :class:`~semdedup_core.executors.Executor`; results are the same either way.
     """
     from .results import Results
 
@@ -243,6 +249,7 @@ def dedup(
         params["dedup"].pop(key)
     params["cluster"].pop("device")
     run = _Run(out, params, fingerprint(embeddings, ids), n, d)
+    ex = get_executor(executor)
     if run.done("write"):
         log.info("results folder %s is complete; nothing to do", out)
         return Results.load(out)
@@ -296,7 +303,12 @@ def dedup(
     else:
         t0 = time.perf_counter()
         progress("assign", 0, n)
-        labels, dist = assign(x, centroids, device=cluster.device)
+        labels = np.empty(n, dtype=np.int64)
+        dist = np.empty(n, dtype=np.float32)
+        chunks = ((s, (x[s : s + ASSIGN_ROWS], centroids, cluster.device)) for s in range(0, n, ASSIGN_ROWS))
+        for s, (lab, dst) in ex.imap(assign, chunks):
+            labels[s : s + len(lab)], dist[s : s + len(lab)] = lab, dst
+            progress("assign", min(n, s + len(lab)), n)
         io.save_npz(assign_path, labels=labels, dist=dist)
         progress("assign", n, n)
         run.finish("assign", time.perf_counter() - t0)
@@ -314,39 +326,56 @@ def dedup(
     done_clusters = 0
     reused = 0
     progress("score", 0, k)
-    for first, last in bounds:
-        lo, hi = int(offsets[first]), int(offsets[last])
-        members = order[lo:hi]
-        path = shard_dir / f"shard-{first:07d}-{last:07d}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                r, ms, dup_local = z["rank"], z["max_sim"], z["dup_row"]
-            reused += last - first
-            done_clusters += last - first
-        else:
-            t0 = time.perf_counter()
 
-            def tick(_c: int) -> None:
-                nonlocal done_clusters
-                done_clusters += 1
-                progress("score", done_clusters, k)
+    def shard_path(first: int, last: int) -> Path:
+        return shard_dir / f"shard-{first:07d}-{last:07d}.npz"
 
-            r, ms, dup_local = score_clusters(
-                x[members],
-                dist[members],
-                offsets[first : last + 1] - lo,
-                np.arange(first, last),
-                config,
-                device,
-                on_cluster=tick,
-            )
-            done_clusters += int((sizes[first:last] == 0).sum())  # empty clusters do not tick
-            io.save_npz(path, rank=r, max_sim=ms, dup_row=dup_local)
-            run.add_seconds("score", time.perf_counter() - t0)
+    def tick(_cluster: int) -> None:  # per-cluster progress, when scoring runs in this process
+        nonlocal done_clusters
+        done_clusters += 1
+        progress("score", done_clusters, k)
+
+    local = isinstance(ex, LocalExecutor)
+
+    def tasks() -> Iterator[Task]:
+        for first, last in bounds:
+            if not shard_path(first, last).exists():
+                lo, hi = int(offsets[first]), int(offsets[last])
+                members = order[lo:hi]
+                args = (
+                    x[members],
+                    dist[members],
+                    offsets[first : last + 1] - lo,
+                    np.arange(first, last),
+                    config,
+                    config.device,
+                    tick if local else None,
+                )
+                yield (first, last), args
+
+    def merge(first: int, last: int, r: np.ndarray, ms: np.ndarray, dup_local: np.ndarray) -> None:
+        members = order[int(offsets[first]) : int(offsets[last])]
         rank[members] = r
         max_sim[members] = ms
         dup_idx[members] = np.where(dup_local >= 0, members[np.maximum(dup_local, 0)], -1)
+
+    for first, last in bounds:  # finished shards of an interrupted run
+        if shard_path(first, last).exists():
+            with np.load(shard_path(first, last)) as z:
+                merge(first, last, z["rank"], z["max_sim"], z["dup_row"])
+            reused += last - first
+            done_clusters += last - first
+    progress("score", done_clusters, k)
+    t0 = time.perf_counter()
+    for (first, last), (r, ms, dup_local) in ex.imap(score_clusters, tasks()):
+        io.save_npz(shard_path(first, last), rank=r, max_sim=ms, dup_row=dup_local)
+        merge(first, last, r, ms, dup_local)
+        done_clusters = done_clusters if local else done_clusters + (last - first)
+        if local:
+            done_clusters += int((sizes[first:last] == 0).sum())  # empty clusters do not tick
         progress("score", done_clusters, k)
+        run.add_seconds("score", time.perf_counter() - t0)
+        t0 = time.perf_counter()
     run.finish("score", 0.0, resumed_clusters=int(reused))
 
     # 5. the results folder
@@ -369,6 +398,7 @@ def dedup(
         else:
             run.meta[key] = value
     run.meta["device"] = {"score": device, "kmeans": resolve_device(cluster.device)}
+    run.meta["executor"] = ex.name
     run.meta["status"] = "complete"
     run.finish("write", time.perf_counter() - t0)
     shutil.rmtree(run.work, ignore_errors=True)
