@@ -10,6 +10,7 @@ import numpy as np
 
 from . import io
 from .errors import SemDedupError
+from .rules import check_rule, removed_kept_only
 
 REQUIRED_COLUMNS = ("id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of")
 
@@ -108,12 +109,38 @@ class Results:
     def _sorted_scores(self) -> np.ndarray:
         return np.sort(self._scores.astype(np.float64))
 
-    def removed_mask(self, eps: float) -> np.ndarray:
-        """Boolean mask (input order) of the items removed at ``eps``."""
-        return self._scores.astype(np.float64) > 1.0 - check_eps(eps)
+    @functools.cached_property
+    def _rank_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(dup_idx, order, offsets, rank)``: rows of ``dup_of``, rows grouped by cluster in rank order."""
+        import pandas as pd
 
-    def n_removed(self, eps: float | np.ndarray) -> int | np.ndarray:
-        """How many items are removed at ``eps`` (a number or an array of them); O(log n) each."""
+        items = self.items
+        dup_idx = pd.Index(items["id"]).get_indexer(items["dup_of"])
+        clusters = items["cluster"].to_numpy(np.int64)
+        rank = items["rank"].to_numpy(np.int64)
+        order = np.lexsort((rank, clusters))
+        offsets = np.zeros(int(clusters.max()) + 2, dtype=np.int64)
+        np.cumsum(np.bincount(clusters), out=offsets[1:])
+        return dup_idx.astype(np.int64), order, offsets, rank
+
+    def removed_mask(self, eps: float, rule: str = "paper") -> np.ndarray:
+        """Boolean mask (input order) of the items removed at ``eps``.
+
+        ``rule="paper"`` is SemDeDup's (``max_sim > 1 − eps``, chains included); ``"kept-only"`` removes
+        an item only when it resembles an earlier *kept* item (see :mod:`semdedup_core.rules`).
+        """
+        eps = check_eps(eps)
+        if check_rule(rule) == "paper":
+            return self._scores.astype(np.float64) > 1.0 - eps
+        dup_idx, order, offsets, rank = self._rank_layout
+        return removed_kept_only(self._scores, dup_idx, order, offsets, rank, self.embeddings, eps)
+
+    def n_removed(self, eps: float | np.ndarray, rule: str = "paper") -> int | np.ndarray:
+        """How many items are removed at ``eps`` (a number or an array of them); O(log n) each for the
+        paper's rule."""
+        if check_rule(rule) != "paper":
+            counts = [int(self.removed_mask(float(e), rule).sum()) for e in np.ravel(eps)]
+            return counts[0] if np.ndim(eps) == 0 else np.array(counts)
         thr = 1.0 - np.asarray(eps, dtype=np.float64)
         if np.any((thr < -1.0) | (thr > 1.0)):
             check_eps(float(np.ravel(eps)[0]) if np.ndim(eps) else eps)
@@ -122,18 +149,18 @@ class Results:
         removed = self.n_items - kept
         return int(removed) if np.ndim(removed) == 0 else removed
 
-    def kept_fraction(self, eps: float | np.ndarray) -> float | np.ndarray:
+    def kept_fraction(self, eps: float | np.ndarray, rule: str = "paper") -> float | np.ndarray:
         """Fraction of items kept at ``eps`` (a number or an array of them)."""
-        removed = self.n_removed(eps)
+        removed = self.n_removed(eps, rule)
         return 1.0 - removed / self.n_items
 
-    def removed(self, eps: float) -> Any:
+    def removed(self, eps: float, rule: str = "paper") -> Any:
         """The rows of ``items`` removed at ``eps``."""
-        return self.items[self.removed_mask(eps)]
+        return self.items[self.removed_mask(eps, rule)]
 
-    def kept(self, eps: float) -> Any:
+    def kept(self, eps: float, rule: str = "paper") -> Any:
         """The rows of ``items`` kept at ``eps``."""
-        return self.items[~self.removed_mask(eps)]
+        return self.items[~self.removed_mask(eps, rule)]
 
     def eps_for_kept_fraction(self, fraction: float) -> float:
         """The largest ε that keeps at least ``fraction`` of the items, solved exactly from the scores.

@@ -294,3 +294,67 @@ def test_load_errors(tmp_path, results):
     with pytest.raises(SemDedupError, match="not valid JSON"):
         Results.load(tmp_path / "old")
     assert Results.load(results.path).n_items == results.n_items
+
+
+# -- the conservative rule ---------------------------------------------------------------------------
+
+
+def test_kept_only_rule_by_hand(tmp_path):
+    """A, B, C in one cluster, in that order, with cos(A,B) = cos(B,C) = 0.95 and cos(A,C) = 0.805.
+
+    At eps = 0.1 (threshold 0.9) the paper's rule removes B (≈A) and C (≈B); the kept-only rule removes
+    B only, since C resembles nothing that is kept.
+    """
+    theta = np.arccos(0.95)
+    x = np.array([[np.cos(t), np.sin(t), 0.0] for t in (0.0, theta, 2 * theta)], dtype=np.float32)
+    seed = next(s for s in range(100) if np.random.default_rng([s, 0]).permutation(3).tolist() == [0, 1, 2])
+    res = dedup(
+        x, ["A", "B", "C"], cluster=ClusterConfig(1), config=DedupConfig(keep="random", seed=seed), out=tmp_path / "r"
+    )
+    assert res.items.sort_values("rank")["id"].tolist() == ["A", "B", "C"]
+    assert res.items["dup_of"].isna().tolist() == [True, False, False]
+    assert res.items["dup_of"].tolist()[1:] == ["A", "B"]
+    assert sorted(res.removed(0.1)["id"]) == ["B", "C"]
+    assert sorted(res.removed(0.1, rule="kept-only")["id"]) == ["B"]
+    assert res.kept_fraction(0.1, rule="kept-only") == pytest.approx(2 / 3)
+    assert sorted(res.removed(0.3, rule="kept-only")["id"]) == ["B", "C"]  # 0.805 > 0.7: C ≈ kept A
+
+
+def greedy_kept_only(res, eps):
+    """The conservative rule the slow way: walk each cluster in rank order, compare with kept items."""
+    emb = np.asarray(res.embeddings)
+    items = res.items
+    removed = np.zeros(len(items), dtype=bool)
+    for _, members in items.groupby("cluster").indices.items():
+        members = members[np.argsort(items["rank"].to_numpy()[members])]
+        kept = []
+        for i in members:
+            if kept and (emb[kept] @ emb[i]).max() > 1 - eps:
+                removed[i] = True
+            else:
+                kept.append(i)
+    return removed
+
+
+def test_kept_only_rule_matches_greedy(tmp_path):
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((300, 12)).astype(np.float32)
+    # chains: each base vector drifts in 4 small steps, so neighbours are close and ends are farther
+    steps = [base]
+    for _ in range(4):
+        steps.append(steps[-1] + 0.12 * rng.standard_normal(base.shape).astype(np.float32))
+    x = np.vstack(steps)
+    res = dedup(x, cluster=ClusterConfig(6), out=tmp_path / "r")
+    for eps in (0.005, 0.02, 0.05, 0.1, 0.3):
+        mask = res.removed_mask(eps, rule="kept-only")
+        np.testing.assert_array_equal(mask, greedy_kept_only(res, eps))
+        paper = res.removed_mask(eps)
+        assert not (mask & ~paper).any()  # it only ever removes less
+    eps = 0.05
+    assert res.n_removed(eps, rule="kept-only") < res.n_removed(eps)  # this data has real chains
+    assert res.n_removed([eps, 0.1], rule="kept-only").tolist() == [
+        res.n_removed(eps, rule="kept-only"),
+        res.n_removed(0.1, rule="kept-only"),
+    ]
+    with pytest.raises(SemDedupError, match="rule must be one of paper, kept-only"):
+        res.removed_mask(0.1, rule="strict")
