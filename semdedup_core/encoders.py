@@ -335,22 +335,62 @@ class OpenClipEncoder(_TorchEncoder):
             )
         return self._transform(image)
 
+    def cached_checkpoint(self) -> str | None:
+        """The local file behind ``pretrained``: the file itself, or where open_clip caches the tag's
+        weights (the Hugging Face cache, or ``~/.cache/clip`` for URL downloads); ``None`` if absent."""
+        if self.pretrained is None or Path(self.pretrained).is_file():
+            return self.pretrained
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(self.arch, self.pretrained)
+        hub = cfg.get("hf_hub") or ""
+        if hub:
+            from huggingface_hub import try_to_load_from_cache
+
+            repo_id, filename = (
+                os.path.split(hub.rstrip("/"))
+                if hub.endswith((".bin", ".safetensors"))
+                else (
+                    hub.rstrip("/"),
+                    "",
+                )
+            )
+            names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+            for name in names:
+                found = try_to_load_from_cache(repo_id, name)
+                if isinstance(found, str) and os.path.isfile(found):
+                    return found
+        url = cfg.get("url") or ""
+        if url:
+            local = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+            if local.is_file():
+                return str(local)
+        return None
+
     def _load(self) -> Any:
         import open_clip
 
-        try:
-            model = open_clip.create_model(self.arch, pretrained=self.pretrained, device=self.device)
-        except SemDedupError:
-            raise
-        except Exception as exc:
-            where = "checkpoint file" if self.pretrained and Path(self.pretrained).is_file() else "pretrained tag"
+        path = self.cached_checkpoint()
+        if self.pretrained is not None and path is None:
             raise SemDedupError(
-                f"open_clip:{self.arch} could not load {where} {self.pretrained!r} offline "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); download the "
-                "checkpoint (open_clip_pytorch_model.bin) on a machine with a network and pass "
-                "--pretrained /path/to/that/file"
+                f"open_clip:{self.arch} pretrained tag {self.pretrained!r} is not in the local cache and this tool "
+                "never downloads; download the checkpoint (open_clip_pytorch_model.bin) on a machine with a "
+                "network and pass --pretrained /path/to/that/file"
+            )
+        quick_gelu = False
+        if self.pretrained is not None and not Path(self.pretrained).is_file():
+            quick_gelu = bool(open_clip.get_pretrained_cfg(self.arch, self.pretrained).get("quick_gelu", False))
+        try:
+            model = open_clip.create_model(self.arch, pretrained=None, force_quick_gelu=quick_gelu)
+            if path is not None:
+                open_clip.load_checkpoint(model, path)
+        except Exception as exc:
+            raise SemDedupError(
+                f"open_clip:{self.arch} could not load the checkpoint {path!r} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); pass a checkpoint of that architecture "
+                "saved by open_clip (a state dict)"
             ) from None
-        return model.eval()
+        return model.eval().to(self.device)
 
     def encode(self, batch: Any) -> np.ndarray:
         import torch

@@ -136,8 +136,9 @@ def load_image_folder(folder: Path) -> Items:
             f"folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); pass a folder of images "
             "or a table with --image-column"
         )
-    ids = [f.relative_to(folder).as_posix() for f in files]
-    paths = [str(f) for f in files]
+    pairs = sorted((f.relative_to(folder).as_posix(), str(f)) for f in files)
+    ids = [i for i, _ in pairs]
+    paths = [p for _, p in pairs]
     columns = pd.DataFrame({"path": paths})
     return Items(
         kind="folder",

@@ -90,3 +90,83 @@ def text_results(tmp_path_factory):
 def image_results(tmp_path_factory):
     """A finished results folder of generated PNG images with a ``path`` column."""
     return make_image_results(tmp_path_factory.mktemp("app") / "image-run")
+
+
+# -- raw-input fixtures (run --input): generated image folders with bad files -----------------------
+
+
+def _scene(rng: np.random.Generator, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A random picture of a few coloured rectangles and ellipses on a gradient (uint8 RGB)."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    base = np.linspace(rng.integers(0, 255, 3), rng.integers(0, 255, 3), w).astype(np.uint8)
+    im = Image.fromarray(np.broadcast_to(base, (h, w, 3)).copy())
+    draw = ImageDraw.Draw(im)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        box = (x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2)))
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=color)
+    return np.asarray(im)
+
+
+def make_image_folder(root: Path, n_scenes: int = 10, seed: int = 0) -> dict[str, list[str]]:
+    """A folder tree of generated images in every supported format, near-copies of some, and bad files.
+
+    Returns ``{"good": [...], "bad": [...], "copies": [(copy, original), ...], "skipped": [...]}``
+    (paths relative to ``root``).
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sub" / "deeper").mkdir(parents=True, exist_ok=True)
+    good, copies = [], []
+    formats = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tiff", "tif"]
+    for i in range(n_scenes):
+        arr = _scene(rng)
+        ext = formats[i % len(formats)]
+        rel = f"{'sub/' if i % 3 == 1 else 'sub/deeper/' if i % 3 == 2 else ''}scene{i:02d}.{ext}"
+        Image.fromarray(arr).save(root / rel)
+        good.append(rel)
+        if i < 3:  # a near-copy: re-encoded JPEG at lower quality, slightly resized
+            crel = f"copy_of_scene{i:02d}.jpg"
+            Image.fromarray(arr).resize((120, 90)).save(root / crel, quality=60)
+            good.append(crel)
+            copies.append((crel, rel))
+    # odd but valid: RGBA, 16-bit grayscale, an animated GIF (first frame), a 1x1 image
+    Image.fromarray(np.dstack([_scene(rng), np.full((96, 128), 128, np.uint8)])).save(root / "rgba.png")
+    Image.fromarray((np.arange(96 * 128).reshape(96, 128) % 65535).astype(np.uint16)).save(root / "gray16.png")
+    frames = [Image.fromarray(_scene(rng)) for _ in range(3)]
+    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(root / "tiny.png")
+    good += ["rgba.png", "gray16.png", "anim.gif", "tiny.png"]
+    # bad: not an image, truncated, empty, wrong content behind an image name
+    (root / "not_an_image.jpg").write_bytes(b"this is text, not a JPEG\n" * 10)
+    data = (root / good[0]).read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 3])
+    (root / "empty.webp").write_bytes(b"")
+    jpg = (root / "copy_of_scene00.jpg").read_bytes()
+    (root / "sub" / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    bad = ["not_an_image.jpg", "truncated.png", "empty.webp", "sub/truncated.jpg"]
+    # skipped: files not named like images, hidden files
+    (root / "captions.txt").write_text("a caption\n")
+    (root / "sub" / "meta.json").write_text("{}")
+    (root / ".hidden.png").write_bytes(data)
+    return {"good": sorted(good), "bad": sorted(bad), "copies": copies, "skipped": ["captions.txt", "sub/meta.json"]}
+
+
+def brute_force_scores(emb: np.ndarray, items: pd.DataFrame) -> tuple[np.ndarray, list]:
+    """``max_sim`` and ``dup_of`` recomputed from scratch from ``cluster`` and ``rank`` (the spec's rule)."""
+    ids = items["id"].to_numpy()
+    max_sim = np.full(len(items), -1.0)
+    dup_of: list = [None] * len(items)
+    for _c, grp in items.groupby("cluster"):
+        rows = grp.sort_values("rank").index.to_numpy()
+        sims = emb[rows] @ emb[rows].T
+        for r in range(1, len(rows)):
+            j = int(np.argmax(sims[r, :r]))
+            max_sim[rows[r]] = sims[r, j]
+            dup_of[rows[r]] = ids[rows[j]]
+    return max_sim, dup_of
