@@ -10,17 +10,17 @@ import streamlit as st  # noqa: E402
 
 import semdedup_app as sa  # noqa: E402
 
-st.set_page_config(page_title="semdedup explorer", page_icon="🧬", layout="wide")
+st.set_page_config(page_title="semdedup explorer", page_icon=":material/content_copy:", layout="wide")
 sa.init_state()
 
 pages = {
-    "home": st.Page(sa.PAGES["home"], title="Home", icon="🏠", default=True),
-    "threshold": st.Page(sa.PAGES["threshold"], title="Threshold", icon="🎚️"),
-    "pairs": st.Page(sa.PAGES["pairs"], title="Pairs", icon="👯"),
-    "clusters": st.Page(sa.PAGES["clusters"], title="Clusters", icon="🗂️"),
-    "map": st.Page(sa.PAGES["map"], title="Map", icon="🗺️"),
-    "export": st.Page(sa.PAGES["export"], title="Export", icon="📤"),
-    "story": st.Page(sa.PAGES["story"], title="Stakeholder view", icon="📣"),
+    "home": st.Page(sa.PAGES["home"], title="Home", icon=":material/home:", default=True),
+    "threshold": st.Page(sa.PAGES["threshold"], title="Threshold", icon=":material/tune:"),
+    "pairs": st.Page(sa.PAGES["pairs"], title="Pairs", icon=":material/compare:"),
+    "clusters": st.Page(sa.PAGES["clusters"], title="Clusters", icon=":material/category:"),
+    "map": st.Page(sa.PAGES["map"], title="Map", icon=":material/scatter_plot:"),
+    "export": st.Page(sa.PAGES["export"], title="Export", icon=":material/download:"),
+    "story": st.Page(sa.PAGES["story"], title="Stakeholder view", icon=":material/campaign:"),
 }
 page = st.navigation(list(pages.values()))
 

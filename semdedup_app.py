@@ -57,12 +57,15 @@ def cli_results_dir(argv: list[str] | None = None) -> str | None:
     return args.results or os.environ.get("SEMDEDUP_RESULTS") or None
 
 
-def init_state() -> None:
-    """Set every key's default once per session and open the folder given on the command line."""
+def init_state(keep_widgets: bool = True) -> None:
+    """Set every key's default once per session and open the folder given on the command line (or a
+    built text demo). Idempotent; pages call it too (with ``keep_widgets=False``) so that a page opened
+    before the entry script ever ran still finds its state."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-        # re-assigning keeps a widget's value when the page that shows it is not the current one
-        st.session_state[key] = st.session_state[key]
+        if keep_widgets:
+            # re-assigning keeps a widget's value while the page that shows it is not the current one
+            st.session_state[key] = st.session_state[key]
     if not st.session_state["sd_started"]:
         st.session_state["sd_started"] = True
         given = cli_results_dir()
@@ -135,6 +138,7 @@ def load(path: str) -> Results:
 
 def current_results(show_error: bool = True) -> Results | None:
     """The open results, or ``None`` (with an ``st.error`` naming the reason when it cannot be loaded)."""
+    init_state(keep_widgets=False)
     path = st.session_state.get("sd_results_dir")
     if not path:
         return None
@@ -159,7 +163,7 @@ def require_results(eps_control: bool = True) -> Results:
     if res is None:
         if not st.session_state.get("sd_results_dir"):
             st.info("No results folder is open yet.")
-        st.page_link(PAGES["home"], label="Open a results folder or build a demo on Home", icon="🏠")
+        st.page_link(PAGES["home"], label="Open a results folder or build a demo on Home", icon=":material/home:")
         st.stop()
     jobs.remember(res.path)
     return res
@@ -407,6 +411,8 @@ def show_pair(res: Results, row: int, dup: int, sim: float, e: float) -> None:
             res, dup, caption="earlier (also removed)" if dup_removed else "kept", colour="green", tokens=tok_kept
         )
     with mid:
-        st.metric("similarity", f"{sim:.4f}", delta=f"{sim - (1 - e):+.4f} over 1−ε", delta_color="off")
+        st.metric(
+            "similarity", f"{sim:.4f}", delta=f"{sim - (1 - e):+.4f} vs 1−ε", delta_color="off", delta_arrow="off"
+        )
     with right:
         show_item(res, row, caption="removed", colour="red", tokens=tok_removed)

@@ -40,7 +40,13 @@ dist = res.items["dist_to_centroid"].to_numpy()[members]
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("items", sa.fmt_int(row["size"]))
-m2.metric("removed at ε", sa.fmt_int(row["removed"]), f"{row['removed'] / row['size']:.1%}", delta_color="off")
+m2.metric(
+    "removed at ε",
+    sa.fmt_int(row["removed"]),
+    f"{row['removed'] / row['size']:.1%}",
+    delta_color="off",
+    delta_arrow="off",
+)
 m3.metric("distance to centre (median)", f"{np.median(dist):.4f}")
 m4.metric("distance range", f"{dist.min():.3f} – {dist.max():.3f}")
 
@@ -50,7 +56,7 @@ st.plotly_chart(fig, key="cl_hist")
 
 items = res.items.iloc[members[:1000]]
 view = items[[c for c in ("rank", "id", "max_sim", "dup_of", "dist_to_centroid") if c in items.columns]].copy()
-view.insert(0, "status", np.where(removed[:1000], "🔴 removed", "🟢 kept"))
+view.insert(0, "status", np.where(removed[:1000], "removed", "kept"))
 for extra in ("text", "path"):
     if extra in items.columns:
         view[extra] = items[extra].astype(str).str.slice(0, 200)
@@ -62,4 +68,4 @@ st.dataframe(
 )
 if len(members) > 1000:
     st.caption(f"Showing the first 1,000 of {len(members):,} items in keep order.")
-st.page_link(sa.PAGES["pairs"], label="See this ε's pairs", icon="👯")
+st.page_link(sa.PAGES["pairs"], label="See this ε's pairs", icon=":material/compare:")

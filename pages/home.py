@@ -25,9 +25,9 @@ if res is not None:
         f"{sa.fmt_int(res.n_clusters)} clusters (largest {sa.fmt_int(counts.get('largest_cluster', 0))})."
     )
     c1, c2, c3 = st.columns(3)
-    c1.page_link(sa.PAGES["threshold"], label="Tune ε", icon="🎚️")
-    c2.page_link(sa.PAGES["pairs"], label="Audit the pairs", icon="👯")
-    c3.page_link(sa.PAGES["story"], label="Stakeholder view", icon="📣")
+    c1.page_link(sa.PAGES["threshold"], label="Tune ε", icon=":material/tune:")
+    c2.page_link(sa.PAGES["pairs"], label="Audit the pairs", icon=":material/compare:")
+    c3.page_link(sa.PAGES["story"], label="Stakeholder view", icon=":material/campaign:")
 
 
 # -- open a folder -------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def running_jobs() -> None:
             st.progress(frac, text=f"{job['label']}: {info.get('stage', 'starting')} {info.get('done', 0)}/{total}")
         elif job["state"] == "complete":
             a, b = st.columns([6, 1])
-            a.write(f"✅ **{label}** finished — {escape_markdown(job['out'])}")
+            a.write(f":material/check_circle: **{label}** finished — {escape_markdown(job['out'])}")
             if b.button("Open", key=f"home_job_{job['id']}"):
                 sa.open_folder(job["out"])
                 st.rerun(scope="app")

@@ -14,7 +14,7 @@ n_rem = res.n_removed(e)
 st.title("Semantic duplicates in this dataset")
 m1, m2, m3 = st.columns(3)
 m1.metric("items in the dataset", sa.fmt_int(n))
-m2.metric("semantic duplicates", f"{n_rem / n:.1%}", f"{sa.fmt_int(n_rem)} items", delta_color="off")
+m2.metric("semantic duplicates", f"{n_rem / n:.1%}", f"{sa.fmt_int(n_rem)} items", delta_color="off", delta_arrow="off")
 m3.metric("kept after deduplication", sa.fmt_int(n - n_rem))
 st.markdown(
     f"Every item was compared with the similar items around it (same cluster of meaning). "

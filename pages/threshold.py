@@ -10,9 +10,15 @@ from semdedup_core import SemDedupError
 
 res = sa.require_results(eps_control=False)
 st.title("Threshold")
+KEEP_WORDS = {
+    "hard": "the one farthest from the cluster centre comes first (the paper's default)",
+    "easy": "the one nearest the cluster centre comes first",
+    "random": "in a seeded random order",
+}
+keep = res.run.get("params", {}).get("dedup", {}).get("keep", "hard")
 st.markdown(
-    "**The rule (the paper's).** Inside each cluster the items are put in order — the one kept first is "
-    "the one farthest from the cluster centre — and every item gets a score: its highest cosine similarity "
+    f"**The rule (the paper's).** Inside each cluster the items are put in order — {KEEP_WORDS.get(keep, keep)}, "
+    "and the first is always kept — and every item gets a score: its highest cosine similarity "
     "to any *earlier* item of the same cluster. At ε an item is **removed when that score is above 1 − ε**. "
     "Earlier items count even when they are removed themselves, so chains go together: if A ≈ B and "
     "B ≈ C, both B and C are removed although C may not be close to A. Items in different clusters are "
@@ -50,8 +56,8 @@ n = res.n_items
 n_rem = res.n_removed(e)
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("items", sa.fmt_int(n))
-m2.metric("kept", sa.fmt_int(n - n_rem), f"{(n - n_rem) / n:.2%}", delta_color="off")
-m3.metric("removed", sa.fmt_int(n_rem), f"{n_rem / n:.2%}", delta_color="off")
+m2.metric("kept", sa.fmt_int(n - n_rem), f"{(n - n_rem) / n:.2%}", delta_color="off", delta_arrow="off")
+m3.metric("removed", sa.fmt_int(n_rem), f"{n_rem / n:.2%}", delta_color="off", delta_arrow="off")
 m4.metric("similarity threshold 1 − ε", f"{1 - e:.4f}")
 
 c1, c2 = st.columns(2)
@@ -102,4 +108,4 @@ if rows:
     st.switch_page(sa.PAGES["clusters"])
 if len(table) > len(shown):
     st.caption(f"Showing the {len(shown):,} clusters with most removals of {len(table):,}.")
-st.page_link(sa.PAGES["clusters"], label="Browse all clusters", icon="🗂️")
+st.page_link(sa.PAGES["clusters"], label="Browse all clusters", icon=":material/category:")

@@ -213,7 +213,7 @@ def test_clusters_page_shows_the_chosen_cluster(text_results):
     assert metric(at, "removed at ε") == f"{int(row['removed']):,}"
     items = at.dataframe[0].value
     assert items["rank"].tolist() == list(range(int(row["size"])))
-    assert (items["status"] == "🔴 removed").sum() == row["removed"]
+    assert (items["status"] == "removed").sum() == row["removed"]
     at.selectbox(key="cl_order").set_value("removed").run()
     assert at.session_state["sd_cluster"] == c  # the choice survives a change of order
 

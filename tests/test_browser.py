@@ -1,0 +1,176 @@
+"""End to end in a real headless browser: Debian's chromium driven by Playwright, on the served app.
+
+Skips when chromium is absent, unless ``SEMDEDUP_REQUIRE_BROWSER=1`` (CI), where that is a failure.
+Saves a screenshot of each page into ``docs/screenshots/`` (or ``$SEMDEDUP_SCREENSHOTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+SHOTS = Path(os.environ.get("SEMDEDUP_SCREENSHOTS") or ROOT / "docs" / "screenshots")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _need_browser() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    if os.environ.get("SEMDEDUP_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{CHROMIUM} is missing and SEMDEDUP_REQUIRE_BROWSER=1; apt-get install chromium")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(text_results, tmp_path):
+    """``streamlit run app.py -- --results DIR`` on a free port; yields the base URL."""
+    _need_browser()
+    port = _free_port()
+    env = {**os.environ, "SEMDEDUP_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    env.pop("SEMDEDUP_RESULTS", None)
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.headless=true",
+            f"--server.port={port}",
+            "--server.address=127.0.0.1",
+            "--browser.gatherUsageStats=false",
+            "--server.fileWatcherType=none",
+            "--",
+            "--results",
+            str(text_results.path),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "server.log").read_text())
+        else:
+            raise AssertionError("the app did not become healthy in 30 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _removed(page) -> int:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="removed").first
+    value = metric.locator('[data-testid="stMetricValue"]').inner_text()
+    return int(value.replace(",", ""))
+
+
+def _wait_idle(page) -> None:
+    """Wait until the script has finished (Streamlit shows a 'running' status widget while it works)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=30_000,
+    )
+    page.wait_for_timeout(300)
+
+
+def test_served_app_end_to_end(served_app, text_results):
+    from playwright.sync_api import sync_playwright
+
+    res = text_results
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    dialogs: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(served_app, wait_until="domcontentloaded")
+        page.get_by_text("Open:", exact=False).first.wait_for(timeout=30_000)
+        _wait_idle(page)
+        page.screenshot(path=str(SHOTS / "home.png"))
+
+        # Threshold: the removed count follows the slider
+        page.goto(f"{served_app}/threshold")
+        page.get_by_role("slider").first.wait_for(timeout=30_000)
+        _wait_idle(page)
+        before = _removed(page)
+        assert before == res.n_removed(0.05)
+        slider = page.get_by_role("slider").first
+        slider.focus()
+        for _ in range(100):  # 100 steps of 0.0005: ε 0.05 → 0.10
+            page.keyboard.press("ArrowRight")
+        _wait_idle(page)
+        eps = float(slider.get_attribute("aria-valuetext"))
+        assert eps == pytest.approx(0.1, abs=1e-3)
+        page.wait_for_function(
+            "(n) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+            ".some(m => m.innerText.includes('removed') && m.innerText.includes(n))",
+            arg=f"{res.n_removed(eps):,}",
+            timeout=15_000,
+        )
+        after = _removed(page)
+        assert after == res.n_removed(eps) and after > before
+        page.screenshot(path=str(SHOTS / "threshold.png"), full_page=False)
+
+        # Pairs: through the navigation, with ε carried over and dataset text shown literally
+        page.get_by_role("link", name="Pairs").first.click()
+        page.get_by_text("removed items at ε", exact=False).first.wait_for(timeout=30_000)
+        _wait_idle(page)
+        caption = page.get_by_text(re.compile(r"removed items at ε = 0\.1000")).first.inner_text()
+        assert caption.startswith(f"{after:,} removed items")
+        page.screenshot(path=str(SHOTS / "pairs.png"))
+        page.get_by_role("combobox").first.click()  # the sort box
+        page.get_by_role("option", name=re.compile("Most similar first")).click()
+        _wait_idle(page)
+        page.get_by_text("<script>alert(1)</script>", exact=True).first.wait_for(timeout=15_000)  # shown as text
+        assert not dialogs
+
+        for name, path, ready in (
+            ("clusters", "clusters", "distance to centre"),
+            ("export", "export", "Exports are lists of ids"),
+            ("stakeholder", "stakeholder", "semantic duplicates"),
+            ("map", "map", "box- or lasso-select"),
+        ):
+            page.goto(f"{served_app}/{path}")
+            page.get_by_text(ready, exact=False).first.wait_for(timeout=90_000)
+            _wait_idle(page)
+            page.wait_for_timeout(800)  # let plotly draw
+            page.screenshot(path=str(SHOTS / f"{name}.png"))
+        browser.close()
+    assert not dialogs
+    for name in ("home", "threshold", "pairs", "clusters", "export", "stakeholder", "map"):
+        assert (SHOTS / f"{name}.png").stat().st_size > 10_000
