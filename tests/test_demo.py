@@ -1,0 +1,100 @@
+"""The offline demo datasets: built from pip packages into the cache, and the image demo's figures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semdedup_core.demo import (
+    DEMO_EPS,
+    DEMOS,
+    FORTUNE_FILES,
+    build_text_data,
+    cache_dir,
+    demo_clusters,
+    parse_fortunes,
+    run_demo,
+)
+from semdedup_core.errors import SemDedupError
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    old = os.environ.get("SEMDEDUP_CACHE")
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["SEMDEDUP_CACHE"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["SEMDEDUP_CACHE"]
+    else:
+        os.environ["SEMDEDUP_CACHE"] = old
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("SEMDEDUP_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "semdedup"
+    assert DEMOS == ("text", "images")
+    with pytest.raises(SemDedupError, match="demo must be one of text, images, got 'audio'"):
+        run_demo("audio")
+
+
+def test_parse_fortunes():
+    src = (
+        "%% $FreeBSD$\n%\nFirst quote,\n\ttwo lines.\n%\n%\nSecond.\n\t\t-- Someone\n%\n\n%\nLast, no trailing percent"
+    )
+    assert parse_fortunes(src) == ["First quote,\n\ttwo lines.", "Second.\n\t\t-- Someone", "Last, no trailing percent"]
+
+
+def test_text_data_is_built_once_without_the_offensive_collections(cache):
+    path = build_text_data()
+    assert path.is_relative_to(cache)
+    df = pd.read_parquet(path)
+    assert 13_000 < len(df) < 15_000 and df["id"].is_unique
+    assert set(df["source"]) == set(FORTUNE_FILES) and not any(
+        s.endswith("-o") or "limerick" in s for s in FORTUNE_FILES
+    )
+    assert {"40 isn't old.  If you're a tree.", "Forty isn't old, if you're a tree."} <= set(df["text"])
+    mtime = path.stat().st_mtime_ns
+    assert build_text_data() == path and path.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert demo_clusters(len(df)) == 59 and demo_clusters(3) == 1
+
+
+@pytest.mark.slow
+def test_image_demo_flags_derived_copies_and_not_unrelated_photos(cache):
+    """The done-when figure: at the demo's eps, derived copies are removed (as duplicates of their own
+    photo) while no image is removed as a duplicate of a different photograph."""
+    results = run_demo("images")
+    out = cache / "runs" / "demo-images"
+    assert Path(results.path) == out
+    items = pd.read_parquet(out / "items.parquet")
+    assert 250 <= len(items) <= 400
+    assert {"path", "source", "transform", "group", "role"} <= set(items.columns)
+    assert all(Path(p).is_absolute() and Path(p).is_relative_to(cache) and Path(p).is_file() for p in items["path"])
+    assert pd.read_parquet(out / "errors.parquet").empty
+
+    eps = DEMO_EPS["images"]
+    src = items["source"].to_numpy()
+    role = items["role"].to_numpy()
+    where = {i: n for n, i in enumerate(items["id"])}
+    dup_src = np.array([src[where[d]] if isinstance(d, str) else None for d in items["dup_of"]])
+    removed = items["max_sim"].to_numpy() > 1 - eps
+    photos = role != "region"
+    expected = photos.sum() - len(set(src[photos]))  # all but one image of each photo's group
+    copies_removed = (removed & photos & (dup_src == src)).sum()
+    across = (removed & (dup_src != src)).sum()
+    assert copies_removed >= 0.9 * expected, (copies_removed, expected)
+    assert across == 0
+    # and the unrelated photographs are far apart: no two different photos come near the threshold
+    emb = np.load(out / "embeddings.npy")
+    sims = emb[photos] @ emb[photos].T
+    other = src[photos][:, None] != src[photos][None, :]
+    assert sims[other].max() < 1 - eps - 0.05
+
+    again = run_demo("images")  # a finished run is returned as it is
+    assert again.n_items == results.n_items and again.n_removed(eps) == results.n_removed(eps)
