@@ -165,7 +165,9 @@ def require_results(eps_control: bool = True) -> Results:
             st.info("No results folder is open yet.")
         st.page_link(PAGES["home"], label="Open a results folder or build a demo on Home", icon=":material/home:")
         st.stop()
-    jobs.remember(res.path)
+    if st.session_state.get("sd_remembered") != str(res.path):
+        jobs.remember(res.path)
+        st.session_state["sd_remembered"] = str(res.path)
     return res
 
 
@@ -330,6 +332,43 @@ def item_map(res: Results, method: str = "umap", start: bool = True):
     return fut.result() if fut.done() else None
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _map_labels(path: str, stamp: int, _res: Results, method: str, n_rows: int):
+    m = maps.load_map(_res, maps.MAX_POINTS, method)
+    rows = m["row"].to_numpy()
+    items = _res.items
+    col = "text" if "text" in items.columns else ("path" if "path" in items.columns else None)
+    ids = items["id"].to_numpy()[rows]
+    if col is None:
+        return np.asarray(ids, dtype=object)
+    snippets = items[col].to_numpy()[rows]
+    return np.asarray(
+        [
+            f"{i}<br>{pairs.snippet(v, 60).replace('&', '&amp;').replace('<', '&lt;')}"
+            for i, v in zip(ids, snippets, strict=True)
+        ],
+        dtype=object,
+    )
+
+
+def map_labels(res: Results, method: str, n_rows: int) -> np.ndarray:
+    """Hover labels (id and an escaped snippet of the text or path) of the map's points, in map order."""
+    return _map_labels(*key(res), res, method, n_rows)
+
+
+def map_lines(res: Results, rows: np.ndarray, xy: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x and y (NaN-separated segments) of a line from each drawn removed item to its drawn ``dup_of``."""
+    dup = dup_rows(res)
+    pos = np.full(res.n_items, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    target = pos[np.where(dup[rows] >= 0, dup[rows], 0)]
+    src = np.flatnonzero(removed & (dup[rows] >= 0) & (target >= 0))[:20000]
+    seg = np.full((len(src), 3, 2), np.nan)
+    seg[:, 0] = xy[src]
+    seg[:, 1] = xy[target[src]]
+    return seg[:, :, 0].ravel(), seg[:, :, 1].ravel()
+
+
 def centroid_map(res: Results, method: str = "umap"):
     """The centroid map once the background job (see :func:`item_map`) has written it, else ``None``."""
     return maps.load_centroid_map(res, method)
@@ -376,7 +415,7 @@ def show_item(res: Results, row: int, *, caption: str = "", colour: str | None =
     words highlighted when ``tokens`` from :func:`semdedup_core.pairs.word_diff` are given), or its id."""
     items = res.items
     item_id = items["id"].iat[row]
-    st.caption(f"{caption} `{pairs.escape_markdown(item_id)}` · cluster {int(items['cluster'].iat[row])}")
+    st.caption(f"{caption} · {pairs.escape_markdown(item_id)} · cluster {int(items['cluster'].iat[row])}")
     if "path" in items.columns:
         path = items["path"].iat[row]
         data = image_bytes(path)

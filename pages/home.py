@@ -123,7 +123,7 @@ def running_jobs() -> None:
         if job["state"] == "running":
             total = max(1, int(info.get("total", 1)))
             frac = min(1.0, max(0.0, int(info.get("done", 0)) / total))
-            st.progress(frac, text=f"{job['label']}: {info.get('stage', 'starting')} {info.get('done', 0)}/{total}")
+            st.progress(frac, text=f"{label}: {info.get('stage', 'starting')} {info.get('done', 0)}/{total}")
         elif job["state"] == "complete":
             a, b = st.columns([6, 1])
             a.write(f":material/check_circle: **{label}** finished — {escape_markdown(job['out'])}")
@@ -134,7 +134,7 @@ def running_jobs() -> None:
                 sa.open_folder(job["out"])  # with nothing open, open the text demo once it is built
                 st.rerun(scope="app")
         else:
-            st.error(f"{job['label']}: {job['state']} (exit status {job['rc']})")
+            st.error(f"{label}: {job['state']} (exit status {job['rc']})")
             if job["log_tail"]:
                 st.code(job["log_tail"][-1500:], language=None)
 

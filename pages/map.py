@@ -9,7 +9,7 @@ import streamlit as st
 import semdedup_app as sa
 from semdedup_core import SemDedupError
 from semdedup_core.maps import MAX_POINTS
-from semdedup_core.pairs import escape_markdown, snippet
+from semdedup_core.pairs import escape_markdown
 
 res = sa.require_results()
 e = sa.eps()
@@ -53,20 +53,10 @@ else:
     rows = m["row"].to_numpy()
     items = res.items
     removed = res.removed_mask(e)[rows]
-    label_col = "text" if "text" in items.columns else ("path" if "path" in items.columns else None)
-    ids = items["id"].to_numpy()[rows]
-    snippets = [snippet(v, 60) for v in items[label_col].to_numpy()[rows]] if label_col else [""] * len(rows)
-    hover = [f"{i}<br>{s.replace('<', '&lt;')}" for i, s in zip(ids, snippets, strict=True)]
+    hover = sa.map_labels(res, method, len(rows))
     fig = go.Figure()
     if lines:
-        dup = sa.dup_rows(res)
-        pos = {r: k for k, r in enumerate(rows)}
-        src = [k for k in np.flatnonzero(removed) if int(dup[rows[k]]) in pos]
-        xs, ys = [], []
-        for k in src[:20000]:
-            t = pos[int(dup[rows[k]])]
-            xs += [m["x"].iat[k], m["x"].iat[t], None]
-            ys += [m["y"].iat[k], m["y"].iat[t], None]
+        xs, ys = sa.map_lines(res, rows, m[["x", "y"]].to_numpy(), removed)
         fig.add_trace(
             go.Scattergl(
                 x=xs,
@@ -75,6 +65,7 @@ else:
                 line={"width": 1, "color": "rgba(200,0,0,0.4)"},
                 name="→ dup_of",
                 hoverinfo="skip",
+                connectgaps=False,
             )
         )
     if colour == "kept / removed":
@@ -86,7 +77,7 @@ else:
                     mode="markers",
                     name=name,
                     marker={"size": 4, "color": col},
-                    text=np.asarray(hover, dtype=object)[mask],
+                    text=hover[mask],
                     hovertemplate="%{text}<extra></extra>",
                     customdata=rows[mask],
                 )

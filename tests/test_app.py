@@ -88,7 +88,7 @@ def test_cluster_table_counts(text_results):
 
 
 def _pair_captions(at):
-    return [c.value for c in at.caption if c.value.startswith("removed `")]
+    return [c.value for c in at.caption if c.value.startswith("removed · ")]
 
 
 def test_pairs_sorting_and_paging(text_results):
@@ -103,12 +103,12 @@ def test_pairs_sorting_and_paging(text_results):
     for sort in ("similarity", "borderline", "cluster"):
         at.selectbox(key="pairs_sort").set_value(sort).run()
         expect = pairs_frame(res, e, dup, sort=sort)["id"].tolist()
-        shown = [re.search(r"`(.+?)`", c).group(1) for c in _pair_captions(at)]
+        shown = [re.match(r"removed · (.+?) · cluster", c).group(1) for c in _pair_captions(at)]
         assert shown == expect[:per], sort
         sims = [float(m.value) for m in at.metric if m.label == "similarity"]
         assert np.allclose(sims, pairs_frame(res, e, dup, sort=sort)["max_sim"][:per], atol=1e-4)
     at.button(key="pairs_next").click().run()
-    shown = [re.search(r"`(.+?)`", c).group(1) for c in _pair_captions(at)]
+    shown = [re.match(r"removed · (.+?) · cluster", c).group(1) for c in _pair_captions(at)]
     assert shown == expect[per : 2 * per]
     assert any("page 2 of" in c for c in texts(at))
     at.button(key="pairs_prev").click().run()
@@ -231,6 +231,15 @@ def test_export_page_writes_into_the_results_folder(image_results):
     assert not at.exception
 
 
+def _plotly_array(v) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"} (base64)."""
+    import base64
+
+    if isinstance(v, dict):
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+    return np.asarray([np.nan if a is None else a for a in v], dtype=float)
+
+
 def test_map_page_draws_points_and_centroids(text_results):
     at = open_app(text_results.path, "map")
     import time
@@ -246,6 +255,11 @@ def test_map_page_draws_points_and_centroids(text_results):
     fig = json.loads(charts[0].proto.spec)
     points = sum(len(t["text"]) for t in fig["data"] if t.get("mode") == "markers")
     assert points == text_results.n_items
+    # one line (3 values: from, to, gap) per removed item, to its dup_of
+    [line] = [t for t in fig["data"] if t.get("mode") == "lines"]
+    xs = _plotly_array(line["x"])
+    assert len(xs) == 3 * text_results.n_removed(0.05)
+    assert np.isnan(xs[2::3]).all() and np.isfinite(xs[0::3]).all() and np.isfinite(xs[1::3]).all()
 
 
 def test_home_opens_typed_and_recent_folders(text_results, image_results):

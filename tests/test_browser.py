@@ -6,6 +6,7 @@ Saves a screenshot of each page into ``docs/screenshots/`` (or ``$SEMDEDUP_SCREE
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -39,8 +40,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served_app(text_results, tmp_path):
+@contextlib.contextmanager
+def serve(results_dir: Path, tmp_path: Path):
     """``streamlit run app.py -- --results DIR`` on a free port; yields the base URL."""
     _need_browser()
     port = _free_port()
@@ -61,7 +62,7 @@ def served_app(text_results, tmp_path):
             "--server.fileWatcherType=none",
             "--",
             "--results",
-            str(text_results.path),
+            str(results_dir),
         ],
         cwd=ROOT,
         env=env,
@@ -89,6 +90,12 @@ def served_app(text_results, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def served_app(text_results, tmp_path):
+    with serve(text_results.path, tmp_path) as url:
+        yield url
 
 
 def _removed(page) -> int:
@@ -174,3 +181,33 @@ def test_served_app_end_to_end(served_app, text_results):
     assert not dialogs
     for name in ("home", "threshold", "pairs", "clusters", "export", "stakeholder", "map"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_image_pairs_show_thumbnails(image_results, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    res = image_results
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with serve(res.path, tmp_path) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_text("Open:", exact=False).first.wait_for(timeout=30_000)
+        page.get_by_role("link", name="Pairs").first.click()
+        page.get_by_text("removed items at ε", exact=False).first.wait_for(timeout=30_000)
+        _wait_idle(page)
+        n_pairs = min(10, res.n_removed(0.05))
+        assert n_pairs > 0
+        images = page.locator('[data-testid="stImage"] img')
+        images.nth(2 * n_pairs - 1).wait_for(timeout=15_000)
+        for i in range(images.count()):  # thumbnails below the fold load lazily
+            images.nth(i).scroll_into_view_if_needed()
+            page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=images.nth(i).element_handle())
+        page.mouse.wheel(0, -100_000)
+        widths = images.evaluate_all("els => els.map(e => e.naturalWidth)")
+        assert len(widths) == 2 * n_pairs and min(widths) > 0  # every thumbnail decoded
+        page.get_by_role("button", name="Full size").first.click()
+        page.locator('[data-testid="stPopoverBody"] img').first.wait_for(timeout=15_000)
+        page.keyboard.press("Escape")
+        page.screenshot(path=str(SHOTS / "pairs-images.png"))
+        browser.close()
