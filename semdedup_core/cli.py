@@ -218,7 +218,7 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="image-decoding worker processes (default: one per core, at most 4; 0 = in the main process)",
+        help="image-decoding worker processes (default: one per 4 cores on CPU, up to 8 with CUDA; 0 = in the main process)",
     )
 
 
