@@ -80,9 +80,10 @@ def print_summary(results: Any, out: Any = None) -> None:
         f"largest cluster: {counts.get('largest_cluster', 0):,}",
         file=out,
     )
-    for key in ("errors", "skipped"):
-        if counts.get(key):
-            print(f"{key}: {counts[key]:,} (see errors.parquet)", file=out)
+    if counts.get("errors"):
+        print(f"errors: {counts['errors']:,} items left out (see errors.parquet)", file=out)
+    if counts.get("skipped"):
+        print(f"skipped: {counts['skipped']:,} files not named like images", file=out)
     for eps in SUMMARY_EPS:
         n_rem = results.n_removed(eps)
         print(

@@ -482,6 +482,7 @@ def run_input(
             "seconds": round(embed_seconds, 4),
         },
         "counts": {"input_items": items.n_input, "errors": len(errors), "skipped": items.skipped},
+        "stages": {"embed": {"done": True, "seconds": round(embed_seconds, 4)}},
     }
     log.info("embedded %d items (%d errors) in %.1fs", len(ok), len(errors), embed_seconds)
     return dedup(x, ids, cluster=cluster, config=config, out=out, progress=progress, columns=columns, extra=extra)

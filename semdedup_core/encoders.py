@@ -296,6 +296,12 @@ class OpenClipEncoder(_TorchEncoder):
         self.name = f"open_clip:{arch}"
         if pretrained is None:
             log.warning("open_clip:%s without --pretrained has random weights: embeddings are meaningless", arch)
+        elif self.cached_checkpoint() is None:  # fail before any work, not at the first batch
+            raise SemDedupError(
+                f"open_clip:{arch} pretrained tag {pretrained!r} is not in the local cache and this tool never "
+                "downloads; download the checkpoint (open_clip_pytorch_model.bin) on a machine with a network "
+                "and pass --pretrained /path/to/that/file"
+            )
         self._transform: Any = None
         self._tokenizer: Any = None
 

@@ -221,7 +221,7 @@ def test_embedding_shards_through_the_cli(tmp_path):
         [*cmd, "--clusters", "3", "--text-column", "caption", "--quiet"], capture_output=True, text=True, env=env
     )
     assert p.returncode == 0, p.stderr
-    assert "errors: 2 (see errors.parquet)" in p.stdout
+    assert "errors: 2 items left out (see errors.parquet)" in p.stdout
     items, _emb = check_contract(out)
     assert len(items) == 63 and items["text"].iloc[0] == "c0-0"
     row = items.set_index("id").loc["000010003"]
@@ -253,7 +253,8 @@ def test_cli_run_input_encoders_and_errors(folder, tmp_path):
         env=env,
     )
     assert p.returncode == 0, p.stderr
-    assert f"errors: {len(made['bad'])} (see errors.parquet)" in p.stdout
+    assert f"errors: {len(made['bad'])} items left out (see errors.parquet)" in p.stdout
+    assert f"skipped: {len(made['skipped'])} files not named like images" in p.stdout
     check_contract(out)
     for args, message in [
         (["--input", str(root), "--embeddings", "x.npy"], "not both"),
@@ -270,3 +271,32 @@ def test_cli_run_input_encoders_and_errors(folder, tmp_path):
         )
         assert p.returncode == 2, (args, p.stderr)
         assert p.stderr.count("\n") == 1 and message in p.stderr, p.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_embedding_with_autocast_matches_cpu(folder, folder_run, tmp_path):
+    """The CUDA path (pinned memory, float16 autocast) gives the CPU's embeddings within half precision."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; this machine has none")
+    root, _ = folder
+    _results, ref_out = folder_run
+    out = tmp_path / "cuda"
+    run_input(
+        root, out, embed=EmbedConfig(device="cuda", batch_size=4, chunk_size=6), cluster=ClusterConfig(n_clusters=3)
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert run["embed"]["device"] == "cuda"
+    cos = np.sum(np.load(out / "embeddings.npy") * np.load(ref_out / "embeddings.npy"), axis=1)
+    assert cos.min() > 0.999, cos.min()
+    text_out = tmp_path / "cuda-text"
+    table = tmp_path / "t.parquet"
+    pd.DataFrame(
+        {"text": ["a cat on a mat", "Forty isn't old, if you're a tree.", "40 isn't old. If you're a tree."]}
+    ).to_parquet(table)
+    run_input(
+        table, text_out, embed=EmbedConfig(device="cuda", text_column="text"), cluster=ClusterConfig(n_clusters=1)
+    )
+    cpu = get_encoder("minilm", modality="text").encode(["a cat on a mat"])[0]
+    got = np.load(text_out / "embeddings.npy")[0]
+    assert float(got @ (cpu / np.linalg.norm(cpu))) > 0.999
