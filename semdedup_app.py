@@ -39,13 +39,13 @@ DEFAULTS: dict[str, Any] = {
 }
 EPS_DEFAULT = 0.05
 PAGES = {
-    "home": "pages/home.py",
-    "threshold": "pages/threshold.py",
-    "pairs": "pages/pairs.py",
-    "clusters": "pages/clusters.py",
-    "map": "pages/map.py",
-    "export": "pages/export.py",
-    "story": "pages/stakeholder.py",
+    "home": "app_pages/home.py",
+    "threshold": "app_pages/threshold.py",
+    "pairs": "app_pages/pairs.py",
+    "clusters": "app_pages/clusters.py",
+    "map": "app_pages/map.py",
+    "export": "app_pages/export.py",
+    "story": "app_pages/stakeholder.py",
 }
 
 
@@ -219,7 +219,10 @@ def eps_slider(res: Results, where: Any = st, widget_key: str = "sb_eps", label:
     top = eps_max(res)
     value = min(max(eps(), 0.0), top)
     set_eps(value)
-    st.session_state[widget_key] = value
+    if st.session_state.get(widget_key) != value:
+        # only when ε changed elsewhere: writing the widget's state sends the value back to the browser,
+        # which would undo slider moves the user made while this rerun was going
+        st.session_state[widget_key] = value
     where.slider(
         label,
         min_value=0.0,

@@ -64,7 +64,10 @@ for kind in kinds:
     folder = sa.demo_folder(kind)
     built = (folder / "run.json").is_file()
     a, b = st.columns([6, 1])
-    a.write(f"**{kind}** demo — " + ("built" if built else "not built yet (runs offline, a minute or so)"))
+    a.write(
+        f"**{kind}** demo — "
+        + ("built" if built else "not built yet (runs offline in the background; embedding on a CPU takes a while)")
+    )
     if built:
         if b.button("Open", key=f"home_demo_open_{kind}"):
             sa.open_folder(folder)
