@@ -67,3 +67,11 @@ def test_start_refuses_a_folder_that_is_not_a_results_folder(tmp_path, monkeypat
     with pytest.raises(SemDedupError, match="job kind"):
         jobs.start("shell", [], tmp_path / "x")
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+
+
+def test_demo_job_with_an_unknown_demo_fails_with_its_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
+    job = jobs.start("demo", ["nope"], tmp_path / "out")
+    done = wait_for(job["id"])
+    assert done["state"] == "failed"
+    assert "demo must be one of" in done["log_tail"]
