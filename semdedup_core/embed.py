@@ -163,6 +163,19 @@ def _chunk_batches(start: int, n: int, chunk: int, batch: int) -> Iterator[list[
         i = end
 
 
+class _ChunkBatchSampler:
+    """:func:`_chunk_batches` as a re-iterable batch sampler (generated lazily: no list of all batches)."""
+
+    def __init__(self, start: int, n: int, chunk: int, batch: int):
+        self.args = (start, n, chunk, batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return _chunk_batches(*self.args)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in _chunk_batches(*self.args))
+
+
 # ---------------------------------------------------------------------------------------------------
 # the resumable embedding stage
 
@@ -273,7 +286,7 @@ def _embed_images(items, encoder, state, start, batch_size, workers, device, rec
     dataset = _ImageDataset(items.paths, encoder.preprocess)
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=list(_chunk_batches(start, n, state.chunk_size, batch_size)),
+        batch_sampler=_ChunkBatchSampler(start, n, state.chunk_size, batch_size),
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=device == "cuda",
