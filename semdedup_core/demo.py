@@ -4,10 +4,17 @@
   package (``fortunes``, ``murphy``, ``startrek``, ``zippy``; the offensive collections and the
   limericks are left out), one item per quote. They hold real near-duplicates entered years apart
   ("40 isn't old.  If you're a tree." / "Forty isn't old, if you're a tree.").
-- ``images``: the photographs that scikit-image and scikit-learn ship, each with derived copies
-  (crops, resizes, JPEG re-encodes, flips, colour shifts, text overlays, grayscale, a small rotation;
-  the motorcycle scene's second stereo camera), plus unrelated images (every second face and
-  non-face patch of scikit-image's LFW subset, upscaled) as hard negatives.
+- ``images``: the 24 photographs that scikit-image and scikit-learn ship (each unrelated to the
+  others), each with 8 derived copies (crop, resize, JPEG re-encode, flip, colour shift, text overlay,
+  grayscale, small rotation; plus the motorcycle scene's second stereo camera), and the four quarters
+  of each large photo as separate images: hard cases that share a photo's content and texture without
+  being a copy of it (``role`` = original / copy / region). 285 images.
+
+  Measured (EfficientNet-Lite0, k = 8): at eps = 0.2, 179 of the 193 derived copies are removed as
+  duplicates of their own photo (4 more as duplicates of one of its quarters) and no image is removed
+  as a duplicate of a different photograph (the closest two different photographs have cosine 0.66);
+  29 of the 68 quarters are removed, 18 of them from photos that are one texture throughout (brick,
+  grass, gravel, hubble, moon, retina).
 
 The data and runs live in the cache folder: ``$SEMDEDUP_CACHE`` or ``~/.cache/semdedup``. Building is
 atomic (a temporary folder renamed into place), and :func:`run_demo` resumes or returns a finished run.
@@ -37,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEMOS = ("text", "images")
-# an epsilon that suits each demo (see the README for the figures behind it)
+# an epsilon that suits each demo (figures in the module docstring and the README)
 DEMO_EPS = {"text": 0.1, "images": 0.2}
 FORTUNE_FILES = ("fortunes", "murphy", "startrek", "zippy")  # not *-o (offensive) nor the limericks
 DATA_VERSION = 1
@@ -212,7 +219,8 @@ def derived_copies(image: Any, rng: np.random.Generator) -> list[tuple[str, Any,
 
 def build_image_data(root: Path | None = None) -> Path:
     """``<cache>/data/images-v1/``: image files and ``images.parquet`` (``id``, ``path`` relative,
-    ``source``, ``transform``, ``group``, ``role`` = original / copy / unrelated)."""
+    ``source`` = the photo, ``transform``, ``group`` = what counts as one image, ``role`` = original /
+    copy / region)."""
     import pandas as pd
     from PIL import Image
 
