@@ -411,7 +411,14 @@ class OpenClipEncoder(_TorchEncoder):
                 if self._tokenizer is None:
                     import open_clip
 
-                    self._tokenizer = open_clip.get_tokenizer(self.arch)
+                    try:
+                        self._tokenizer = open_clip.get_tokenizer(self.arch)
+                    except Exception as exc:
+                        raise SemDedupError(
+                            f"open_clip:{self.arch} needs a tokenizer that is not available offline "
+                            f"({type(exc).__name__}); use an architecture with open_clip's built-in CLIP tokenizer "
+                            "(e.g. ViT-B-32, ViT-B-16) or embed the images instead"
+                        ) from None
                 tokens = self._tokenizer([str(t) for t in batch]).to(self.device)
                 out = model.encode_text(tokens)
         return out.float().cpu().numpy()
