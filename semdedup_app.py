@@ -21,12 +21,14 @@ import streamlit as st
 from semdedup_core import Results, SemDedupError, jobs, maps, pairs
 from semdedup_core import export as sd_export
 
+EPS_DEFAULT = 0.05
+
 # -- session state ----------------------------------------------------------------------------------
 # Keys shared by every page start with ``sd_``; a page's own keys start with the page's prefix
 # (``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``).
 DEFAULTS: dict[str, Any] = {
     "sd_results_dir": None,  # the open results folder
-    "sd_eps": 0.05,  # the current ε, shared by all pages
+    "sd_eps": EPS_DEFAULT,  # the current ε, shared by all pages
     "sd_cluster": None,  # the cluster the cluster page shows
     "sd_started": False,  # the command line / environment was read
     "pairs_sort": "borderline",
@@ -37,7 +39,6 @@ DEFAULTS: dict[str, Any] = {
     "map_colour": "cluster",
     "map_method": "umap",
 }
-EPS_DEFAULT = 0.05
 PAGES = {
     "home": "app_pages/home.py",
     "threshold": "app_pages/threshold.py",
@@ -75,7 +76,7 @@ def init_state(keep_widgets: bool = True) -> None:
             built = demo_folder("text")
             if (built / "run.json").is_file():
                 try:
-                    Results.load(built)
+                    load(str(built))
                     open_folder(built)
                 except SemDedupError:
                     pass
@@ -152,6 +153,12 @@ def current_results(show_error: bool = True) -> Results | None:
         if show_error:
             st.error(f"could not read the results folder {path!r}: {exc}; rerun into a new folder")
         return None
+    if st.session_state.get("sd_remembered") != str(res.path):  # for the recent-runs list on Home
+        try:
+            jobs.remember(res.path)
+        except OSError:
+            pass
+        st.session_state["sd_remembered"] = str(res.path)
     return res
 
 
@@ -165,9 +172,6 @@ def require_results(eps_control: bool = True) -> Results:
             st.info("No results folder is open yet.")
         st.page_link(PAGES["home"], label="Open a results folder or build a demo on Home", icon=":material/home:")
         st.stop()
-    if st.session_state.get("sd_remembered") != str(res.path):
-        jobs.remember(res.path)
-        st.session_state["sd_remembered"] = str(res.path)
     return res
 
 

@@ -268,7 +268,6 @@ def test_home_opens_typed_and_recent_folders(text_results, image_results):
     at.text_input(key="home_path").set_value(str(text_results.path))
     at.button[0].click().run()  # the form's submit button
     assert at.session_state["sd_results_dir"] == str(text_results.path)
-    at.switch_page("app_pages/threshold.py").run()  # opening remembers the folder
     at2 = open_app(None)
     assert any(str(text_results.path.resolve()) == t.value for t in at2.text)
     at2.text_input(key="home_path").set_value(str(image_results.path) + "-nope")
