@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import brute_force_scores
 
 from semdedup_core.demo import (
     DEMO_EPS,
@@ -77,6 +78,10 @@ def test_image_demo_flags_derived_copies_and_not_unrelated_photos(cache):
     assert {"path", "source", "transform", "group", "role"} <= set(items.columns)
     assert all(Path(p).is_absolute() and Path(p).is_relative_to(cache) and Path(p).is_file() for p in items["path"])
     assert pd.read_parquet(out / "errors.parquet").empty
+    emb = np.load(out / "embeddings.npy")
+    max_sim, dup_of = brute_force_scores(emb, items)  # the same contract as --embeddings runs
+    np.testing.assert_allclose(items["max_sim"].to_numpy(), max_sim, atol=1e-5)
+    assert [d if isinstance(d, str) else None for d in items["dup_of"]] == dup_of
 
     eps = DEMO_EPS["images"]
     src = items["source"].to_numpy()
@@ -91,7 +96,6 @@ def test_image_demo_flags_derived_copies_and_not_unrelated_photos(cache):
     assert copies_removed >= 0.9 * expected, (copies_removed, expected)
     assert across == 0
     # and the unrelated photographs are far apart: no two different photos come near the threshold
-    emb = np.load(out / "embeddings.npy")
     sims = emb[photos] @ emb[photos].T
     other = src[photos][:, None] != src[photos][None, :]
     assert sims[other].max() < 1 - eps - 0.05

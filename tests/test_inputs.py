@@ -155,3 +155,12 @@ def test_shards_errors(tmp_path):
     (tmp_path / "c" / "metadata" / "metadata_0.parquet").unlink()
     with pytest.raises(SemDedupError, match="has no metadata file"):
         load_input(tmp_path / "c")
+
+
+def test_text_embedding_shards(tmp_path):
+    make_shards(tmp_path / "t", sizes=(3,))
+    (tmp_path / "t" / "img_emb").rename(tmp_path / "t" / "text_emb")
+    (tmp_path / "t" / "text_emb" / "img_emb_0.npy").rename(tmp_path / "t" / "text_emb" / "text_emb_0.npy")
+    items = load_input(tmp_path / "t", text_column="caption")
+    assert items.modality == "text" and items.source["embeddings"] == "text_emb"
+    assert items.columns["text"].tolist() == ["c0-0", "c0-1", "c0-2"]
