@@ -65,9 +65,14 @@ def _build_atomically(target: Path, build: Any) -> Path:
     try:
         build(tmp)
         (tmp / ".complete").write_text("ok\n")
-        if target.exists():  # an unfinished earlier build
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if target.exists() and not (target / ".complete").exists():  # an unfinished earlier build
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / ".complete").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same build first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

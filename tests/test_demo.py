@@ -102,3 +102,17 @@ def test_image_demo_flags_derived_copies_and_not_unrelated_photos(cache):
 
     again = run_demo("images")  # a finished run is returned as it is
     assert again.n_items == results.n_items and again.n_removed(eps) == results.n_removed(eps)
+
+
+def test_concurrent_builds_of_the_same_data_both_succeed(tmp_path):
+    from semdedup_core.demo import _build_atomically
+
+    target = tmp_path / "data"
+
+    def build_with_a_rival(tmp):
+        (tmp / "x").write_text("mine")
+        _build_atomically(target, lambda t: (t / "x").write_text("rival"))  # finishes first
+
+    assert _build_atomically(target, build_with_a_rival) == target
+    assert (target / "x").read_text() == "rival" and (target / ".complete").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no temporary folder left behind
