@@ -67,7 +67,9 @@ def pairs_frame(
     sim_range: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """One row per item removed at ``eps``: ``row``, ``id``, ``cluster``, ``rank``, ``max_sim``,
-    ``dup_row``, ``dup_of`` and ``margin`` (how far ``max_sim`` lies above the threshold 1 − ε)."""
+    ``dup_row``, ``dup_of`` and ``margin`` (how far ``max_sim`` lies above the threshold 1 − ε).
+    ``clusters`` keeps only those clusters; ``sim_range`` ``(low, high)`` only scores in it (a bound at
+    −1 or 1 is open, so identical items scored a hair above 1 stay in)."""
     import pandas as pd
 
     if sort not in SORTS:
@@ -80,6 +82,9 @@ def pairs_frame(
         mask &= np.isin(cluster, np.asarray(clusters, dtype=cluster.dtype))
     if sim_range is not None:
         lo, hi = sim_range
+        # the ends of the scale are open: float32 scores of identical items can exceed 1 slightly
+        lo = -np.inf if lo <= -1.0 else lo
+        hi = np.inf if hi >= 1.0 else hi
         mask &= (scores >= lo) & (scores <= hi)
     rows = np.flatnonzero(mask)
     ms = scores[rows].astype(np.float64)

@@ -188,10 +188,23 @@ def test_served_app_end_to_end(served_app, text_results):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
 
 
-def test_image_pairs_show_thumbnails(image_results, tmp_path):
+@pytest.fixture
+def image_run(image_results, tmp_path, monkeypatch):
+    """The offline image demo (built into the test's cache folder) when available, with its suggested ε;
+    else the generated image folder at the default ε."""
+    _need_browser()
+    try:
+        from semdedup_core.demo import DEMO_EPS, run_demo
+    except ImportError:
+        return image_results, 0.05
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "cache"))  # what serve() gives the app
+    return run_demo("images"), DEMO_EPS["images"]
+
+
+def test_image_pairs_show_thumbnails(image_run, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    res = image_results
+    res, eps = image_run
     SHOTS.mkdir(parents=True, exist_ok=True)
     with serve(res.path, tmp_path) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -201,7 +214,9 @@ def test_image_pairs_show_thumbnails(image_results, tmp_path):
         page.get_by_role("link", name="Pairs").first.click()
         page.get_by_text("removed items at ε", exact=False).first.wait_for(timeout=30_000)
         _wait_idle(page)
-        n_pairs = min(10, res.n_removed(0.05))
+        caption = page.get_by_text(re.compile(rf"removed items at ε = {eps:.4f}")).first.inner_text()
+        assert caption.startswith(f"{res.n_removed(eps):,} removed items")  # every removal is listed
+        n_pairs = min(10, res.n_removed(eps))
         assert n_pairs > 0
         images = page.locator('[data-testid="stImage"] img')
         images.nth(2 * n_pairs - 1).wait_for(timeout=15_000)

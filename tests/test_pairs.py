@@ -170,3 +170,14 @@ def test_diff_markdown_escapes_and_highlights():
     assert md.startswith(":red-background[\\*\\*bold\\*\\*]")
     assert "<script>" not in diff_markdown(a, "green")
     assert diff_markdown(a, "green").startswith(":green-background[\\<script\\>alert\\(1\\)\\</script\\>]")
+
+
+def test_similarity_range_keeps_identical_items_scored_above_one():
+    res = hand_results()
+    res.items.loc[5, "max_sim"] = np.float32(1.0000001)
+    res = Results(res.items, res.run)
+    dup = dup_rows(res.items)
+    assert res.n_removed(0.2) == 4
+    assert len(pairs_frame(res, 0.2, dup, sim_range=(-1.0, 1.0))) == 4
+    assert set(pairs_frame(res, 0.2, dup, sim_range=(0.96, 1.0))["id"]) == {"b", "f"}
+    assert set(pairs_frame(res, 0.2, dup, sim_range=(0.96, 0.999))["id"]) == {"b"}
