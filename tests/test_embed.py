@@ -94,8 +94,14 @@ def test_rerun_returns_the_finished_run_and_refuses_other_settings(folder, folde
         root, out, embed=EmbedConfig(batch_size=4, chunk_size=6, workers=2), cluster=ClusterConfig(n_clusters=3)
     )
     assert isinstance(again, Results) and (out / "items.parquet").stat().st_mtime_ns == before
-    with pytest.raises(SemDedupError, match="another input or encoder; choose another --out"):
+    with pytest.raises(SemDedupError, match="another input, encoder or parameters; choose another --out"):
         run_input(root, out, embed=EmbedConfig(encoder="open_clip:ViT-S-32"), cluster=ClusterConfig(n_clusters=3))
+    with pytest.raises(SemDedupError, match="another input, encoder or parameters; choose another --out"):
+        run_input(
+            root, out, embed=EmbedConfig(batch_size=4, chunk_size=6, workers=2), cluster=ClusterConfig(n_clusters=4)
+        )
+    # speed settings may differ
+    run_input(root, out, embed=EmbedConfig(batch_size=8, workers=0), cluster=ClusterConfig(n_clusters=3, device="cpu"))
 
 
 class Stop(Exception):
