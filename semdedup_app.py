@@ -59,8 +59,8 @@ def cli_results_dir(argv: list[str] | None = None) -> str | None:
 
 
 def init_state(keep_widgets: bool = True) -> None:
-    """Set every key's default once per session and open the folder given on the command line (or a
-    built text demo). Idempotent; pages call it too (with ``keep_widgets=False``) so that a page opened
+    """Set every key's default once per session and open the folder given on the command line (or else
+    a built demo, the text demo first). Idempotent; pages call it too (with ``keep_widgets=False``) so that a page opened
     before the entry script ever ran still finds its state."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
@@ -73,13 +73,15 @@ def init_state(keep_widgets: bool = True) -> None:
         if given:
             open_folder(given)
         elif st.session_state["sd_results_dir"] is None:
-            built = demo_folder("text")
-            if (built / "run.json").is_file():
-                try:
-                    load(str(built))
+            for kind in ("text", *demo_kinds()):  # the text demo first, else another built demo
+                built = demo_folder(kind)
+                if (built / "run.json").is_file():
+                    try:
+                        load(str(built))
+                    except SemDedupError:
+                        continue
                     open_folder(built)
-                except SemDedupError:
-                    pass
+                    break
 
 
 def open_folder(path: str | Path) -> None:
@@ -147,11 +149,11 @@ def current_results(show_error: bool = True) -> Results | None:
         res = load(path)
     except SemDedupError as exc:
         if show_error:
-            st.error(str(exc))
+            error(exc)
         return None
     except Exception as exc:  # a damaged file: say so instead of a traceback
         if show_error:
-            st.error(f"could not read the results folder {path!r}: {exc}; rerun into a new folder")
+            error(f"could not read the results folder {path!r}: {exc}; rerun into a new folder")
         return None
     if st.session_state.get("sd_remembered") != str(res.path):  # for the recent-runs list on Home
         try:
@@ -265,7 +267,8 @@ def kept_curve(res: Results) -> tuple[np.ndarray, np.ndarray]:
 @st.cache_data(max_entries=4, show_spinner=False)
 def _hist(path: str, stamp: int, _res: Results) -> tuple[np.ndarray, np.ndarray]:
     s = _res.items["max_sim"].to_numpy()
-    counts, edges = np.histogram(s[s > -1.0], bins=100, range=(-1.0, 1.0))
+    # clipped: float32 scores of identical items can exceed 1 by a hair
+    counts, edges = np.histogram(np.clip(s[s > -1.0], -1.0, 1.0), bins=100, range=(-1.0, 1.0))
     return counts, edges
 
 
@@ -392,6 +395,11 @@ def export_bytes(res: Results, e: float, which: str, fmt: str, txt_column: str =
 
 
 # -- drawing helpers ----------------------------------------------------------------------------------
+def error(message: Any) -> None:
+    """``st.error`` with the message shown literally (paths and values in it are not Markdown)."""
+    st.error(pairs.escape_markdown(str(message)))
+
+
 def fmt_int(n: int) -> str:
     return f"{int(n):,}"
 
@@ -427,14 +435,14 @@ def show_item(res: Results, row: int, *, caption: str = "", colour: str | None =
         path = items["path"].iat[row]
         data = image_bytes(path)
         if data is None:
-            st.warning(f"image not found or unreadable: {path}")
+            st.warning(f"image not found or unreadable: {pairs.escape_markdown(str(path))}")
         else:
             st.image(data, width=180)
             with st.popover("Full size"):
                 full = image_bytes(path, size=2048)
                 if full is not None:
                     st.image(full)
-                st.caption(str(path))
+                st.caption(pairs.escape_markdown(str(path)))
     if "text" in items.columns:
         text = items["text"].iat[row]
         if tokens is not None and colour:

@@ -44,4 +44,4 @@ with d2:
             path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id")
             st.success(f"Wrote {escape_markdown(str(path))}")
         except (SemDedupError, OSError) as exc:
-            st.error(f"could not write the export: {exc}")
+            sa.error(f"could not write the export: {exc}")

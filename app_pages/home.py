@@ -76,7 +76,7 @@ for kind in kinds:
         try:
             jobs.start("demo", [kind], folder, label=f"{kind} demo")
         except SemDedupError as exc:
-            st.error(str(exc))
+            sa.error(exc)
 
 
 # -- start a run ---------------------------------------------------------------------------------------
@@ -108,9 +108,9 @@ if submitted:
         args += ["--clusters", str(int(k)), "--keep", keep, "--seed", str(int(seed))]
         dest = Path(out.strip()).expanduser() if out.strip() else jobs.home() / "runs" / src.stem
         job = jobs.start("cli", args, dest)
-        st.success(f"Started: writing {job['out']}")
+        st.success(f"Started: writing {escape_markdown(job['out'])}")
     except SemDedupError as exc:
-        st.error(str(exc))
+        sa.error(exc)
 
 
 # -- runs in the background (polled; survives a browser refresh) ---------------------------------------

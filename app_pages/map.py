@@ -9,7 +9,6 @@ import streamlit as st
 import semdedup_app as sa
 from semdedup_core import SemDedupError
 from semdedup_core.maps import MAX_POINTS
-from semdedup_core.pairs import escape_markdown
 
 res = sa.require_results()
 e = sa.eps()
@@ -33,7 +32,7 @@ def wait_for_map() -> None:
         if sa.item_map(res, method) is not None:
             st.rerun(scope="app")
     except Exception as exc:
-        st.error(f"the map could not be computed: {exc}")
+        sa.error(f"the map could not be computed: {exc}")
         return
     st.info(
         f"Computing the map of {min(res.n_items, MAX_POINTS):,} items in the background (UMAP, once per run; "
@@ -45,7 +44,7 @@ def wait_for_map() -> None:
 try:
     m = sa.item_map(res, method)
 except (SemDedupError, Exception) as exc:  # noqa: B014 - a damaged folder or a failed UMAP
-    st.error(f"the map could not be computed: {exc}")
+    sa.error(f"the map could not be computed: {exc}")
     m = None
 if m is None:
     wait_for_map()
@@ -143,4 +142,4 @@ if res.n_clusters > 1:
         fig.update_layout(height=450, margin={"t": 20, "b": 20})
         st.plotly_chart(fig, key="map_centroids")
     except SemDedupError as exc:
-        st.error(escape_markdown(str(exc)))
+        sa.error(exc)

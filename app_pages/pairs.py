@@ -94,7 +94,7 @@ else:
                 sa.show_item(
                     res,
                     row,
-                    caption=f"{'↳ ' * d}removed, similarity {scores[row]:.4f} · chain {escape_markdown(chain)} ·",
+                    caption=f"{'↳ ' * d}removed, similarity {scores[row]:.4f} · chain {escape_markdown(chain)}",
                 )
     if len(tree) > 200:
         st.caption(f"Showing 200 of {len(tree):,} items in this group.")

@@ -50,7 +50,7 @@ with right:
         help="Solved exactly from the stored scores: the largest ε that keeps at least this share.",
     )
 if st.session_state.get("thr_error"):
-    st.error(st.session_state["thr_error"])
+    sa.error(st.session_state["thr_error"])
 
 n = res.n_items
 n_rem = res.n_removed(e)

@@ -296,3 +296,16 @@ def test_a_built_text_demo_opens_by_itself(text_results, tmp_path):
     assert at.session_state["sd_results_dir"] == str(semdedup_app.demo_folder("text"))
     assert at.session_state["sd_eps"] == pytest.approx(DEMO_EPS["text"])
     assert any("text** demo — built" in m.value for m in at.markdown)
+
+
+def test_without_a_text_demo_another_built_demo_opens(image_results):
+    import semdedup_app
+
+    if "images" not in semdedup_app.demo_kinds():
+        pytest.skip("the image demo is not available")
+    from semdedup_core.demo import DEMO_EPS
+
+    shutil.copytree(image_results.path, semdedup_app.demo_folder("images"))
+    at = open_app(None)
+    assert at.session_state["sd_results_dir"] == str(semdedup_app.demo_folder("images"))
+    assert at.session_state["sd_eps"] == pytest.approx(DEMO_EPS["images"])
