@@ -155,20 +155,22 @@ def group_tree(
 
 
 def showcase_pairs(results: Results, eps: float, dup_row: np.ndarray, n: int = 6) -> pd.DataFrame:
-    """The ``n`` most convincing removals at ``eps`` for people new to the method: the most similar pair
-    of each cluster, preferring pairs that are not character-for-character identical (when a ``text``
-    column exists), most similar first and at most one per cluster."""
+    """The ``n`` most convincing removals at ``eps`` for people new to the method: at most one per
+    cluster, preferring pairs whose earlier item is kept (no chain to explain) and, when a ``text``
+    column exists, texts that are not character-for-character identical; most similar first."""
     frame = pairs_frame(results, eps, dup_row, sort="similarity")
     if frame.empty:
         return frame
+    removed = results.removed_mask(eps)
+    chained = removed[frame["dup_row"].to_numpy()]
+    same = np.zeros(len(frame), dtype=bool)
     if "text" in results.items.columns:
         text = results.items["text"].to_numpy()
         same = np.array(
             [str(text[a]).strip() == str(text[b]).strip() for a, b in zip(frame["row"], frame["dup_row"], strict=True)]
         )
-        frame = frame.assign(_same=same).sort_values(["_same", "max_sim"], ascending=[True, False], kind="stable")
-        frame = frame.drop(columns="_same")
-    frame = frame.drop_duplicates("cluster")
+    order = np.lexsort((-frame["max_sim"].to_numpy(), chained, same))
+    frame = frame.iloc[order].drop_duplicates("cluster")
     return frame.head(n).reset_index(drop=True)
 
 

@@ -211,6 +211,32 @@ def test_image_pairs_show_thumbnails(image_run, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(url, wait_until="domcontentloaded")
         page.get_by_text("Open:", exact=False).first.wait_for(timeout=30_000)
+        # on the demo too, moving ε changes the removed count
+        page.get_by_role("link", name="Threshold").first.click()
+        slider = page.get_by_role("slider").first
+        slider.wait_for(timeout=30_000)
+        _wait_idle(page)
+        assert _removed(page) == res.n_removed(eps)
+        slider.focus()
+        for _ in range(40):
+            page.keyboard.press("ArrowLeft")
+        _wait_idle(page)
+        moved = float(slider.get_attribute("aria-valuetext"))
+        assert moved < eps
+        page.wait_for_function(
+            "(n) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+            ".some(m => m.innerText.includes('removed') && m.innerText.includes(n))",
+            arg=f"{res.n_removed(moved):,}",
+            timeout=15_000,
+        )
+        assert _removed(page) == res.n_removed(moved)
+        page.screenshot(path=str(SHOTS / "threshold-images.png"))
+        page.get_by_role("link", name="Stakeholder view").first.click()
+        page.get_by_text("semantic duplicates", exact=False).first.wait_for(timeout=30_000)
+        _wait_idle(page)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(SHOTS / "stakeholder-images.png"))
+        eps = moved
         page.get_by_role("link", name="Pairs").first.click()
         page.get_by_text("removed items at ε", exact=False).first.wait_for(timeout=30_000)
         _wait_idle(page)

@@ -124,12 +124,25 @@ def test_pairs_on_planted_duplicates_agree_with_results(text_results):
         assert (frame["max_sim"] > 1 - e).all()
 
 
+def test_showcase_prefers_pairs_with_a_kept_target():
+    res = hand_results()
+    best = showcase_pairs(res, 0.2, dup_rows(res.items))
+    # cluster 0's most similar removal is b (0.97, target a kept), then c (0.95, target b removed)
+    assert best["id"].tolist() == ["f", "b"]
+    res.items.loc[1, "max_sim"] = np.float32(0.94)  # now c (0.95 to removed b) is more similar than b
+    res = Results(res.items, res.run)
+    assert showcase_pairs(res, 0.2, dup_rows(res.items))["id"].tolist() == ["f", "b"]
+
+
 def test_showcase_pairs_one_per_cluster_and_removed(text_results):
     res = text_results
     best = showcase_pairs(res, 0.1, dup_rows(res.items))
     assert 1 <= len(best) <= 6
     assert best["cluster"].is_unique
     assert set(best["id"]) <= set(res.removed(0.1)["id"])
+    kept_targets = ~res.removed_mask(0.1)[best["dup_row"].to_numpy()]
+    assert kept_targets.all()  # the planted data has enough unchained pairs
+    assert (np.diff(best["max_sim"]) <= 0).all()
 
 
 def test_word_diff_marks_only_changed_words():
