@@ -1,27 +1,151 @@
-"""semdedup explorer: ``streamlit run app.py [-- --results DIR]`` (or ``SEMDEDUP_RESULTS=DIR``)."""
+"""semdedup explorer, and its Home page: ``streamlit run app.py [-- --results DIR]`` (or
+``SEMDEDUP_RESULTS=DIR``). The other pages are Streamlit's ``pages/`` files; every page, this one
+included, starts from ``semdedup_app`` (state, cached wrappers, the sidebar and its navigation).
+
+Home: open a results folder, build an offline demo, or start a run in the background.
+"""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub from the app
+import streamlit as st
 
-import streamlit as st  # noqa: E402
+import semdedup_app as sa  # sets HF_HUB_OFFLINE before any model can load
+from semdedup_core import SemDedupError, jobs
+from semdedup_core.pairs import escape_markdown
 
-import semdedup_app as sa  # noqa: E402
+sa.page_setup("Home")
+st.title("semdedup explorer")
+st.write(
+    "See what SemDeDup would remove from a dataset, tune ε while watching the consequences, and check "
+    "every removal against the item that caused it."
+)
 
-st.set_page_config(page_title="semdedup explorer", page_icon=":material/content_copy:", layout="wide")
-sa.init_state()
+res = sa.current_results()
+sa.sidebar(res)
+if res is not None:
+    counts = res.run.get("counts", {})
+    st.success(
+        f"Open: **{escape_markdown(str(res.path))}** — {sa.fmt_int(res.n_items)} items in "
+        f"{sa.fmt_int(res.n_clusters)} clusters (largest {sa.fmt_int(counts.get('largest_cluster', 0))})."
+    )
+    c1, c2, c3 = st.columns(3)
+    c1.page_link(sa.PAGES["threshold"], label="Tune ε", icon=":material/tune:")
+    c2.page_link(sa.PAGES["pairs"], label="Audit the pairs", icon=":material/compare:")
+    c3.page_link(sa.PAGES["stakeholder"], label="Stakeholder view", icon=":material/campaign:")
 
-pages = {
-    "home": st.Page(sa.PAGES["home"], title="Home", icon=":material/home:", default=True),
-    "threshold": st.Page(sa.PAGES["threshold"], title="Threshold", icon=":material/tune:"),
-    "pairs": st.Page(sa.PAGES["pairs"], title="Pairs", icon=":material/compare:"),
-    "clusters": st.Page(sa.PAGES["clusters"], title="Clusters", icon=":material/category:"),
-    "map": st.Page(sa.PAGES["map"], title="Map", icon=":material/scatter_plot:"),
-    "export": st.Page(sa.PAGES["export"], title="Export", icon=":material/download:"),
-    "story": st.Page(sa.PAGES["story"], title="Stakeholder view", icon=":material/campaign:"),
-}
-page = st.navigation(list(pages.values()))
 
-page.run()
+# -- open a folder -------------------------------------------------------------------------------------
+st.subheader("Open a results folder")
+
+
+def _open_typed() -> None:
+    typed = st.session_state.get("home_path", "").strip()
+    if typed:
+        sa.open_folder(typed)
+
+
+with st.form("home_open"):
+    st.text_input("Results folder", key="home_path", placeholder="/path/to/results")
+    st.form_submit_button("Open", on_click=_open_typed)
+
+recent = jobs.recent_runs()
+if recent:
+    st.caption("Recent runs")
+    for i, path in enumerate(recent[:10]):
+        a, b = st.columns([6, 1])
+        a.text(str(path))
+        if b.button("Open", key=f"home_recent_{i}"):
+            sa.open_folder(path)
+            st.rerun()
+
+
+# -- offline demos -------------------------------------------------------------------------------------
+st.subheader("Offline demos")
+kinds = sa.demo_kinds()
+if not kinds:
+    st.info("The offline demos are not available in this installation (semdedup_core.demo is missing).")
+for kind in kinds:
+    folder = sa.demo_folder(kind)
+    built = (folder / "run.json").is_file()
+    a, b = st.columns([6, 1])
+    a.write(
+        f"**{kind}** demo — "
+        + ("built" if built else "not built yet (runs offline in the background; embedding on a CPU takes a while)")
+    )
+    if built:
+        if b.button("Open", key=f"home_demo_open_{kind}"):
+            sa.open_folder(folder)
+            st.rerun()
+    elif b.button("Build", key=f"home_demo_build_{kind}"):
+        try:
+            jobs.start("demo", [kind], folder, label=f"{kind} demo")
+        except SemDedupError as exc:
+            sa.error(exc)
+
+
+# -- start a run ---------------------------------------------------------------------------------------
+st.subheader("Start a run")
+with st.form("home_run"):
+    source = st.text_input(
+        "Embeddings (.npy, n × d) or a data folder/file",
+        key="home_src",
+        help="An .npy file is deduplicated as it is; anything else is read as raw data and embedded with the encoder.",
+    )
+    encoder = st.text_input("Encoder (raw data only)", key="home_encoder", value="")
+    c1, c2, c3 = st.columns(3)
+    k = c1.number_input("Clusters k", min_value=1, value=100, step=1, key="home_k")
+    keep = c2.selectbox("Keep policy", ["hard", "easy", "random"], key="home_keep")
+    seed = c3.number_input("Seed", min_value=0, value=0, step=1, key="home_seed")
+    out = st.text_input("Results folder to write", key="home_out", placeholder=str(jobs.home() / "runs" / "my-run"))
+    submitted = st.form_submit_button("Start")
+if submitted:
+    try:
+        if not source.strip():
+            raise SemDedupError("give the embeddings file or data to deduplicate")
+        src = Path(source.strip()).expanduser()
+        if not src.exists():
+            raise SemDedupError(f"input {str(src)!r} does not exist; give an existing file or folder")
+        if src.suffix == ".npy":
+            args = ["run", "--embeddings", str(src)]
+        else:
+            args = ["run", "--input", str(src)] + (["--encoder", encoder.strip()] if encoder.strip() else [])
+        args += ["--clusters", str(int(k)), "--keep", keep, "--seed", str(int(seed))]
+        dest = Path(out.strip()).expanduser() if out.strip() else jobs.home() / "runs" / src.stem
+        job = jobs.start("cli", args, dest)
+        st.success(f"Started: writing {escape_markdown(job['out'])}")
+    except SemDedupError as exc:
+        sa.error(exc)
+
+
+# -- runs in the background (polled; survives a browser refresh) ---------------------------------------
+@st.fragment(run_every=1.0)
+def running_jobs() -> None:
+    all_jobs = jobs.list_jobs()
+    if not all_jobs:
+        return
+    st.subheader("Runs started here")
+    for job in all_jobs[:8]:
+        label = escape_markdown(job["label"])
+        info = job["progress_info"] or {}
+        if job["state"] == "running":
+            total = max(1, int(info.get("total", 1)))
+            frac = min(1.0, max(0.0, int(info.get("done", 0)) / total))
+            st.progress(frac, text=f"{label}: {info.get('stage', 'starting')} {info.get('done', 0)}/{total}")
+        elif job["state"] == "complete":
+            a, b = st.columns([6, 1])
+            a.write(f":material/check_circle: **{label}** finished — {escape_markdown(job['out'])}")
+            if b.button("Open", key=f"home_job_{job['id']}"):
+                sa.open_folder(job["out"])
+                st.rerun(scope="app")
+            if st.session_state.get("sd_results_dir") is None and job["kind"] == "demo" and job["args"] == ["text"]:
+                sa.open_folder(job["out"])  # with nothing open, open the text demo once it is built
+                st.rerun(scope="app")
+        else:
+            st.error(f"{label}: {job['state']} (exit status {job['rc']})")
+            if job["log_tail"]:
+                st.code(job["log_tail"][-1500:], language=None)
+
+
+running_jobs()

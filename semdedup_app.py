@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import streamlit as st
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every page imports this module first: never reach a model hub
 
-from semdedup_core import Results, SemDedupError, jobs, maps, pairs
-from semdedup_core import export as sd_export
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from semdedup_core import Results, SemDedupError, jobs, maps, pairs  # noqa: E402
+from semdedup_core import export as sd_export  # noqa: E402
 
 EPS_DEFAULT = 0.05
 
@@ -39,15 +41,18 @@ DEFAULTS: dict[str, Any] = {
     "map_colour": "cluster",
     "map_method": "umap",
 }
-PAGES = {
-    "home": "app_pages/home.py",
-    "threshold": "app_pages/threshold.py",
-    "pairs": "app_pages/pairs.py",
-    "clusters": "app_pages/clusters.py",
-    "map": "app_pages/map.py",
-    "export": "app_pages/export.py",
-    "story": "app_pages/stakeholder.py",
+# Streamlit's multipage layout: app.py is Home, the others are the files in pages/ (their URL is the
+# file name without its number: /threshold, /pairs, ...). (file, label, icon) in navigation order.
+NAV = {
+    "home": ("app.py", "Home", ":material/home:"),
+    "threshold": ("pages/1_threshold.py", "Threshold", ":material/tune:"),
+    "pairs": ("pages/2_pairs.py", "Pairs", ":material/compare:"),
+    "clusters": ("pages/3_clusters.py", "Clusters", ":material/category:"),
+    "map": ("pages/4_map.py", "Map", ":material/scatter_plot:"),
+    "export": ("pages/5_export.py", "Export", ":material/download:"),
+    "stakeholder": ("pages/6_stakeholder.py", "Stakeholder view", ":material/campaign:"),
 }
+PAGES = {name: path for name, (path, _, _) in NAV.items()}
 
 
 def cli_results_dir(argv: list[str] | None = None) -> str | None:
@@ -56,6 +61,12 @@ def cli_results_dir(argv: list[str] | None = None) -> str | None:
     parser.add_argument("--results")
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return args.results or os.environ.get("SEMDEDUP_RESULTS") or None
+
+
+def page_setup(title: str) -> None:
+    """First call of every page: the page's title and wide layout, then the session's state."""
+    st.set_page_config(page_title=f"{title} · semdedup", page_icon=":material/content_copy:", layout="wide")
+    init_state()
 
 
 def init_state(keep_widgets: bool = True) -> None:
@@ -178,8 +189,11 @@ def require_results(eps_control: bool = True) -> Results:
 
 
 def sidebar(res: Results | None, eps_control: bool = False) -> None:
-    """The open folder's name and size, and (``eps_control``) the shared ε slider."""
+    """The navigation, the open folder's name and size, and (``eps_control``) the shared ε slider."""
     with st.sidebar:
+        for path, label, icon in NAV.values():
+            st.page_link(path, label=label, icon=icon)
+        st.divider()
         if res is None:
             st.caption("No results folder open.")
             return

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import semdedup_app as sa
 from semdedup_core.pairs import dup_rows, pairs_frame
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -33,7 +34,7 @@ def open_app(results_dir, page: str | None = None) -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     if page:
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(sa.PAGES[page]).run()
         assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -52,7 +53,7 @@ def test_every_page_runs(which, request):
     at = open_app(res.path)
     assert "Open:" in at.success[0].value
     for page in PAGES:
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(sa.PAGES[page]).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert not at.error, (page, [e.value for e in at.error])
         assert at.title, page
@@ -73,7 +74,7 @@ def test_threshold_slider_and_target_fraction(text_results):
     assert metric(at, "kept") == f"{res.n_items - res.n_removed(e):,}"
     assert res.kept_fraction(e) >= 0.8
     # ε is shared: the pairs page and the sidebar use the value the fraction gave
-    at.switch_page("app_pages/pairs.py").run()
+    at.switch_page(sa.PAGES["pairs"]).run()
     assert at.sidebar.slider(key="sb_eps").value == pytest.approx(e)
     assert any(f"{res.n_removed(e):,} removed items" in c for c in texts(at))
 
@@ -181,7 +182,7 @@ def test_bad_folders_give_a_message_not_a_traceback(problem, text_results, tmp_p
     at = open_app(folder)
     assert expected in at.error[0].value
     for page in PAGES:
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(sa.PAGES[page]).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert expected in at.error[0].value
 
@@ -196,7 +197,7 @@ def test_missing_image_files_show_a_placeholder(tmp_path):
     at.sidebar.slider(key="sb_eps").set_value(0.5).run()
     assert res.n_removed(0.5) > 0
     assert any("image not found" in w.value for w in at.warning)
-    at.switch_page("app_pages/stakeholder.py").run()
+    at.switch_page(sa.PAGES["stakeholder"]).run()
     assert not at.exception
 
 
@@ -206,7 +207,7 @@ def test_clusters_page_shows_the_chosen_cluster(text_results):
     table = res.cluster_table(0.05)
     c = int(table.sort_values("size")["cluster"].iloc[0])  # the smallest: not the default choice
     at.session_state["sd_cluster"] = c
-    at.switch_page("app_pages/clusters.py").run()
+    at.switch_page(sa.PAGES["clusters"]).run()
     assert not at.exception
     row = table.set_index("cluster").loc[c]
     assert metric(at, "items") == f"{int(row['size']):,}"

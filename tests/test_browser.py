@@ -128,8 +128,9 @@ def test_served_app_end_to_end(served_app, text_results):
         # a bookmarked page opened first on a fresh server gets the app's navigation (not a pages/ listing)
         page.goto(f"{served_app}/threshold", wait_until="domcontentloaded")
         page.get_by_role("slider").first.wait_for(timeout=30_000)
-        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
-        assert "Stakeholder view" in nav and "app" not in nav.split("\n")
+        nav = page.locator('[data-testid="stSidebar"]').inner_text()
+        assert "Stakeholder view" in nav and "Home" in nav and "app" not in nav.split("\n")
+        assert not page.locator('[data-testid="stSidebarNav"]').count()  # Streamlit's file list stays hidden
         page.goto(served_app, wait_until="domcontentloaded")
         page.get_by_text("Open:", exact=False).first.wait_for(timeout=30_000)
         _wait_idle(page)

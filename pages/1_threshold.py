@@ -8,6 +8,8 @@ import streamlit as st
 import semdedup_app as sa
 from semdedup_core import SemDedupError
 
+sa.page_setup("Threshold")
+
 res = sa.require_results(eps_control=False)
 st.title("Threshold")
 KEEP_WORDS = {

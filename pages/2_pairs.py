@@ -7,6 +7,8 @@ import streamlit as st
 import semdedup_app as sa
 from semdedup_core.pairs import SORTS, escape_markdown, group_tree, page
 
+sa.page_setup("Pairs")
+
 res = sa.require_results()
 e = sa.eps()
 st.title("Pairs")

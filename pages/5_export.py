@@ -9,6 +9,8 @@ from semdedup_core import SemDedupError
 from semdedup_core import export as sd_export
 from semdedup_core.pairs import escape_markdown
 
+sa.page_setup("Export")
+
 res = sa.require_results()
 e = sa.eps()
 st.title("Export")

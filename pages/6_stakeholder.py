@@ -7,6 +7,8 @@ import streamlit as st
 
 import semdedup_app as sa
 
+sa.page_setup("Stakeholder view")
+
 res = sa.require_results(eps_control=False)
 e = sa.eps()
 n = res.n_items

@@ -8,6 +8,8 @@ import streamlit as st
 
 import semdedup_app as sa
 
+sa.page_setup("Clusters")
+
 res = sa.require_results()
 e = sa.eps()
 st.title("Clusters")

@@ -10,6 +10,8 @@ import semdedup_app as sa
 from semdedup_core import SemDedupError
 from semdedup_core.maps import MAX_POINTS
 
+sa.page_setup("Map")
+
 res = sa.require_results()
 e = sa.eps()
 st.title("Map")
