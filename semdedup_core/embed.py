@@ -39,8 +39,9 @@ Progress = Callable[[str, int, int], None]
 
 def default_workers(device: str = "cpu") -> int:
     """Image-decoding processes: on CUDA up to 8 (the GPU waits on decoding); on CPU the model already
-    uses every core, so one worker per four cores (at least one) — more only steal its time
-    (bench/bench_embed.py: 2 cores, 1 worker 93 % of the bare forward pass, 2 workers 58 %)."""
+    uses every core, so one worker per four cores (at least one); more compete with it for the cores
+    (bench/bench_embed.py on 2 cores: 1 worker 93–96 % of the bare forward pass; 2 workers 94 % when
+    the machine is otherwise idle but as low as 58 % when anything else runs)."""
     cores = os.cpu_count() or 1
     if device == "cuda":
         return max(1, min(8, cores))
