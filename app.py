@@ -62,6 +62,11 @@ if recent:
 
 
 # -- offline demos -------------------------------------------------------------------------------------
+if st.session_state.get("sd_waiting_demo") and res is None:
+    st.info(
+        f"Building the offline **{st.session_state['sd_waiting_demo']}** demo (first start only: embedding on a "
+        "2-core CPU takes a few minutes). It opens here by itself when it is done; progress is below."
+    )
 st.subheader("Offline demos")
 kinds = sa.demo_kinds()
 if not kinds:
@@ -139,8 +144,10 @@ def running_jobs() -> None:
             if b.button("Open", key=f"home_job_{job['id']}"):
                 sa.open_folder(job["out"])
                 st.rerun(scope="app")
-            if st.session_state.get("sd_results_dir") is None and job["kind"] == "demo" and job["args"] == ["text"]:
-                sa.open_folder(job["out"])  # with nothing open, open the text demo once it is built
+            wanted = [st.session_state.get("sd_waiting_demo") or "text"]
+            if st.session_state.get("sd_results_dir") is None and job["kind"] == "demo" and job["args"] == wanted:
+                sa.open_folder(job["out"])  # with nothing open, open the awaited demo once it is built
+                st.session_state["sd_waiting_demo"] = None
                 st.rerun(scope="app")
         else:
             st.error(f"{label}: {job['state']} (exit status {job['rc']})")

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "sd_eps": EPS_DEFAULT,  # the current ε, shared by all pages
     "sd_cluster": None,  # the cluster the cluster page shows
     "sd_started": False,  # the command line / environment was read
+    "sd_waiting_demo": None,  # the demo being built for --demo, opened when it is done
     "pairs_sort": "borderline",
     "pairs_page": 0,
     "pairs_per_page": 10,
@@ -55,12 +56,46 @@ NAV = {
 PAGES = {name: path for name, (path, _, _) in NAV.items()}
 
 
-def cli_results_dir(argv: list[str] | None = None) -> str | None:
-    """``--results DIR`` after ``streamlit run app.py --``, else ``$SEMDEDUP_RESULTS``, else ``None``."""
+def _app_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """What follows ``streamlit run app.py --``: ``--results DIR`` and ``--demo text|images``."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--results")
+    parser.add_argument("--demo")
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return args.results or os.environ.get("SEMDEDUP_RESULTS") or None
+    return args
+
+
+def cli_results_dir(argv: list[str] | None = None) -> str | None:
+    """``--results DIR`` after ``streamlit run app.py --``, else ``$SEMDEDUP_RESULTS``, else ``None``."""
+    return _app_args(argv).results or os.environ.get("SEMDEDUP_RESULTS") or None
+
+
+def cli_demo(argv: list[str] | None = None) -> str | None:
+    """``--demo KIND`` after ``streamlit run app.py --``: open that offline demo, building it first if needed."""
+    return _app_args(argv).demo
+
+
+def start_demo(kind: str) -> None:
+    """Open the ``kind`` demo when it is built; otherwise start building it in the background (Home shows
+    the progress and opens it when done). A build another session already started is simply awaited."""
+    if kind not in demo_kinds():
+        error(f"--demo must be one of {', '.join(demo_kinds()) or '(none installed)'}, got {kind!r}")
+        return
+    folder = demo_folder(kind)
+    if (folder / "run.json").is_file():
+        try:
+            load(str(folder))
+        except SemDedupError:
+            pass  # a partial build: start (resume) it below
+        else:
+            open_folder(folder)
+            return
+    st.session_state["sd_waiting_demo"] = kind
+    if not any(j["state"] == "running" and Path(j["out"]) == folder.resolve() for j in jobs.list_jobs()):
+        try:
+            jobs.start("demo", [kind], folder, label=f"{kind} demo")
+        except SemDedupError as exc:
+            error(exc)
 
 
 def page_setup(title: str) -> None:
@@ -83,6 +118,8 @@ def init_state(keep_widgets: bool = True) -> None:
         given = cli_results_dir()
         if given:
             open_folder(given)
+        elif cli_demo():
+            start_demo(cli_demo())
         elif st.session_state["sd_results_dir"] is None:
             for kind in ("text", *demo_kinds()):  # the text demo first, else another built demo
                 built = demo_folder(kind)

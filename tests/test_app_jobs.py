@@ -75,3 +75,37 @@ def test_demo_job_with_an_unknown_demo_fails_with_its_message(tmp_path, monkeypa
     done = wait_for(job["id"])
     assert done["state"] == "failed"
     assert "demo must be one of" in done["log_tail"]
+
+
+@pytest.mark.slow
+def test_demo_flag_builds_in_the_background_then_opens(tmp_path, monkeypatch):
+    """`streamlit run app.py -- --demo KIND` (the README's first command uses the text demo; the image
+    demo builds faster): nothing built → a background build with a note on Home → opened when done."""
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
+    monkeypatch.delenv("SEMDEDUP_RESULTS", raising=False)
+    monkeypatch.setattr("sys.argv", ["app.py", "--demo", "images"])
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert any("Building the offline **images** demo" in i.value for i in at.info)
+    [job] = jobs.list_jobs()
+    assert job["kind"] == "demo" and job["args"] == ["images"] and job["state"] == "running"
+    assert at.session_state["sd_results_dir"] is None
+
+    at2 = AppTest.from_file(APP, default_timeout=60).run()  # a second browser tab awaits the same build
+    assert len(jobs.list_jobs()) == 1 and not at2.error
+
+    done = wait_for(job["id"], timeout=600)
+    assert done["state"] == "complete", done["log_tail"]
+    at.run()  # Home's poll sees the finished build and opens it
+    assert at.session_state["sd_results_dir"] == done["out"]
+    assert at.session_state["sd_waiting_demo"] is None
+
+    fresh = AppTest.from_file(APP, default_timeout=60).run()  # once built, it opens straight away
+    assert fresh.session_state["sd_results_dir"].endswith("demo-images")
+    assert not fresh.info or not any("Building" in i.value for i in fresh.info)
+    assert len(jobs.list_jobs()) == 1  # nothing rebuilt
+
+    monkeypatch.setattr("sys.argv", ["app.py", "--demo", "audio"])
+    bad = AppTest.from_file(APP, default_timeout=60).run()
+    shown = [e.value.replace("\\", "") for e in bad.error]  # Markdown-escaped so that it shows literally
+    assert any("--demo must be one of text, images, got 'audio'" in m for m in shown), shown
