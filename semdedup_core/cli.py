@@ -188,7 +188,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "encoders": cmd_encoders, "demo": cmd_demo}
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import write_export
+    from .results import Results
+
+    results = Results.load(args.results)
+    eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
+    path = write_export(results, eps, args.which, args.format, args.column, args.rule)
+    n_removed = int(results.removed_mask(eps, args.rule).sum())
+    n = n_removed if args.which == "removed" else results.n_items - n_removed
+    print(f"{args.which}: {n:,} of {results.n_items:,} items at eps {eps:.6g} (rule {args.rule}) -> {path}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "encoders": cmd_encoders,
+    "demo": cmd_demo,
+    "export": cmd_export,
+}
 
 
 def add_embed_arguments(p: argparse.ArgumentParser) -> None:
@@ -275,6 +293,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", metavar="DIR", help="results folder (default: CACHE/runs/demo-KIND)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--progress-file", metavar="FILE", help="also write progress as JSON to FILE (for the app)")
+    export = sub.add_parser(
+        "export",
+        help="write the kept or removed items at one eps (ids, paths, scores) into DIR/exports/",
+        description="Write the kept or removed items of a results folder at one eps as CSV, Parquet or TXT "
+        "into DIR/exports/ (written atomically). Exports are lists: nothing is ever deleted.",
+    )
+    export.add_argument("results", metavar="DIR", help="a finished results folder")
+    at = export.add_mutually_exclusive_group(required=True)
+    at.add_argument("--eps", type=float, help="remove items whose score (max_sim) > 1 - eps")
+    at.add_argument(
+        "--keep-fraction",
+        type=float,
+        metavar="F",
+        help="use the largest eps that keeps at least this fraction of the items under the paper's rule (0..1)",
+    )
+    export.add_argument("--which", choices=("removed", "kept"), default="removed", help="default removed")
+    export.add_argument("--format", choices=("csv", "parquet", "txt"), default="csv", help="default csv")
+    export.add_argument("--column", default="id", help="the column a txt export lists, e.g. path (default id)")
+    export.add_argument(
+        "--rule",
+        choices=("paper", "kept-only"),
+        default="paper",
+        help="paper: SemDeDup's rule (chains included); kept-only: remove only items similar "
+        "to an earlier kept item (default paper)",
+    )
     return parser
 
 

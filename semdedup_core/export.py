@@ -32,11 +32,12 @@ def _check(which: str, fmt: str | None = None) -> None:
         raise SemDedupError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
-def export_frame(results: Results, eps: float, which: str = "removed") -> pd.DataFrame:
+def export_frame(results: Results, eps: float, which: str = "removed", rule: str = "paper") -> pd.DataFrame:
     """The ``which`` items at ``eps``: ``id``, ``path`` (when the run has one), ``cluster``, ``max_sim``
-    (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item)."""
+    (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item).
+    ``rule``: ``paper`` (SemDeDup's) or ``kept-only`` (see :mod:`semdedup_core.rules`)."""
     _check(which)
-    mask = results.removed_mask(eps)
+    mask = results.removed_mask(eps, rule)
     if which == "kept":
         mask = ~mask
     cols = [c for c in COLUMNS if c in results.items.columns]
@@ -58,21 +59,28 @@ def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
     return ("".join(v + "\n" for v in values)).encode("utf-8")
 
 
-def file_name(eps: float, which: str, fmt: str, txt_column: str = "id") -> str:
-    """The export's file name, e.g. ``removed-eps0.0500.csv`` (``removed-eps0.0500-path.txt`` for paths)."""
+def file_name(eps: float, which: str, fmt: str, txt_column: str = "id", rule: str = "paper") -> str:
+    """The export's file name, e.g. ``removed-eps0.0500.csv`` (``removed-eps0.0500-path.txt`` for paths,
+    ``removed-eps0.0500-kept-only.csv`` under the conservative rule)."""
     _check(which, fmt)
     suffix = f"-{txt_column}" if fmt == "txt" and txt_column != "id" else ""
+    suffix += "" if rule == "paper" else f"-{rule}"
     return f"{which}-eps{check_eps(eps):.4f}{suffix}.{fmt}"
 
 
 def write_export(
-    results: Results, eps: float, which: str = "removed", fmt: str = "csv", txt_column: str = "id"
+    results: Results,
+    eps: float,
+    which: str = "removed",
+    fmt: str = "csv",
+    txt_column: str = "id",
+    rule: str = "paper",
 ) -> Path:
     """Write the export into ``<results>/exports/`` atomically and return its path."""
     if results.path is None:
         raise SemDedupError("these results have no folder to write into; load them with Results.load(DIR)")
-    data = to_bytes(export_frame(results, eps, which), fmt, txt_column)
-    dest = Path(results.path) / EXPORT_DIR / file_name(eps, which, fmt, txt_column)
+    data = to_bytes(export_frame(results, eps, which, rule), fmt, txt_column)
+    dest = Path(results.path) / EXPORT_DIR / file_name(eps, which, fmt, txt_column, rule)
     with io.atomic_path(dest) as tmp:
         tmp.write_bytes(data)
     return dest

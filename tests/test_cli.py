@@ -197,3 +197,34 @@ def test_sigkill_then_resume_gives_the_same_files(tmp_path):
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert run["stages"]["kmeans"]["done"] and run["stages"]["score"]["resumed_clusters"] >= 8
     assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+def test_export_lists_what_goes_and_never_touches_input(tmp_path, emb, capsys):
+    from semdedup_core import Results
+
+    before = emb.read_bytes()
+    out = tmp_path / "out"
+    assert main(["run", "--embeddings", str(emb), "--out", str(out), "--clusters", "6", "--quiet"]) == 0
+    res = Results.load(out)
+    assert main(["export", str(out), "--eps", "0.01"]) == 0
+    assert "removed: 100 of 600 items at eps 0.01 (rule paper)" in capsys.readouterr().out
+    csv = pd.read_csv(out / "exports" / "removed-eps0.0100.csv", dtype={"id": str, "dup_of": str})
+    assert sorted(csv["id"]) == sorted(res.removed(0.01)["id"])
+    assert list(csv.columns) == ["id", "cluster", "max_sim", "dup_of"]
+    assert (csv["max_sim"] > 0.99).all()
+
+    assert main(["export", str(out), "--keep-fraction", "0.9", "--which", "kept", "--format", "txt"]) == 0
+    eps = res.eps_for_kept_fraction(0.9)
+    lines = (out / "exports" / f"kept-eps{eps:.4f}.txt").read_text().splitlines()
+    assert lines == res.kept(eps)["id"].tolist() and len(lines) >= 540
+
+    assert main(["export", str(out), "--eps", "0.3", "--rule", "kept-only", "--format", "parquet"]) == 0
+    pq = pd.read_parquet(out / "exports" / "removed-eps0.3000-kept-only.parquet")
+    assert pq["id"].tolist() == res.removed(0.3, rule="kept-only")["id"].tolist()
+    assert emb.read_bytes() == before  # the input is only ever read
+
+    capsys.readouterr()
+    assert main(["export", str(out), "--eps", "3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "python -m semdedup_core: error: eps must be between 0 and 2 (similarity threshold 1 - eps), got 3.0"
+    )
