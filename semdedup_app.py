@@ -154,7 +154,9 @@ def demo_kinds() -> tuple[str, ...]:
 
 def demo_folder(kind: str) -> Path:
     """Where ``run_demo(kind)`` (and ``python -m semdedup_core demo KIND``) writes by default."""
-    return jobs.home() / "runs" / f"demo-{kind}"
+    from semdedup_core.demo import default_out
+
+    return default_out(kind)
 
 
 def demo_eps(path: str | Path) -> float | None:

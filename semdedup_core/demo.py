@@ -50,10 +50,12 @@ FORTUNE_FILES = ("fortunes", "murphy", "startrek", "zippy")  # not *-o (offensiv
 DATA_VERSION = 1
 
 
-def cache_dir() -> Path:
-    """``$SEMDEDUP_CACHE``, else ``~/.cache/semdedup``."""
-    env = os.environ.get("SEMDEDUP_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "semdedup"
+cache_dir = io.cache_dir
+
+
+def default_out(kind: str) -> Path:
+    """Where :func:`run_demo` writes ``kind``'s results unless told otherwise: ``<cache>/runs/demo-<kind>``."""
+    return cache_dir() / "runs" / f"demo-{kind}"
 
 
 def _build_atomically(target: Path, build: Any) -> Path:
@@ -321,7 +323,7 @@ def run_demo(kind: str, out: str | os.PathLike[str] | None = None, *, progress: 
 
     if kind not in DEMOS:
         raise SemDedupError(f"demo must be one of {', '.join(DEMOS)}, got {kind!r}")
-    out = Path(out) if out is not None else cache_dir() / "runs" / f"demo-{kind}"
+    out = Path(out) if out is not None else default_out(kind)
     if (out / io.RUN).exists():
         try:
             if io.read_json(out / io.RUN).get("status") == "complete":

@@ -21,6 +21,12 @@ RUN = "run.json"
 WORK = ".work"
 
 
+def cache_dir() -> Path:
+    """Where demos, the app's runs and its job records live: ``$SEMDEDUP_CACHE``, else ``~/.cache/semdedup``."""
+    env = os.environ.get("SEMDEDUP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "semdedup"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""

@@ -25,10 +25,9 @@ KINDS = ("cli", "demo")
 
 
 def home() -> Path:
-    """Where the app keeps its runs, jobs and recent list — the same place the offline demos use:
-    ``$SEMDEDUP_CACHE``, else ``~/.cache/semdedup``. Demo runs live in ``runs/demo-<kind>``."""
-    env = os.environ.get("SEMDEDUP_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "semdedup"
+    """Where the app keeps its runs, jobs and recent list — the same place the offline demos use
+    (:func:`semdedup_core.io.cache_dir`). Demo runs live in ``runs/demo-<kind>``."""
+    return io.cache_dir()
 
 
 def jobs_dir() -> Path:

@@ -1,7 +1,8 @@
 """End to end in a real headless browser: Debian's chromium driven by Playwright, on the served app.
 
 Skips when chromium is absent, unless ``SEMDEDUP_REQUIRE_BROWSER=1`` (CI), where that is a failure.
-Saves a screenshot of each page into ``docs/screenshots/`` (or ``$SEMDEDUP_SCREENSHOTS``).
+Saves a screenshot of each page into a temporary folder, or into ``$SEMDEDUP_SCREENSHOTS``: the README's
+pictures are refreshed with ``SEMDEDUP_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest -m browser``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-SHOTS = Path(os.environ.get("SEMDEDUP_SCREENSHOTS") or ROOT / "docs" / "screenshots")
+SHOTS = Path(os.environ.get("SEMDEDUP_SCREENSHOTS") or tempfile.mkdtemp(prefix="semdedup-screenshots-"))
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
