@@ -71,10 +71,14 @@ st.subheader("Offline demos")
 kinds = sa.demo_kinds()
 if not kinds:
     st.info("The offline demos are not available in this installation (semdedup_core.demo is missing).")
+building = {Path(j["out"]) for j in jobs.list_jobs() if j["state"] == "running"}
 for kind in kinds:
     folder = sa.demo_folder(kind)
-    built = (folder / "run.json").is_file()
+    built = (folder / "items.parquet").is_file()
     a, b = st.columns([6, 1])
+    if folder.resolve() in building:
+        a.write(f"**{kind}** demo — building in the background (progress below)")
+        continue
     a.write(
         f"**{kind}** demo — "
         + ("built" if built else "not built yet (runs offline in the background; embedding on a CPU takes a while)")

@@ -90,6 +90,10 @@ def test_demo_flag_builds_in_the_background_then_opens(tmp_path, monkeypatch):
     [job] = jobs.list_jobs()
     assert job["kind"] == "demo" and job["args"] == ["images"] and job["state"] == "running"
     assert at.session_state["sd_results_dir"] is None
+    at.run()  # the build is listed as building, with no second Build button for it
+    assert "home_demo_build_images" not in [b.key for b in at.button]
+    assert "home_demo_build_text" in [b.key for b in at.button]
+    assert any("**images** demo — building in the background" in m.value for m in at.markdown)
 
     at2 = AppTest.from_file(APP, default_timeout=60).run()  # a second browser tab awaits the same build
     assert len(jobs.list_jobs()) == 1 and not at2.error
