@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "cl_order": "largest",
     "map_colour": "cluster",
     "map_method": "umap",
+    "thr_conservative": False,
+    "exp_rule": "paper",
 }
 # Streamlit's multipage layout: app.py is Home, the others are the files in pages/ (their URL is the
 # file name without its number: /threshold, /pairs, ...). (file, label, icon) in navigation order.
@@ -439,12 +441,24 @@ def centroid_map(res: Results, method: str = "umap"):
 
 # -- export -------------------------------------------------------------------------------------------
 @st.cache_data(max_entries=4, show_spinner="Preparing the file…")
-def _export_bytes(path: str, stamp: int, _res: Results, e: float, which: str, fmt: str, txt_column: str) -> bytes:
-    return sd_export.to_bytes(sd_export.export_frame(_res, e, which), fmt, txt_column)
+def _export_bytes(
+    path: str, stamp: int, _res: Results, e: float, which: str, fmt: str, txt_column: str, rule: str
+) -> bytes:
+    return sd_export.to_bytes(sd_export.export_frame(_res, e, which, rule), fmt, txt_column)
 
 
-def export_bytes(res: Results, e: float, which: str, fmt: str, txt_column: str = "id") -> bytes:
-    return _export_bytes(*key(res), res, float(e), which, fmt, txt_column)
+def export_bytes(res: Results, e: float, which: str, fmt: str, txt_column: str = "id", rule: str = "paper") -> bytes:
+    return _export_bytes(*key(res), res, float(e), which, fmt, txt_column, rule)
+
+
+@st.cache_data(max_entries=32, show_spinner="Applying the kept-only rule…")
+def _n_removed_kept_only(path: str, stamp: int, _res: Results, e: float) -> int:
+    return int(_res.n_removed(e, rule="kept-only"))
+
+
+def n_removed_kept_only(res: Results, e: float) -> int:
+    """Removed at ``e`` under the conservative rule (rescoring chain members; cached per ε)."""
+    return _n_removed_kept_only(*key(res), res, float(e))
 
 
 # -- drawing helpers ----------------------------------------------------------------------------------

@@ -61,6 +61,18 @@ m1.metric("items", sa.fmt_int(n))
 m2.metric("kept", sa.fmt_int(n - n_rem), f"{(n - n_rem) / n:.2%}", delta_color="off", delta_arrow="off")
 m3.metric("removed", sa.fmt_int(n_rem), f"{n_rem / n:.2%}", delta_color="off", delta_arrow="off")
 m4.metric("similarity threshold 1 − ε", f"{1 - e:.4f}")
+if st.toggle(
+    "Compare with the conservative rule (kept-only)",
+    key="thr_conservative",
+    help="Removes an item only when it resembles an earlier item that is itself kept, so a chain A ≈ B ≈ C "
+    "loses B but keeps C when C is not close to A. Never removes more than the paper's rule.",
+):
+    n_cons = sa.n_removed_kept_only(res, e)
+    st.caption(
+        f"**kept-only rule:** removes {sa.fmt_int(n_cons)} ({n_cons / n:.2%}) — "
+        f"{sa.fmt_int(n_rem - n_cons)} of the paper's removals are chain members whose only close earlier "
+        "items are themselves removed."
+    )
 
 c1, c2 = st.columns(2)
 with c1:

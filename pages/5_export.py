@@ -20,30 +20,38 @@ st.write(
     "Exports are lists of ids (and paths) with each item's score (`max_sim`) and the earlier item it is "
     "most similar to (`dup_of`). Your input data is never changed."
 )
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 which = c1.radio("Items", sd_export.WHICH, key="exp_which", horizontal=True)
 fmt = c2.radio("Format", sd_export.FORMATS, key="exp_fmt", horizontal=True)
 txt_options = [c for c in ("id", "path") if c in res.items.columns]
 txt_column = c3.radio("TXT lists", txt_options, key="exp_txt", horizontal=True, disabled=fmt != "txt")
-name = sd_export.file_name(e, which, fmt, txt_column if fmt == "txt" else "id")
+rule = c4.radio(
+    "Rule",
+    ("paper", "kept-only"),
+    key="exp_rule",
+    horizontal=True,
+    help="paper: SemDeDup's rule (chains included). kept-only: remove an item only when it resembles an "
+    "earlier kept item.",
+)
+name = sd_export.file_name(e, which, fmt, txt_column if fmt == "txt" else "id", rule)
 
-st.dataframe(sd_export.export_frame(res, e, which).head(20), hide_index=True)
+st.dataframe(sd_export.export_frame(res, e, which, rule).head(20), hide_index=True)
 
 d1, d2 = st.columns(2)
 with d1:
     if st.button("Prepare download", key="exp_prepare"):
-        st.session_state["exp_ready"] = (str(res.path), e, which, fmt, txt_column)
-    if st.session_state.get("exp_ready") == (str(res.path), e, which, fmt, txt_column):
+        st.session_state["exp_ready"] = (str(res.path), e, which, fmt, txt_column, rule)
+    if st.session_state.get("exp_ready") == (str(res.path), e, which, fmt, txt_column, rule):
         st.download_button(
             f"Download {name}",
-            data=sa.export_bytes(res, e, which, fmt, txt_column if fmt == "txt" else "id"),
+            data=sa.export_bytes(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule),
             file_name=name,
             key="exp_download",
         )
 with d2:
     if st.button("Write into the results folder", key="exp_write"):
         try:
-            path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id")
+            path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule)
             st.success(f"Wrote {escape_markdown(str(path))}")
         except (SemDedupError, OSError) as exc:
             sa.error(f"could not write the export: {exc}")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -310,3 +311,23 @@ def test_without_a_text_demo_another_built_demo_opens(image_results):
     at = open_app(None)
     assert at.session_state["sd_results_dir"] == str(semdedup_app.demo_folder("images"))
     assert at.session_state["sd_eps"] == pytest.approx(DEMO_EPS["images"])
+
+
+def test_conservative_rule_on_threshold_and_export(text_results):
+    res = text_results
+    at = open_app(res.path, "threshold")
+    eps = at.session_state["sd_eps"]
+    assert not any("kept-only rule" in t for t in texts(at))  # opt-in: slider moves stay a filter
+    at.toggle(key="thr_conservative").set_value(True).run()
+    assert not at.exception
+    n_cons = res.n_removed(eps, rule="kept-only")
+    assert n_cons <= res.n_removed(eps)
+    shown = next(t for t in texts(at) if "kept-only rule" in t)
+    assert f"removes {n_cons:,} " in shown and f"{res.n_removed(eps) - n_cons:,} of the paper's removals" in shown
+
+    at.switch_page(sa.PAGES["export"]).run()
+    at.radio(key="exp_rule").set_value("kept-only").run()
+    at.button(key="exp_write").click().run()
+    assert not at.exception and at.success
+    written = pd.read_csv(res.path / "exports" / f"removed-eps{eps:.4f}-kept-only.csv", dtype={"id": str})
+    assert sorted(written["id"]) == sorted(res.removed(eps, rule="kept-only")["id"])
