@@ -391,17 +391,6 @@ def write_errors(path: Path, errors: list[dict[str, Any]]) -> None:
         pq.write_table(table, tmp)
 
 
-def _engine_params(cluster: ClusterConfig, config: DedupConfig) -> dict[str, Any]:
-    """The parameters :func:`semdedup_core.dedup` records in ``run.json`` (speed settings left out)."""
-    from .config import to_dict
-
-    params = {"cluster": to_dict(cluster), "dedup": to_dict(config)}
-    for key in ("device", "block_size", "max_block_bytes"):
-        params["dedup"].pop(key, None)
-    params["cluster"].pop("device", None)
-    return params
-
-
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise SemDedupError(f"output {str(out)!r} is a file; pass a folder for --out")
@@ -429,7 +418,7 @@ def run_input(
     ``embed``, and ``counts.errors``. Running again with the same arguments resumes (embedding from
     its last finished chunk) or returns the finished results.
     """
-    from .pipeline import dedup
+    from .pipeline import dedup, engine_params
     from .results import Results
 
     embed = embed or EmbedConfig()
@@ -459,7 +448,7 @@ def run_input(
     if run_path.exists():
         meta = io.read_json(run_path)
         if meta.get("status") == "complete":
-            if meta.get("embed", {}).get("identity") != identity or meta.get("params") != _engine_params(
+            if meta.get("embed", {}).get("identity") != identity or meta.get("params") != engine_params(
                 cluster, config
             ):
                 raise SemDedupError(

@@ -46,6 +46,16 @@ def _noop(stage: str, done: int, total: int) -> None:
     pass
 
 
+def engine_params(cluster: ClusterConfig, config: DedupConfig) -> dict[str, Any]:
+    """The parameters a results folder records and a resumed run must match. Device, block size and
+    memory budget change speed, never results, so they are left out (and may differ on resume)."""
+    params = {"cluster": to_dict(cluster), "dedup": to_dict(config)}
+    for key in ("device", "block_size", "max_block_bytes"):
+        params["dedup"].pop(key)
+    params["cluster"].pop("device")
+    return params
+
+
 def fingerprint(x: np.ndarray, ids: np.ndarray | None) -> str:
     """A cheap identity of the input: shape, dtype, 1,024 evenly spaced rows and all ids."""
     h = hashlib.blake2b(digest_size=16)
@@ -244,10 +254,7 @@ def dedup(
         out = tempfile.mkdtemp(prefix="semdedup-")
         log.info("writing results to %s", out)
     out = Path(out)
-    params = {"cluster": to_dict(cluster), "dedup": to_dict(config)}
-    for key in ("device", "block_size", "max_block_bytes"):  # do not change results; allowed to differ on resume
-        params["dedup"].pop(key)
-    params["cluster"].pop("device")
+    params = engine_params(cluster, config)
     run = _Run(out, params, fingerprint(embeddings, ids), n, d)
     ex = get_executor(executor)
     if run.done("write"):
