@@ -451,6 +451,32 @@ def export_bytes(res: Results, e: float, which: str, fmt: str, txt_column: str =
     return _export_bytes(*key(res), res, float(e), which, fmt, txt_column, rule)
 
 
+MAX_CLUSTER_OPTIONS = 20_000  # beyond this many clusters with removals, the Pairs filter takes typed numbers
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _clusters_with_removals(path: str, stamp: int, _res: Results, e: float) -> list[int]:
+    return np.unique(_res.items["cluster"].to_numpy()[_res.removed_mask(e)]).tolist()
+
+
+def clusters_with_removals(res: Results, e: float) -> list[int]:
+    """The clusters that have at least one removed item at ``e`` (the only ones with pairs to show)."""
+    return _clusters_with_removals(*key(res), res, float(e))
+
+
+def parse_clusters(text: str, n_clusters: int) -> tuple[int, ...]:
+    """``"3, 17 42"`` → ``(3, 17, 42)``; raises :class:`SemDedupError` naming a bad entry."""
+    out = []
+    for part in text.replace(",", " ").split():
+        if not part.isdigit() or int(part) >= n_clusters:
+            raise SemDedupError(
+                f"cluster numbers must be whole numbers from 0 to {n_clusters - 1}, got {part!r}; "
+                "separate them with commas or spaces"
+            )
+        out.append(int(part))
+    return tuple(sorted(set(out)))
+
+
 @st.cache_data(max_entries=32, show_spinner="Applying the kept-only rule…")
 def _n_removed_kept_only(path: str, stamp: int, _res: Results, e: float) -> int:
     return int(_res.n_removed(e, rule="kept-only"))

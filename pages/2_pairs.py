@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import semdedup_app as sa
+from semdedup_core import SemDedupError
 from semdedup_core.pairs import SORTS, escape_markdown, group_tree, page
 
 sa.page_setup("Pairs")
@@ -30,13 +31,25 @@ view = st.segmented_control(
 if view != "Groups":
     c1, c2, c3 = st.columns([2, 2, 3])
     sort = c1.selectbox("Sort", SORTS, format_func=SORT_LABELS.get, key="pairs_sort", on_change=_reset_page)
-    clusters = c2.multiselect(
-        "Clusters",
-        options=sorted(res.items["cluster"].unique().tolist()) if res.n_clusters <= 5000 else [],
-        key="pairs_clusters",
-        on_change=_reset_page,
-        placeholder="all",
-    )
+    options = sa.clusters_with_removals(res, e)
+    if len(options) <= sa.MAX_CLUSTER_OPTIONS:
+        clusters = c2.multiselect(
+            "Clusters",
+            options=options,
+            key="pairs_clusters",
+            on_change=_reset_page,
+            placeholder="all",
+            help="Only clusters with removals at this ε are listed.",
+        )
+    else:  # too many to list: type them
+        typed = c2.text_input(
+            "Clusters", key="pairs_clusters_typed", on_change=_reset_page, placeholder="all, or 3, 17"
+        )
+        try:
+            clusters = sa.parse_clusters(typed, res.n_clusters)
+        except SemDedupError as exc:
+            sa.error(exc)
+            clusters = ()
     low = max(-1.0, round(1.0 - sa.eps_max(res), 3))
     sim_range = c3.slider("Similarity range", low, 1.0, (low, 1.0), step=0.001, key="pairs_sim", on_change=_reset_page)
     frame = sa.pairs_frame(res, e, sort, tuple(clusters), tuple(sim_range))

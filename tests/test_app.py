@@ -331,3 +331,31 @@ def test_conservative_rule_on_threshold_and_export(text_results):
     assert not at.exception and at.success
     written = pd.read_csv(res.path / "exports" / f"removed-eps{eps:.4f}-kept-only.csv", dtype={"id": str})
     assert sorted(written["id"]) == sorted(res.removed(eps, rule="kept-only")["id"])
+
+
+def test_pairs_cluster_filter_lists_clusters_with_removals(text_results, monkeypatch):
+    res = text_results
+    at = open_app(res.path, "pairs")
+    eps = at.session_state["sd_eps"]
+    removed = res.removed(eps)
+    options = at.multiselect(key="pairs_clusters").options
+    assert [int(o) for o in options] == sorted(removed["cluster"].unique().tolist())
+    target = int(removed["cluster"].value_counts().index[0])
+    at.multiselect(key="pairs_clusters").set_value([target]).run()
+    assert not at.exception
+    shown = next(c.value for c in at.caption if "removed items at ε" in c.value)
+    assert shown.startswith(f"{int((removed['cluster'] == target).sum()):,} removed items")
+    # a smaller eps where that cluster has nothing removed: no error, nothing listed
+    lonely = res.items["max_sim"][res.items["cluster"] == target].max()
+    at.session_state["sd_eps"] = float(max(0.0, 1 - lonely - 1e-3))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    monkeypatch.setattr(sa, "MAX_CLUSTER_OPTIONS", 0)  # a run with too many clusters to list
+    at = open_app(res.path, "pairs")
+    at.text_input(key="pairs_clusters_typed").set_value(f"{target}").run()
+    shown = next(c.value for c in at.caption if "removed items at ε" in c.value)
+    assert shown.startswith(f"{int((removed['cluster'] == target).sum()):,} removed items")
+    at.text_input(key="pairs_clusters_typed").set_value("3, x").run()
+    assert not at.exception
+    assert any("got 'x'" in e.value.replace("\\", "") for e in at.error)
