@@ -112,10 +112,10 @@ class Results:
     @functools.cached_property
     def _rank_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(dup_idx, order, offsets, rank)``: rows of ``dup_of``, rows grouped by cluster in rank order."""
-        import pandas as pd
+        from .pairs import dup_rows
 
         items = self.items
-        dup_idx = pd.Index(items["id"]).get_indexer(items["dup_of"])
+        dup_idx = dup_rows(items)
         clusters = items["cluster"].to_numpy(np.int64)
         rank = items["rank"].to_numpy(np.int64)
         order = np.lexsort((rank, clusters))
