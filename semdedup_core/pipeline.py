@@ -321,7 +321,6 @@ def dedup(
         run.finish("assign", time.perf_counter() - t0)
 
     # 4. order and score each cluster, shard by shard
-    run.work.mkdir(parents=True, exist_ok=True)
     order, offsets = cluster_members(labels, k)
     sizes = np.diff(offsets)
     shard_dir = run.work / "scores"
@@ -377,9 +376,10 @@ def dedup(
     for (first, last), (r, ms, dup_local) in ex.imap(score_clusters, tasks()):
         io.save_npz(shard_path(first, last), rank=r, max_sim=ms, dup_row=dup_local)
         merge(first, last, r, ms, dup_local)
-        done_clusters = done_clusters if local else done_clusters + (last - first)
-        if local:
-            done_clusters += int((sizes[first:last] == 0).sum())  # empty clusters do not tick
+        if local:  # tick() counted the non-empty clusters as they finished
+            done_clusters += int((sizes[first:last] == 0).sum())
+        else:
+            done_clusters += last - first
         progress("score", done_clusters, k)
         run.add_seconds("score", time.perf_counter() - t0)
         t0 = time.perf_counter()
