@@ -1,6 +1,6 @@
 """semdedup explorer, and its Home page: ``streamlit run app.py [-- --results DIR]`` (or
 ``SEMDEDUP_RESULTS=DIR``). The other pages are Streamlit's ``pages/`` files; every page, this one
-included, starts from ``semdedup_app`` (state, cached wrappers, the sidebar and its navigation).
+included, starts from the ``semdedup_app`` package (state, cached views, the sidebar and its navigation).
 
 Home: open a results folder, build an offline demo, or start a run in the background.
 """
@@ -12,8 +12,10 @@ from pathlib import Path
 import streamlit as st
 
 import semdedup_app as sa  # sets HF_HUB_OFFLINE before any model can load
-from semdedup_core import SemDedupError, jobs
-from semdedup_core.pairs import escape_markdown
+from semdedup_app import jobs
+from semdedup_app.markdown import escape_markdown
+from semdedup_core import SemDedupError
+from semdedup_core.engine.schema import ResultsFolder
 
 sa.page_setup("Home")
 st.title("semdedup explorer")
@@ -74,7 +76,7 @@ if not kinds:
 building = {Path(j["out"]) for j in jobs.list_jobs() if j["state"] == "running"}
 for kind in kinds:
     folder = sa.demo_folder(kind)
-    built = (folder / "items.parquet").is_file()
+    built = ResultsFolder(folder).is_complete()
     a, b = st.columns([6, 1])
     if folder.resolve() in building:
         a.write(f"**{kind}** demo — building in the background (progress below)")

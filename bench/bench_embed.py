@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from semdedup_core.embed import _EmbedState, embed_items, open_image  # noqa: E402
-from semdedup_core.encoders import get_encoder  # noqa: E402
-from semdedup_core.inputs import load_input  # noqa: E402
+from semdedup_core.ingest.embed import _EmbedState, embed_items, open_image  # noqa: E402
+from semdedup_core.ingest.encoders import get_encoder  # noqa: E402
+from semdedup_core.ingest.inputs import load_input  # noqa: E402
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> None:
@@ -111,7 +111,7 @@ def bench_texts(name: str, n: int, batch: int, rounds: int, tmp: Path) -> list[d
     import pandas as pd
     import torch
 
-    from semdedup_core.demo import FORTUNE_FILES, fortune_dir, parse_fortunes
+    from semdedup_core.ingest.demo import FORTUNE_FILES, fortune_dir, parse_fortunes
 
     quotes = parse_fortunes((fortune_dir() / FORTUNE_FILES[0]).read_text(encoding="latin-1"))[:n]
     n = len(quotes)

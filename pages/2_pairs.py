@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 import semdedup_app as sa
+from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
-from semdedup_core.pairs import SORTS, escape_markdown, group_tree, page
+from semdedup_core.explore.pairs import SORTS, group_tree, page
 
 sa.page_setup("Pairs")
 
@@ -62,9 +63,7 @@ if view != "Groups":
     )
     if frame.empty:
         st.info("No item is removed at this ε with these filters. Raise ε on the Threshold page or widen the filters.")
-    for row, dup, sim in zip(part["row"], part["dup_row"], part["max_sim"], strict=True):
-        with st.container(border=True):
-            sa.show_pair(res, int(row), int(dup), float(sim), e)
+    sa.show_pairs(res, part, e)
 
     def _move(step: int) -> None:
         st.session_state["pairs_page"] = min(max(0, st.session_state["pairs_page"] + step), n_pages - 1)
@@ -93,7 +92,7 @@ else:
         key="pairs_group",
     )
     root = int(top["row"].iat[choice])
-    dup = sa.dup_rows(res)
+    dup = res.dup_rows
     tree = group_tree(root, roots, dup, removed, res.items["rank"].to_numpy())
     scores = res.items["max_sim"].to_numpy()
     for row, d in tree[:200]:

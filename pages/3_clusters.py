@@ -35,9 +35,8 @@ def _label(c: int) -> str:
 
 cluster = c2.selectbox("Cluster", options, format_func=_label, key="sd_cluster")
 row = info.loc[cluster]
-members = np.flatnonzero(res.items["cluster"].to_numpy() == cluster)
-members = members[np.argsort(res.items["rank"].to_numpy()[members], kind="stable")]
-removed = res.removed_mask(e)[members]
+members = res.clusters.members(cluster)  # in keep order
+removed = sa.removed_mask(res, e)[members]
 dist = res.items["dist_to_centroid"].to_numpy()[members]
 
 m1, m2, m3, m4 = st.columns(4)

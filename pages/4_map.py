@@ -8,7 +8,7 @@ import streamlit as st
 
 import semdedup_app as sa
 from semdedup_core import SemDedupError
-from semdedup_core.maps import MAX_POINTS
+from semdedup_core.explore.maps import MAX_POINTS
 
 sa.page_setup("Map")
 
@@ -37,10 +37,10 @@ def wait_for_map() -> None:
         sa.error(f"the map could not be computed: {exc}")
         return
     st.info(
-        f"Computing the map of {min(res.n_items, MAX_POINTS):,} items in the background (UMAP, once per run; "
-        "it is then stored in the results folder). This page updates when it is ready."
+        f"Computing the map of {min(res.n_items, MAX_POINTS):,} items in the background (once per run and "
+        "projection; it is then stored in the results folder). This page updates when it is ready."
     )
-    st.progress(0.5, text="UMAP running…")
+    st.status(f"Map: {sa.map_job(res, method).status()}", state="running")  # a spinner, with the real step
 
 
 try:
@@ -53,7 +53,7 @@ if m is None:
 else:
     rows = m["row"].to_numpy()
     items = res.items
-    removed = res.removed_mask(e)[rows]
+    removed = sa.removed_mask(res, e)[rows]
     hover = sa.map_labels(res, method, len(rows))
     fig = go.Figure()
     if lines:
@@ -109,7 +109,7 @@ else:
     if picked:
         sel = items.iloc[sorted(set(picked))[:1000]]
         view = sel[[c for c in ("id", "cluster", "max_sim", "dup_of", "text", "path") if c in sel.columns]].copy()
-        view.insert(0, "removed", res.removed_mask(e)[sorted(set(picked))[:1000]])
+        view.insert(0, "removed", sa.removed_mask(res, e)[sorted(set(picked))[:1000]])
         st.write(f"{len(set(picked)):,} selected")
         st.dataframe(view, hide_index=True)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 import semdedup_app as sa
+from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
-from semdedup_core import export as sd_export
-from semdedup_core.pairs import escape_markdown
+from semdedup_core.explore import export as sd_export
 
 sa.page_setup("Export")
 

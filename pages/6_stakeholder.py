@@ -42,6 +42,4 @@ st.subheader("Examples")
 best = sa.showcase(res, e)
 if best.empty:
     st.info("Nothing is a duplicate at this threshold.")
-for row, dup, sim in zip(best["row"], best["dup_row"], best["max_sim"], strict=True):
-    with st.container(border=True):
-        sa.show_pair(res, int(row), int(dup), float(sim), e)
+sa.show_pairs(res, best, e)

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .config import DEVICES, KEEP_POLICIES, ClusterConfig, DedupConfig
+from .engine.config import DEVICES, KEEP_POLICIES, ClusterConfig, DedupConfig
+from .engine.progress import Fanout, JsonFileProgress, TqdmProgress
 from .errors import SemDedupError
-from .progress import Fanout, JsonFileProgress, TqdmProgress
 
 SUMMARY_EPS = (0.01, 0.05, 0.1, 0.2)
 
@@ -97,7 +97,7 @@ def print_summary(results: Any, out: Any = None) -> None:
 
 
 def embed_config_from_args(args: argparse.Namespace) -> Any:
-    from .embed import EmbedConfig
+    from .ingest.embed import EmbedConfig
 
     return EmbedConfig(
         encoder=args.encoder,
@@ -115,7 +115,7 @@ _EMBED_OPTIONS = ("encoder", "pretrained", "text_column", "image_column", "id_co
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import dedup
+    from .engine.pipeline import dedup
 
     if args.input is not None and args.embeddings is not None:
         raise SemDedupError("pass either --input PATH or --embeddings X.npy|DIR, not both")
@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster, config = configs_from_args(args)
     ids = None
     if args.ids is not None:
-        from .io import load_embeddings, read_ids
+        from .engine.io import load_embeddings, read_ids
 
         ids = read_ids(args.ids, load_embeddings(args.embeddings).shape[0])
     bar = TqdmProgress(disable=args.quiet)
@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_input(args: argparse.Namespace, path: str) -> int:
-    from .embed import run_input
+    from .ingest.embed import run_input
 
     if args.ids is not None:
         raise SemDedupError("--ids applies to an --embeddings .npy file; with --input use --id-column NAME")
@@ -165,7 +165,7 @@ def _run_input(args: argparse.Namespace, path: str) -> int:
 
 
 def cmd_encoders(args: argparse.Namespace) -> int:
-    from .encoders import DEFAULT_ENCODERS, list_encoders
+    from .ingest.encoders import DEFAULT_ENCODERS, list_encoders
 
     for info in list_encoders():
         print(f"{info.name:<22} {'/'.join(info.modalities):<11} {info.description}")
@@ -174,7 +174,7 @@ def cmd_encoders(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DEMO_EPS, run_demo
+    from .ingest.demo import DEMO_EPS, run_demo
 
     bar = TqdmProgress(disable=args.quiet)
     try:
@@ -189,8 +189,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import write_export
-    from .results import Results
+    from .engine.results import Results
+    from .explore.export import write_export
 
     results = Results.load(args.results)
     eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
-from semdedup_core.pairs import dup_rows, pairs_frame
+from semdedup_core.explore.pairs import pairs_frame
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["threshold", "pairs", "clusters", "map", "export", "stakeholder"]
@@ -98,17 +98,16 @@ def test_pairs_sorting_and_paging(text_results):
     at = open_app(res.path, "pairs")
     e = 0.1
     at.sidebar.slider(key="sb_eps").set_value(e).run()
-    dup = dup_rows(res.items)
     n = res.n_removed(e)
     per = 10
     assert any(f"{n:,} removed items at ε = 0.1000 match · page 1 of {-(-n // per)}" in c for c in texts(at))
     for sort in ("similarity", "borderline", "cluster"):
         at.selectbox(key="pairs_sort").set_value(sort).run()
-        expect = pairs_frame(res, e, dup, sort=sort)["id"].tolist()
+        expect = pairs_frame(res, e, sort=sort)["id"].tolist()
         shown = [re.match(r"removed · (.+?) · cluster", c).group(1) for c in _pair_captions(at)]
         assert shown == expect[:per], sort
         sims = [float(m.value) for m in at.metric if m.label == "similarity"]
-        assert np.allclose(sims, pairs_frame(res, e, dup, sort=sort)["max_sim"][:per], atol=1e-4)
+        assert np.allclose(sims, pairs_frame(res, e, sort=sort)["max_sim"][:per], atol=1e-4)
     at.button(key="pairs_next").click().run()
     shown = [re.match(r"removed · (.+?) · cluster", c).group(1) for c in _pair_captions(at)]
     assert shown == expect[per : 2 * per]
@@ -129,12 +128,12 @@ def test_groups_view_shows_chains(text_results):
     removed = res.removed_mask(0.3)
     assert any(f"caused the {res.n_removed(0.3):,} removals" in c for c in texts(at))
     # pick a group that holds a chain (an item removed as a duplicate of a removed item)
-    dup = dup_rows(res.items)
+    dup = res.dup_rows
     chained = np.flatnonzero(removed & (dup >= 0) & removed[np.maximum(dup, 0)])
     assert len(chained), "the planted data should hold a chain at ε = 0.3"
     options = at.selectbox(key="pairs_group").options
     ids = res.items["id"].to_numpy()
-    from semdedup_core.pairs import chain_roots
+    from semdedup_core.explore.pairs import chain_roots
 
     root, _ = chain_roots(dup, removed)
     want = ids[root[chained[0]]]
@@ -277,39 +276,40 @@ def test_home_opens_typed_and_recent_folders(text_results, image_results):
     assert "does not exist" in at2.error[0].value
 
 
-def test_cli_flag_opens_a_folder(text_results, monkeypatch):
-    import semdedup_app
+def test_cli_flag_opens_a_folder(text_results, image_results, monkeypatch):
+    """`streamlit run app.py -- --results DIR` opens DIR; without the flag, $SEMDEDUP_RESULTS does; the
+    flag wins over the variable."""
+    monkeypatch.setattr("sys.argv", ["app.py", "--results", str(text_results.path)])
+    at = open_app(None)
+    assert at.session_state["sd_results_dir"] == str(text_results.path)
+    assert f"{text_results.n_items} items in" in at.success[0].value and "text\\-run" in at.success[0].value
 
-    assert semdedup_app.cli_results_dir(["--results", "/x/y"]) == "/x/y"
-    monkeypatch.setenv("SEMDEDUP_RESULTS", "/a/b")
-    assert semdedup_app.cli_results_dir([]) == "/a/b"
-    assert semdedup_app.cli_results_dir(["--results", "/x/y"]) == "/x/y"
+    monkeypatch.setattr("sys.argv", ["app.py"])
+    at = open_app(image_results.path)  # through SEMDEDUP_RESULTS
+    assert at.session_state["sd_results_dir"] == str(image_results.path)
+
+    monkeypatch.setattr("sys.argv", ["app.py", "--results", str(text_results.path)])
+    at = open_app(image_results.path)
+    assert at.session_state["sd_results_dir"] == str(text_results.path)
 
 
 def test_a_built_text_demo_opens_by_itself(text_results, tmp_path):
-    import semdedup_app
+    from semdedup_core.ingest.demo import DEMO_EPS
 
-    if not semdedup_app.demo_kinds():
-        pytest.skip("semdedup_core.demo is not available")
-    from semdedup_core.demo import DEMO_EPS
-
-    shutil.copytree(text_results.path, semdedup_app.demo_folder("text"))
+    shutil.copytree(text_results.path, sa.demo_folder("text"))
     at = open_app(None)
-    assert at.session_state["sd_results_dir"] == str(semdedup_app.demo_folder("text"))
+    assert at.session_state["sd_results_dir"] == str(sa.demo_folder("text"))
     assert at.session_state["sd_eps"] == pytest.approx(DEMO_EPS["text"])
     assert any("text** demo — built" in m.value for m in at.markdown)
 
 
 def test_without_a_text_demo_another_built_demo_opens(image_results):
-    import semdedup_app
+    from semdedup_core.ingest.demo import DEMO_EPS
 
-    if "images" not in semdedup_app.demo_kinds():
-        pytest.skip("the image demo is not available")
-    from semdedup_core.demo import DEMO_EPS
-
-    shutil.copytree(image_results.path, semdedup_app.demo_folder("images"))
+    assert sa.demo_kinds() == ("text", "images")
+    shutil.copytree(image_results.path, sa.demo_folder("images"))
     at = open_app(None)
-    assert at.session_state["sd_results_dir"] == str(semdedup_app.demo_folder("images"))
+    assert at.session_state["sd_results_dir"] == str(sa.demo_folder("images"))
     assert at.session_state["sd_eps"] == pytest.approx(DEMO_EPS["images"])
 
 
@@ -359,3 +359,58 @@ def test_pairs_cluster_filter_lists_clusters_with_removals(text_results, monkeyp
     at.text_input(key="pairs_clusters_typed").set_value("3, x").run()
     assert not at.exception
     assert any("got 'x'" in e.value.replace("\\", "") for e in at.error)
+
+
+def test_kept_or_also_removed_agrees_with_results_at_the_boundary(text_results):
+    """The earlier item of a pair is labelled 'kept' or 'also removed' by the same float64 rule that
+    Results counts with. At an ε whose threshold 1 − ε lies a hair below an earlier item's float32 score
+    (it rounds to that score in float32), a float32 comparison would call the item kept."""
+    res = text_results
+    s, dup = res.items["max_sim"].to_numpy(), res.dup_rows
+    chained = [r for r in range(res.n_items) if dup[r] >= 0 and s[r] > s[dup[r]] > 0.9]
+    assert chained, "the planted chain (B ← C) is in the fixture"
+    row = chained[0]
+    e = 1.0 - (float(s[dup[row]]) - 1e-9)
+    assert not (s[dup[row]] > np.float32(1.0 - e)) and res.removed_mask(e)[dup[row]]  # the two rules disagree
+    at = open_app(res.path, "pairs")
+    at.session_state["sd_eps"] = e
+    at.session_state["pairs_per_page"] = 50
+    at.run()
+    assert not at.exception
+    left = [c.value for c in at.caption if c.value.startswith(("kept · ", "earlier (also removed) · "))]
+    assert left
+    removed = res.removed_mask(e)
+    index = {i: n for n, i in enumerate(res.items["id"])}
+    for caption in left:
+        item = re.match(r"(?:kept|earlier \(also removed\)) · (.+?) · cluster", caption).group(1)
+        assert caption.startswith("earlier (also removed)") == bool(removed[index[item]]), caption
+    assert any(res.items["id"].iat[dup[row]] in c and c.startswith("earlier (also removed)") for c in left)
+
+
+@pytest.mark.slow
+def test_map_page_shows_the_step_it_is_on_while_umap_runs(text_results, tmp_path):
+    """While the map is computed in the background the page shows a running status naming the step
+    (no progress bar pretending to know how far it is), then the map."""
+    import time
+
+    shutil.copytree(text_results.path, tmp_path / "run")
+    for f in (tmp_path / "run").glob("*map-*"):
+        f.unlink()
+    at = open_app(tmp_path / "run")
+    at.session_state["map_method"] = "umap"
+    at.switch_page(sa.PAGES["map"]).run()
+    assert not at.exception
+    assert not at.get("progress")
+    [status] = at.status
+    assert status.state == "running" and status.label.startswith("Map: ")
+    assert re.search(r"\(\d+ s; \d+ s in all\)", status.label), status.label
+    for _ in range(300):
+        if len(at.get("plotly_chart")) == 2:
+            break
+        time.sleep(0.2)
+        at.run()
+    assert len(at.get("plotly_chart")) == 2 and not at.status, (
+        [s.label for s in at.status],
+        len(at.get("plotly_chart")),
+        [e.value for e in at.error],
+    )

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from semdedup_core import Results, SemDedupError, jobs
+from semdedup_app import jobs
+from semdedup_core import Results, SemDedupError
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -62,7 +63,7 @@ def test_start_refuses_a_folder_that_is_not_a_results_folder(tmp_path, monkeypat
     monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
-    with pytest.raises(SemDedupError, match="not a results folder"):
+    with pytest.raises(SemDedupError, match="not a semdedup results folder"):
         jobs.start("cli", ["run"], tmp_path / "busy")
     with pytest.raises(SemDedupError, match="job kind"):
         jobs.start("shell", [], tmp_path / "x")

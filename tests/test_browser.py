@@ -197,7 +197,7 @@ def image_run(image_results, tmp_path, monkeypatch):
     else the generated image folder at the default ε."""
     _need_browser()
     try:
-        from semdedup_core.demo import DEMO_EPS, run_demo
+        from semdedup_core.ingest.demo import DEMO_EPS, run_demo
     except ImportError:
         return image_results, 0.05
     monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "cache"))  # what serve() gives the app

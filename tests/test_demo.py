@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 
@@ -10,17 +11,17 @@ import pandas as pd
 import pytest
 from conftest import brute_force_scores
 
-from semdedup_core.demo import (
+from semdedup_core.errors import SemDedupError
+from semdedup_core.ingest.demo import (
     DEMO_EPS,
-    DEMOS,
     FORTUNE_FILES,
     build_text_data,
     cache_dir,
     demo_clusters,
+    fortune_dir,
     parse_fortunes,
     run_demo,
 )
-from semdedup_core.errors import SemDedupError
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,6 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv("SEMDEDUP_CACHE")
     assert cache_dir() == Path.home() / ".cache" / "semdedup"
-    assert DEMOS == ("text", "images")
     with pytest.raises(SemDedupError, match="demo must be one of text, images, got 'audio'"):
         run_demo("audio")
 
@@ -57,9 +57,16 @@ def test_text_data_is_built_once_without_the_offensive_collections(cache):
     assert path.is_relative_to(cache)
     df = pd.read_parquet(path)
     assert 13_000 < len(df) < 15_000 and df["id"].is_unique
-    assert set(df["source"]) == set(FORTUNE_FILES) and not any(
-        s.endswith("-o") or "limerick" in s for s in FORTUNE_FILES
-    )
+    # every quote of the four collections, and none from the offensive (-o, rot13) or limerick files
+    src = fortune_dir()
+    wanted = {q for name in FORTUNE_FILES for q in parse_fortunes((src / name).read_text(encoding="latin-1"))}
+    assert set(df["text"]) == wanted and set(df["source"]) == set(FORTUNE_FILES)
+    left_out = [p for p in src.iterdir() if p.suffix != ".dat" and p.name not in FORTUNE_FILES]
+    assert {p.name for p in left_out} >= {"fortunes-o", "limerick"}
+    for p in left_out:
+        raw = p.read_text(encoding="latin-1")
+        quotes = set(parse_fortunes(raw)) | set(parse_fortunes(codecs.decode(raw, "rot13")))
+        assert not quotes & set(df["text"]), p.name
     assert {"40 isn't old.  If you're a tree.", "Forty isn't old, if you're a tree."} <= set(df["text"])
     mtime = path.stat().st_mtime_ns
     assert build_text_data() == path and path.stat().st_mtime_ns == mtime  # reused, not rebuilt
@@ -105,7 +112,7 @@ def test_image_demo_flags_derived_copies_and_not_unrelated_photos(cache):
 
 
 def test_concurrent_builds_of_the_same_data_both_succeed(tmp_path):
-    from semdedup_core.demo import _build_atomically
+    from semdedup_core.ingest.demo import _build_atomically
 
     target = tmp_path / "data"
 

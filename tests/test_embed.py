@@ -14,9 +14,9 @@ import pytest
 from conftest import brute_force_scores, make_image_folder
 
 from semdedup_core import ClusterConfig, DedupConfig, Results
-from semdedup_core.embed import EmbedConfig, open_image, run_input
-from semdedup_core.encoders import get_encoder
 from semdedup_core.errors import SemDedupError
+from semdedup_core.ingest.embed import EmbedConfig, open_image, run_input
+from semdedup_core.ingest.encoders import get_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -155,7 +155,7 @@ FORTY = ("40 isn't old.  If you're a tree.", "Forty isn't old, if you're a tree.
 @pytest.fixture(scope="module")
 def fortune_table(tmp_path_factory):
     """A few hundred real fortunes with the two near-verbatim tree quotes among them, plus bad rows."""
-    from semdedup_core.demo import FORTUNE_FILES, fortune_dir, parse_fortunes
+    from semdedup_core.ingest.demo import FORTUNE_FILES, fortune_dir, parse_fortunes
 
     quotes = parse_fortunes((fortune_dir() / FORTUNE_FILES[0]).read_text(encoding="latin-1"))
     assert all(q in quotes for q in FORTY)

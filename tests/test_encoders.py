@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from semdedup_core.encoders import (
+from semdedup_core.errors import SemDedupError
+from semdedup_core.ingest.encoders import (
     EfficientNetLite0,
     Encoder,
     get_encoder,
     list_encoders,
     map_lite0_weights,
 )
-from semdedup_core.errors import SemDedupError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -131,7 +131,7 @@ def test_open_clip_local_checkpoint_and_uncached_tag(tmp_path):
     np.testing.assert_allclose(txt_enc.encode(["a photo", "a cup of coffee"]), want_t, rtol=1e-4, atol=1e-4)
 
     # a pretrained tag that is not cached fails at once (no download), saying how to use a local checkpoint
-    from semdedup_core.encoders import OpenClipEncoder
+    from semdedup_core.ingest.encoders import OpenClipEncoder
 
     probe = OpenClipEncoder.__new__(OpenClipEncoder)
     probe.arch, probe.pretrained = "ViT-B-32", "laion2b_s34b_b79k"

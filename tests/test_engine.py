@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup, pipeline
+from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
+from semdedup_core.engine import pipeline
 
 
 def planted(n=3000, d=24, n_dups=300, seed=0):
@@ -116,9 +117,14 @@ def test_string_ids_float16_and_columns(tmp_path):
     dups = items["dup_of"].dropna()
     assert dups.str.startswith("doc-").all() and set(dups) <= set(ids)
     assert r16.embeddings.dtype == np.float32
-    # float16 input only rounds the vectors: scores agree with the float32 run to 2e-3 where clusters agree
+    # float16 input only rounds the vectors: where an item lands in the same cluster with the same dup_of,
+    # its score agrees with the float32 run to 2e-3, and every planted copy finds the same source
     same = items["cluster"].to_numpy() == r32.items["cluster"].to_numpy()
+    same &= items["dup_of"].fillna("").to_numpy() == r32.items["dup_of"].fillna("").to_numpy()
     assert same.mean() > 0.95
+    np.testing.assert_allclose(items["max_sim"][same], r32.items["max_sim"][same], atol=2e-3)
+    copies = np.arange(len(x) - 50, len(x))
+    assert same[copies].all()
 
 
 def test_results_folder_contract(tmp_path):
@@ -207,18 +213,64 @@ def test_other_parameters_refuse_to_mix(tmp_path):
     assert (tmp_path / "stranger" / "notes.txt").read_text() == "mine"
 
 
-def test_block_and_device_may_change_on_resume(tmp_path):
+def test_block_and_device_may_change_on_resume(tmp_path, monkeypatch):
+    """Block size and device change speed only: a run stopped halfway through scoring and resumed with
+    others ends equal to an uninterrupted run."""
+    monkeypatch.setattr(pipeline, "SHARD_ITEMS", 50)
     x, _ = planted(400, 8, 10)
+    ref = dedup(x, cluster=ClusterConfig(6), config=DedupConfig(block_size=7), out=tmp_path / "ref")
     with pytest.raises(Stop):
         dedup(
             x,
-            cluster=ClusterConfig(3),
+            cluster=ClusterConfig(6),
             config=DedupConfig(block_size=3),
             out=tmp_path / "r",
-            progress=stop_after("assign", 1),
+            progress=stop_after("score", 3),
         )
-    res = dedup(x, cluster=ClusterConfig(3), config=DedupConfig(block_size=50, device="cpu"), out=tmp_path / "r")
-    assert res.n_items == 400
+    assert len(list((tmp_path / "r" / ".work" / "scores").glob("shard-*.npz"))) >= 2
+    res = dedup(x, cluster=ClusterConfig(6), config=DedupConfig(block_size=50, device="cpu"), out=tmp_path / "r")
+    assert res.run["stages"]["score"]["resumed_clusters"] >= 2
+    pd.testing.assert_frame_equal(res.items, ref.items)
+
+
+def test_resume_keeps_the_precision_scoring_started_with(tmp_path, monkeypatch):
+    """precision="auto" means float16 on CUDA and float32 on CPU. A run whose scoring started in float16
+    (on a GPU) and resumes on a CPU keeps float16 for the remaining shards, so no results folder mixes
+    the two; run.json says which precision scored it and where each stage ran."""
+    monkeypatch.setattr(pipeline, "SHARD_ITEMS", 50)
+    x, _ = planted(400, 8, 10)
+    kw = dict(cluster=ClusterConfig(6), out=tmp_path / "r")
+    with pytest.raises(Stop):
+        dedup(x, progress=stop_after("score", 3), **kw)
+    run_path = tmp_path / "r" / "run.json"
+    run = json.loads(run_path.read_text())
+    assert run["stages"]["score"]["precision"] == "float32"  # auto on this CPU
+    # what a GPU machine would have recorded, with its first shards scored in float16
+    run["stages"]["score"]["precision"] = "float16"
+    run_path.write_text(json.dumps(run))
+    for f in (tmp_path / "r" / ".work" / "scores").glob("shard-*.npz"):
+        f.unlink()  # (the shards themselves are rescored below in float16 too)
+    res = dedup(x, **kw)
+    assert res.run["stages"]["score"]["precision"] == "float16"
+    half = dedup(x, cluster=ClusterConfig(6), config=DedupConfig(precision="float16"), out=tmp_path / "h")
+    single = dedup(x, cluster=ClusterConfig(6), out=tmp_path / "s")
+    np.testing.assert_array_equal(res.items["max_sim"], half.items["max_sim"])
+    assert not np.array_equal(res.items["max_sim"], single.items["max_sim"])  # float16 really ran
+    np.testing.assert_allclose(res.items["max_sim"], single.items["max_sim"], atol=2e-3)
+    assert single.run["stages"]["score"]["precision"] == "float32"
+    assert single.run["device"] == {"kmeans": "cpu", "assign": "cpu", "score": "cpu"}
+
+
+def test_run_json_records_where_kmeans_really_ran():
+    """With faiss-cpu, k-means and assignment run on the CPU even when CUDA is asked for and present;
+    run.json records that, not the device that was asked for."""
+    from semdedup_core.engine import kmeans
+
+    assert kmeans.faiss_device("cuda", faiss_has_gpu=False) == "cpu"  # faiss-cpu on a GPU machine
+    assert kmeans.faiss_device("cuda", faiss_has_gpu=True) == "cuda"
+    assert kmeans.faiss_device("cpu", faiss_has_gpu=True) == "cpu"
+    assert kmeans.kmeans_device("cpu") == "cpu"
+    assert kmeans.kmeans_device("auto") == ("cuda" if kmeans.faiss_gpu_available() else "cpu")
 
 
 # -- the threshold API ------------------------------------------------------------------------------
@@ -358,3 +410,12 @@ def test_kept_only_rule_matches_greedy(tmp_path):
     ]
     with pytest.raises(SemDedupError, match="rule must be one of paper, kept-only"):
         res.removed_mask(0.1, rule="strict")
+
+
+def test_get_executor_without_ray():
+    from semdedup_core.engine.executors import LocalExecutor, get_executor
+
+    assert isinstance(get_executor(None), LocalExecutor)
+    assert isinstance(get_executor("local"), LocalExecutor)
+    with pytest.raises(SemDedupError, match="executor must be 'local', 'ray'"):
+        get_executor("spark")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from semdedup_core import SemDedupError
-from semdedup_core.export import FORMATS, export_frame, file_name, to_bytes, write_export
+from semdedup_core.explore.export import FORMATS, export_frame, file_name, to_bytes, write_export
 
 
 def test_export_frame_matches_results(text_results):

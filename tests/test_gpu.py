@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from semdedup_core import ClusterConfig, DedupConfig, dedup, scores_in_cluster
-from semdedup_core.vectors import normalize_rows
+from semdedup_core.engine.vectors import normalize_rows
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -33,3 +33,13 @@ def test_full_run_on_cuda_matches_cpu(tmp_path):
     assert gpu.run["device"]["score"] == "cuda"
     np.testing.assert_array_equal(cpu.items["rank"], gpu.items["rank"])
     assert np.abs(cpu.items["max_sim"].to_numpy() - gpu.items["max_sim"].to_numpy()).max() < 2e-3
+
+
+def test_run_json_says_where_each_stage_ran(tmp_path):
+    from semdedup_core.engine.device import faiss_gpu_available
+
+    x = np.random.default_rng(2).standard_normal((2_000, 32)).astype(np.float32)
+    res = dedup(x, cluster=ClusterConfig(8, device="cuda"), config=DedupConfig(device="cuda"), out=tmp_path / "r")
+    faiss_dev = "cuda" if faiss_gpu_available() else "cpu"  # faiss-cpu runs k-means on the CPU
+    assert res.run["device"] == {"kmeans": faiss_dev, "assign": faiss_dev, "score": "cuda"}
+    assert res.run["stages"]["score"]["precision"] == "float16"

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_image_folder
 
 from semdedup_core.errors import SemDedupError
-from semdedup_core.inputs import load_input
+from semdedup_core.ingest.inputs import load_input
 
 
 def test_image_folder_is_searched_recursively_and_sorted(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from semdedup_core import SemDedupError
-from semdedup_core.maps import (
+from semdedup_core.explore.maps import (
     CENTROID_MAP_FILE,
     MAP_FILE,
     centroid_map,
@@ -17,7 +17,6 @@ from semdedup_core.maps import (
     load_map,
     sample_rows,
 )
-from semdedup_core.pairs import dup_rows
 
 
 def test_small_runs_map_every_item():
@@ -65,14 +64,22 @@ def test_pca_projection_shapes_and_spread():
         embed_2d(x, "tsne")
 
 
-def test_map_is_computed_once_and_cached_in_the_folder(text_results):
-    res = text_results
-    assert load_map(res, method="pca") is None or (res.path / MAP_FILE.format(method="pca")).exists()
-    m = compute_map(res, dup_rows(res.items), method="pca")
+def test_map_is_computed_once_and_cached_in_the_folder(text_results, tmp_path):
+    import shutil
+
+    from semdedup_core import Results
+
+    shutil.copytree(text_results.path, tmp_path / "run")
+    for f in (tmp_path / "run").glob("*map-*"):
+        f.unlink()
+    res = Results.load(tmp_path / "run")
+    assert load_map(res, method="pca") is None and load_centroid_map(res, "pca") is None
+    assert not (res.path / MAP_FILE.format(method="pca")).exists()
+    m = compute_map(res, method="pca")
     assert len(m) == res.n_items and m["row"].tolist() == list(range(res.n_items))
     path = res.path / MAP_FILE.format(method="pca")
     mtime = path.stat().st_mtime_ns
-    again = compute_map(res, dup_rows(res.items), method="pca")
+    again = compute_map(res, method="pca")
     assert path.stat().st_mtime_ns == mtime  # read back, not recomputed
     assert np.allclose(again[["x", "y"]], m[["x", "y"]])
     assert load_map(res, max_points=10, method="pca") is None  # other settings: not this map
@@ -87,6 +94,6 @@ def test_umap_map_of_a_small_run(tmp_path):
     from conftest import make_text_results
 
     res = make_text_results(tmp_path / "run", n_base=60)
-    m = compute_all(res, dup_rows(res.items), method="umap")
+    m = compute_all(res, method="umap")
     assert len(m) == res.n_items and np.isfinite(m[["x", "y"]].to_numpy()).all()
     assert load_map(res, method="umap") is not None and load_centroid_map(res, "umap") is not None

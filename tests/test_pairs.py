@@ -10,12 +10,10 @@ import pandas as pd
 import pytest
 from markdown_it import MarkdownIt
 
+from semdedup_app.markdown import diff_markdown, escape_markdown
 from semdedup_core import Results, SemDedupError
-from semdedup_core.pairs import (
+from semdedup_core.explore.pairs import (
     chain_roots,
-    diff_markdown,
-    dup_rows,
-    escape_markdown,
     group_tree,
     groups_table,
     page,
@@ -43,12 +41,12 @@ def hand_results() -> Results:
 
 
 def test_dup_rows_maps_ids_to_rows():
-    assert dup_rows(hand_results().items).tolist() == [-1, 0, 1, 0, -1, 4]
+    assert hand_results().dup_rows.tolist() == [-1, 0, 1, 0, -1, 4]
 
 
 def test_chain_roots_follow_removed_predecessors():
     res = hand_results()
-    dup = dup_rows(res.items)
+    dup = res.dup_rows
     removed = res.removed_mask(0.06)  # threshold 0.94: b, c, f go; d (0.90) stays
     assert removed.tolist() == [False, True, True, False, False, True]
     root, depth = chain_roots(dup, removed)
@@ -71,7 +69,7 @@ def test_long_chain_is_resolved_by_pointer_jumping():
 
 def test_group_tree_shows_chains_under_their_cause():
     res = hand_results()
-    dup = dup_rows(res.items)
+    dup = res.dup_rows
     removed = res.removed_mask(0.2)  # b, c, d, f
     root, _ = chain_roots(dup, removed)
     tree = group_tree(0, root, dup, removed, res.items["rank"].to_numpy())
@@ -83,22 +81,21 @@ def test_group_tree_shows_chains_under_their_cause():
 
 def test_pairs_frame_counts_sorts_and_filters():
     res = hand_results()
-    dup = dup_rows(res.items)
     e = 0.2
-    by_sim = pairs_frame(res, e, dup, sort="similarity")
+    by_sim = pairs_frame(res, e, sort="similarity")
     assert len(by_sim) == res.n_removed(e) == 4
     assert by_sim["id"].tolist() == ["f", "b", "c", "d"]
-    border = pairs_frame(res, e, dup, sort="borderline")
+    border = pairs_frame(res, e, sort="borderline")
     assert border["id"].tolist() == ["d", "c", "b", "f"]
     assert np.allclose(border["margin"], border["max_sim"] - 0.8)
     assert (np.diff(border["margin"]) >= 0).all()
-    by_cluster = pairs_frame(res, e, dup, sort="cluster")
+    by_cluster = pairs_frame(res, e, sort="cluster")
     assert by_cluster["id"].tolist() == ["b", "c", "d", "f"]
-    assert pairs_frame(res, e, dup, clusters=[1])["id"].tolist() == ["f"]
-    assert set(pairs_frame(res, e, dup, sim_range=(0.94, 0.98))["id"]) == {"b", "c"}
+    assert pairs_frame(res, e, clusters=[1])["id"].tolist() == ["f"]
+    assert set(pairs_frame(res, e, sim_range=(0.94, 0.98))["id"]) == {"b", "c"}
     assert by_sim["dup_of"].tolist() == ["e", "a", "b", "a"]
     with pytest.raises(SemDedupError, match="sort must be one of"):
-        pairs_frame(res, e, dup, sort="nope")
+        pairs_frame(res, e, sort="nope")
 
 
 def test_paging_clips_and_counts():
@@ -116,9 +113,8 @@ def test_paging_clips_and_counts():
 
 def test_pairs_on_planted_duplicates_agree_with_results(text_results):
     res = text_results
-    dup = dup_rows(res.items)
     for e in (0.01, 0.05, 0.2):
-        frame = pairs_frame(res, e, dup)
+        frame = pairs_frame(res, e)
         assert sorted(frame["id"]) == sorted(res.removed(e)["id"])
         assert (res.items["id"].to_numpy()[frame["dup_row"]] == frame["dup_of"].to_numpy()).all()
         assert (frame["max_sim"] > 1 - e).all()
@@ -126,17 +122,17 @@ def test_pairs_on_planted_duplicates_agree_with_results(text_results):
 
 def test_showcase_prefers_pairs_with_a_kept_target():
     res = hand_results()
-    best = showcase_pairs(res, 0.2, dup_rows(res.items))
+    best = showcase_pairs(res, 0.2)
     # cluster 0's most similar removal is b (0.97, target a kept), then c (0.95, target b removed)
     assert best["id"].tolist() == ["f", "b"]
     res.items.loc[1, "max_sim"] = np.float32(0.94)  # now c (0.95 to removed b) is more similar than b
     res = Results(res.items, res.run)
-    assert showcase_pairs(res, 0.2, dup_rows(res.items))["id"].tolist() == ["f", "b"]
+    assert showcase_pairs(res, 0.2)["id"].tolist() == ["f", "b"]
 
 
 def test_showcase_pairs_one_per_cluster_and_removed(text_results):
     res = text_results
-    best = showcase_pairs(res, 0.1, dup_rows(res.items))
+    best = showcase_pairs(res, 0.1)
     assert 1 <= len(best) <= 6
     assert best["cluster"].is_unique
     assert set(best["id"]) <= set(res.removed(0.1)["id"])
@@ -189,8 +185,7 @@ def test_similarity_range_keeps_identical_items_scored_above_one():
     res = hand_results()
     res.items.loc[5, "max_sim"] = np.float32(1.0000001)
     res = Results(res.items, res.run)
-    dup = dup_rows(res.items)
     assert res.n_removed(0.2) == 4
-    assert len(pairs_frame(res, 0.2, dup, sim_range=(-1.0, 1.0))) == 4
-    assert set(pairs_frame(res, 0.2, dup, sim_range=(0.96, 1.0))["id"]) == {"b", "f"}
-    assert set(pairs_frame(res, 0.2, dup, sim_range=(0.96, 0.999))["id"]) == {"b"}
+    assert len(pairs_frame(res, 0.2, sim_range=(-1.0, 1.0))) == 4
+    assert set(pairs_frame(res, 0.2, sim_range=(0.96, 1.0))["id"]) == {"b", "f"}
+    assert set(pairs_frame(res, 0.2, sim_range=(0.96, 0.999))["id"]) == {"b"}

@@ -21,19 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import io
-from .config import ClusterConfig, DedupConfig, _check_device, _check_int
-from .device import resolve_device
+from ..engine import io
+from ..engine.config import ClusterConfig, DedupConfig, _check_device, _check_int
+from ..engine.device import resolve_device
+from ..engine.schema import ERRORS, WORK, ResultsFolder
+from ..errors import SemDedupError
 from .encoders import get_encoder
-from .errors import SemDedupError
 from .inputs import Items, load_input
 
 if TYPE_CHECKING:
-    from .results import Results
+    from ..engine.results import Results
 
 log = logging.getLogger(__name__)
 
-ERRORS = "errors.parquet"
 Progress = Callable[[str, int, int], None]
 
 
@@ -391,17 +391,6 @@ def write_errors(path: Path, errors: list[dict[str, Any]]) -> None:
         pq.write_table(table, tmp)
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise SemDedupError(f"output {str(out)!r} is a file; pass a folder for --out")
-    if out.exists() and not (out / io.RUN).exists():
-        others = [p.name for p in out.iterdir() if p.name not in (io.WORK, ERRORS)]
-        if others:
-            raise SemDedupError(
-                f"output folder {str(out)!r} exists and is not a semdedup results folder; choose an empty or new folder"
-            )
-
-
 def run_input(
     input_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -418,8 +407,8 @@ def run_input(
     ``embed``, and ``counts.errors``. Running again with the same arguments resumes (embedding from
     its last finished chunk) or returns the finished results.
     """
-    from .pipeline import dedup, engine_params
-    from .results import Results
+    from ..engine.pipeline import dedup, engine_params
+    from ..engine.results import Results
 
     embed = embed or EmbedConfig()
     config = config or DedupConfig()
@@ -444,21 +433,18 @@ def run_input(
         enc_params = encoder.params()
     identity = {**embed.identity(), "encoder": enc_params, "input": items.source, "fingerprint": items.fingerprint()}
 
-    run_path = out / io.RUN
-    if run_path.exists():
-        meta = io.read_json(run_path)
-        if meta.get("status") == "complete":
-            if meta.get("embed", {}).get("identity") != identity or meta.get("params") != engine_params(
-                cluster, config
-            ):
-                raise SemDedupError(
-                    f"results folder {str(out)!r} holds a run with another input, encoder or parameters; "
-                    "choose another --out folder (or delete that folder yourself)"
-                )
-            return Results.load(out)
-    _check_out(out)
+    folder = ResultsFolder(out)
+    folder.check_writable()
+    if folder.is_complete():
+        meta = folder.finished_run()
+        if meta.get("embed", {}).get("identity") != identity or meta.get("params") != engine_params(cluster, config):
+            raise SemDedupError(
+                f"results folder {str(out)!r} holds a run with another input, encoder or parameters; "
+                "choose another --out folder (or delete that folder yourself)"
+            )
+        return Results.load(out)
 
-    state = _EmbedState(out / io.WORK / "embed", identity, len(items), embed.chunk_size)
+    state = _EmbedState(out / WORK / "embed", identity, len(items), embed.chunk_size)
     workers = default_workers(device) if embed.workers is None else embed.workers
     if len(items):
         embed_items(

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import SemDedupError
+from ..errors import SemDedupError
 
 log = logging.getLogger(__name__)
 

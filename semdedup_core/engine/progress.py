@@ -1,5 +1,5 @@
-"""Progress callbacks: ``progress(stage, done, total)``. The CLI shows tqdm bars; a background run
-started by the app writes a small JSON file that the page polls."""
+"""Progress callbacks: ``progress(stage, done, total)``. The CLI shows tqdm bars; with
+``--progress-file`` it also writes a small JSON file that whoever started the run (the app) polls."""
 
 from __future__ import annotations
 
@@ -52,14 +52,6 @@ class JsonFileProgress:
             return
         self._stage, self._last = stage, now
         io.write_json(self.path, {"stage": stage, "done": int(done), "total": int(total), "time": time.time()})
-
-
-def read_progress(path: str | Path) -> dict[str, Any] | None:
-    """The last progress a :class:`JsonFileProgress` wrote, or ``None`` when there is none yet."""
-    try:
-        return io.read_json(path)
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 class Fanout:

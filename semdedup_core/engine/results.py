@@ -8,21 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from . import io
-from .errors import SemDedupError
-from .rules import check_rule, removed_kept_only
+from ..errors import SemDedupError
+from .clusters import ClusterIndex
+from .rules import check_eps, check_rule, removed_by_score, removed_kept_only
+from .schema import CENTROIDS, EMBEDDINGS, ITEMS, ResultsFolder, check_columns
 
-REQUIRED_COLUMNS = ("id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of")
-
-
-def check_eps(eps: float) -> float:
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise SemDedupError(f"eps must be a number between 0 and 2, got {eps!r}") from None
-    if not 0.0 <= eps <= 2.0:
-        raise SemDedupError(f"eps must be between 0 and 2 (similarity threshold 1 - eps), got {eps}")
-    return eps
+__all__ = ["Results", "check_eps"]
 
 
 class Results:
@@ -44,42 +35,11 @@ class Results:
         """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used."""
         import pandas as pd
 
-        path = Path(path)
-        if not path.is_dir():
-            raise SemDedupError(
-                f"results folder {str(path)!r} does not exist; run `python -m semdedup_core run ... --out {path}` first"
-            )
-        run_path = path / io.RUN
-        if not run_path.exists():
-            raise SemDedupError(
-                f"{str(path)!r} is not a semdedup results folder (no run.json); pick the folder a run wrote"
-            )
-        try:
-            run = io.read_json(run_path)
-        except ValueError:
-            raise SemDedupError(
-                f"run.json in {str(path)!r} is not valid JSON; the folder is damaged, rerun into a new folder"
-            ) from None
-        if run.get("status") != "complete":
-            raise SemDedupError(
-                f"the run in {str(path)!r} has not finished (status {run.get('status')!r}); "
-                "wait for it, or start it again with the same arguments to resume"
-            )
-        from .pipeline import FORMAT_VERSION
-
-        if run.get("format_version") != FORMAT_VERSION:
-            raise SemDedupError(
-                f"results folder {str(path)!r} has format version {run.get('format_version')!r}, this semdedup reads "
-                f"version {FORMAT_VERSION}; rerun the dedup with this version"
-            )
-        items_path = path / io.ITEMS
-        if not items_path.exists():
-            raise SemDedupError(f"results folder {str(path)!r} lacks items.parquet; rerun into a new folder")
-        items = pd.read_parquet(items_path)
-        missing = [c for c in REQUIRED_COLUMNS if c not in items.columns]
-        if missing:
-            raise SemDedupError(f"items.parquet in {str(path)!r} lacks columns {missing}; rerun with this version")
-        return cls(items, run, path)
+        folder = ResultsFolder(path)
+        run = folder.finished_run()
+        items = pd.read_parquet(folder.file(ITEMS))
+        check_columns(list(items.columns), str(folder.path))
+        return cls(items, run, folder.path)
 
     # -- sizes -----------------------------------------------------------------------------------
     @property
@@ -92,48 +52,55 @@ class Results:
 
     @functools.cached_property
     def centroids(self) -> np.ndarray:
-        return np.load(self._file(io.CENTROIDS))
+        return np.load(self._file(CENTROIDS))
 
     @functools.cached_property
     def embeddings(self) -> np.ndarray:
         """The unit embeddings in input order, memory-mapped (not read until used)."""
-        return np.load(self._file(io.EMBEDDINGS), mmap_mode="r")
+        return np.load(self._file(EMBEDDINGS), mmap_mode="r")
 
     def _file(self, name: str) -> Path:
         if self.path is None or not (self.path / name).exists():
             raise SemDedupError(f"{name} is not available for this results folder ({self.path}); rerun to recreate it")
         return self.path / name
 
+    # -- structure -------------------------------------------------------------------------------
+    @functools.cached_property
+    def dup_rows(self) -> np.ndarray:
+        """Row number (input order) of each item's ``dup_of``, or -1 where it has none."""
+        import pandas as pd
+
+        index = pd.Index(self.items["id"].astype(str))
+        dup = self.items["dup_of"]
+        rows = np.full(self.n_items, -1, dtype=np.int64)
+        has = dup.notna().to_numpy()
+        if has.any():
+            rows[has] = index.get_indexer(dup[has].astype(str))
+        return rows
+
+    @functools.cached_property
+    def clusters(self) -> ClusterIndex:
+        """Rows grouped by cluster, each cluster in keep (rank) order."""
+        labels = self.items["cluster"].to_numpy(np.int64)
+        k = max(self.n_clusters, int(labels.max()) + 1 if len(labels) else 0)
+        return ClusterIndex.build(labels, k, rank=self.items["rank"].to_numpy(np.int64))
+
     # -- the threshold ---------------------------------------------------------------------------
     @functools.cached_property
     def _sorted_scores(self) -> np.ndarray:
         return np.sort(self._scores.astype(np.float64))
 
-    @functools.cached_property
-    def _rank_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(dup_idx, order, offsets, rank)``: rows of ``dup_of``, rows grouped by cluster in rank order."""
-        from .pairs import dup_rows
-
-        items = self.items
-        dup_idx = dup_rows(items)
-        clusters = items["cluster"].to_numpy(np.int64)
-        rank = items["rank"].to_numpy(np.int64)
-        order = np.lexsort((rank, clusters))
-        offsets = np.zeros(int(clusters.max()) + 2, dtype=np.int64)
-        np.cumsum(np.bincount(clusters), out=offsets[1:])
-        return dup_idx.astype(np.int64), order, offsets, rank
-
     def removed_mask(self, eps: float, rule: str = "paper") -> np.ndarray:
         """Boolean mask (input order) of the items removed at ``eps``.
 
         ``rule="paper"`` is SemDeDup's (``max_sim > 1 − eps``, chains included); ``"kept-only"`` removes
-        an item only when it resembles an earlier *kept* item (see :mod:`semdedup_core.rules`).
+        an item only when it resembles an earlier *kept* item (see :mod:`semdedup_core.engine.rules`).
         """
         eps = check_eps(eps)
         if check_rule(rule) == "paper":
-            return self._scores.astype(np.float64) > 1.0 - eps
-        dup_idx, order, offsets, rank = self._rank_layout
-        return removed_kept_only(self._scores, dup_idx, order, offsets, rank, self.embeddings, eps)
+            return removed_by_score(self._scores, eps)
+        rank = self.items["rank"].to_numpy(np.int64)
+        return removed_kept_only(self._scores, self.dup_rows, self.clusters, rank, self.embeddings, eps)
 
     def n_removed(self, eps: float | np.ndarray, rule: str = "paper") -> int | np.ndarray:
         """How many items are removed at ``eps`` (a number or an array of them); O(log n) each for the
@@ -141,11 +108,12 @@ class Results:
         if check_rule(rule) != "paper":
             counts = [int(self.removed_mask(float(e), rule).sum()) for e in np.ravel(eps)]
             return counts[0] if np.ndim(eps) == 0 else np.array(counts)
-        thr = 1.0 - np.asarray(eps, dtype=np.float64)
-        if np.any((thr < -1.0) | (thr > 1.0)):
-            check_eps(float(np.ravel(eps)[0]) if np.ndim(eps) else eps)
-            raise SemDedupError("eps values must be between 0 and 2")
-        kept = np.searchsorted(self._sorted_scores, thr, side="right")
+        e = np.asarray(eps, dtype=np.float64)
+        bad = ~((e >= 0.0) & (e <= 2.0))
+        if np.any(bad):
+            check_eps(float(np.ravel(e)[np.flatnonzero(np.ravel(bad))[0]]))
+        thr = 1.0 - e
+        kept = np.searchsorted(self._sorted_scores, thr, side="right")  # scores <= 1 - eps stay
         removed = self.n_items - kept
         return int(removed) if np.ndim(removed) == 0 else removed
 
@@ -189,8 +157,8 @@ class Results:
 
         removed = self.removed_mask(eps)
         clusters = self.items["cluster"].to_numpy()
-        k = max(self.n_clusters, int(clusters.max()) + 1)
-        size = np.bincount(clusters, minlength=k)
+        k = self.clusters.n_clusters
+        size = self.clusters.sizes
         n_rem = np.bincount(clusters, weights=removed, minlength=k).astype(np.int64)
         scored = self._scores > -1.0
         s_sum = np.bincount(clusters, weights=np.where(scored, self._scores, 0.0), minlength=k)

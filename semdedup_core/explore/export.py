@@ -10,18 +10,19 @@ import io as _io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import io
-from .errors import SemDedupError
-from .results import check_eps
+from ..engine import io
+from ..engine.rules import check_eps
+from ..engine.schema import EXPORTS
+from ..errors import SemDedupError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .results import Results
+    from ..engine.results import Results
 
 FORMATS = ("csv", "parquet", "txt")
 WHICH = ("removed", "kept")
-EXPORT_DIR = "exports"
+EXPORT_DIR = EXPORTS
 COLUMNS = ("id", "path", "cluster", "max_sim", "dup_of")
 
 
@@ -35,7 +36,7 @@ def _check(which: str, fmt: str | None = None) -> None:
 def export_frame(results: Results, eps: float, which: str = "removed", rule: str = "paper") -> pd.DataFrame:
     """The ``which`` items at ``eps``: ``id``, ``path`` (when the run has one), ``cluster``, ``max_sim``
     (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item).
-    ``rule``: ``paper`` (SemDeDup's) or ``kept-only`` (see :mod:`semdedup_core.rules`)."""
+    ``rule``: ``paper`` (SemDeDup's) or ``kept-only`` (see :mod:`semdedup_core.engine.rules`)."""
     _check(which)
     mask = results.removed_mask(eps, rule)
     if which == "kept":

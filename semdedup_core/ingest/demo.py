@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import io
-from .config import ClusterConfig, DedupConfig
-from .errors import SemDedupError
+from ..engine import io
+from ..engine.config import ClusterConfig, DedupConfig
+from ..engine.schema import ResultsFolder
+from ..errors import SemDedupError
 
 if TYPE_CHECKING:
-    from .results import Results
+    from ..engine.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -318,18 +319,14 @@ def run_demo(kind: str, out: str | os.PathLike[str] | None = None, *, progress: 
     ``out`` defaults to ``<cache>/runs/demo-<kind>``; a finished run there is returned as it is,
     an unfinished one resumes.
     """
+    from ..engine.results import Results
     from .embed import EmbedConfig, run_input
-    from .results import Results
 
     if kind not in DEMOS:
         raise SemDedupError(f"demo must be one of {', '.join(DEMOS)}, got {kind!r}")
     out = Path(out) if out is not None else default_out(kind)
-    if (out / io.RUN).exists():
-        try:
-            if io.read_json(out / io.RUN).get("status") == "complete":
-                return Results.load(out)
-        except ValueError:
-            pass
+    if ResultsFolder(out).is_complete():
+        return Results.load(out)
     if kind == "text":
         table = build_text_data()
         embed = EmbedConfig(text_column="text", id_column="id")

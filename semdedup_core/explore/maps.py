@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import io
-from .errors import SemDedupError
+from ..engine import io
+from ..engine.clusters import ClusterIndex
+from ..errors import SemDedupError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .results import Results
+    from ..engine.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,15 @@ def sample_rows(
     if n <= max_points:
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    sizes = np.bincount(cluster)
+    groups = ClusterIndex.build(cluster)
+    sizes = groups.sizes
     chosen: list[np.ndarray] = []
     budget = max_points
-    order = np.argsort(cluster, kind="stable")
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
     for c in rng.permutation(len(sizes)):
         size = int(sizes[c])
         if size == 0 or budget <= 0:
             continue
-        members = order[offsets[c] : offsets[c + 1]]
+        members = groups.members(c)
         if size <= budget:
             chosen.append(members)
             budget -= size
@@ -120,21 +120,23 @@ def load_map(
 
 
 def compute_all(
-    results: Results, dup_row: np.ndarray, max_points: int = MAX_POINTS, method: str = "umap"
+    results: Results, max_points: int = MAX_POINTS, method: str = "umap", progress: Callable[[str], None] | None = None
 ) -> pd.DataFrame:
-    """The item map and the centroid map (both cached in the folder); returns the item map."""
-    frame = compute_map(results, dup_row, max_points=max_points, method=method)
+    """The item map and the centroid map (both cached in the folder); returns the item map.
+    ``progress(step)`` is told each step as it starts (``sample``, ``umap``/``pca``, ``centroids``)."""
+    frame = compute_map(results, max_points=max_points, method=method, progress=progress)
+    if progress:
+        progress("centroids")
     centroid_map(results, method=method)
     return frame
 
 
 def compute_map(
     results: Results,
-    dup_row: np.ndarray,
     max_points: int = MAX_POINTS,
     method: str = "umap",
     seed: int = 0,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Compute the item map, write it into the results folder and return it (or the cached one)."""
     import pandas as pd
@@ -143,18 +145,19 @@ def compute_map(
     if cached is not None:
         return cached
     if progress:
-        progress("map", 0, 1)
+        progress("sample")
     items = results.items
     rows = sample_rows(
-        items["cluster"].to_numpy(), items["max_sim"].to_numpy(), dup_row, max_points=max_points, seed=seed
+        items["cluster"].to_numpy(), items["max_sim"].to_numpy(), results.dup_rows, max_points=max_points, seed=seed
     )
-    xy = embed_2d(np.asarray(results.embeddings[rows]), method=method, seed=seed)
+    x = np.asarray(results.embeddings[rows])
+    if progress:
+        progress(method)
+    xy = embed_2d(x, method=method, seed=seed)
     frame = pd.DataFrame({"row": rows, "x": xy[:, 0], "y": xy[:, 1]})
     if results.path is not None:
         io.write_parquet(results.path / MAP_FILE.format(method=method), frame)
         io.write_json(results.path / MAP_META.format(method=method), _meta(results, max_points, method, seed))
-    if progress:
-        progress("map", 1, 1)
     return frame
 
 
@@ -180,7 +183,8 @@ def centroid_map(results: Results, method: str = "umap", seed: int = 0) -> pd.Da
     if cached is not None:
         return cached
     path = results.path / CENTROID_MAP_FILE.format(method=method) if results.path is not None else None
-    sizes = np.bincount(results.items["cluster"].to_numpy(), minlength=len(results.centroids))
+    sizes = np.zeros(len(results.centroids), dtype=np.int64)
+    sizes[: results.clusters.n_clusters] = results.clusters.sizes[: len(sizes)]
     xy = embed_2d(results.centroids, method=method, seed=seed)
     frame = pd.DataFrame({"cluster": np.arange(len(sizes)), "x": xy[:, 0], "y": xy[:, 1], "size": sizes})
     if path is not None:

@@ -24,6 +24,18 @@ def _unit_rows(c: np.ndarray) -> np.ndarray:
     return c / norms
 
 
+def kmeans_device(device: str = "auto") -> str:
+    """Where :func:`fit_centroids` and :func:`assign` really run for ``device``: ``cuda`` only when a GPU
+    is asked for (or found by ``auto``) *and* faiss was built with GPU support; ``cpu`` otherwise (the
+    pinned ``faiss-cpu`` runs k-means on the CPU even on a GPU machine). ``run.json`` records this."""
+    return faiss_device(resolve_device(device), faiss_gpu_available())
+
+
+def faiss_device(resolved: str, faiss_has_gpu: bool) -> str:
+    """The device faiss runs on for a resolved ``cpu``/``cuda`` request: ``cuda`` needs a GPU build."""
+    return "cuda" if resolved == "cuda" and faiss_has_gpu else "cpu"
+
+
 def fit_centroids(
     x: np.ndarray,
     n_clusters: int,
@@ -41,7 +53,7 @@ def fit_centroids(
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
-    use_gpu = resolve_device(device) == "cuda" and faiss_gpu_available()
+    use_gpu = kmeans_device(device) == "cuda"
     km = faiss.Kmeans(
         x.shape[1],
         n_clusters,
@@ -66,7 +78,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, device: str = "auto") -> tuple[
 
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     index: faiss.Index = faiss.IndexFlatIP(centroids.shape[1])
-    if resolve_device(device) == "cuda" and faiss_gpu_available():
+    if kmeans_device(device) == "cuda":
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(centroids)
     n = x.shape[0]

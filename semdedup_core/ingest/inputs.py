@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SemDedupError
+from ..engine.schema import RESERVED_COLUMNS as RESERVED
+from ..errors import SemDedupError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
-# items.parquet columns written by the engine; an input column of one of these names is renamed
-RESERVED = ("id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of", "path", "text")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import SemDedupError
+from ..errors import SemDedupError
 
 
 def cuda_available() -> bool:

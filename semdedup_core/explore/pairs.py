@@ -1,8 +1,8 @@
 """Duplicate pairs, groups and chains at a given ε, and a word-level diff of two texts.
 
-Pure functions over a :class:`~semdedup_core.results.Results` (or its arrays); the app only draws what
-these return. Which items are removed always comes from ``Results.removed_mask`` — nothing here
-re-implements the threshold.
+Pure functions over a :class:`~semdedup_core.engine.results.Results` (or its arrays); the app only
+draws what these return. Which items are removed always comes from ``Results.removed_mask`` — nothing
+here re-implements the threshold.
 """
 
 from __future__ import annotations
@@ -13,29 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import SemDedupError
+from ..errors import SemDedupError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .results import Results
+    from ..engine.results import Results
 
 SORTS = ("similarity", "borderline", "cluster")
 """``similarity``: most similar first. ``borderline``: closest above the threshold 1 − ε first (the pairs
 worth auditing). ``cluster``: by cluster, then rank."""
-
-
-def dup_rows(items: pd.DataFrame) -> np.ndarray:
-    """Row number (input order) of each item's ``dup_of``, or -1 where it has none."""
-    import pandas as pd
-
-    index = pd.Index(items["id"].astype(str))
-    dup = items["dup_of"]
-    rows = np.full(len(items), -1, dtype=np.int64)
-    has = dup.notna().to_numpy()
-    if has.any():
-        rows[has] = index.get_indexer(dup[has].astype(str))
-    return rows
 
 
 def chain_roots(dup_row: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,21 +47,23 @@ def chain_roots(dup_row: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, n
 def pairs_frame(
     results: Results,
     eps: float,
-    dup_row: np.ndarray,
     *,
     sort: str = "similarity",
     clusters: list[int] | None = None,
     sim_range: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """One row per item removed at ``eps``: ``row``, ``id``, ``cluster``, ``rank``, ``max_sim``,
-    ``dup_row``, ``dup_of`` and ``margin`` (how far ``max_sim`` lies above the threshold 1 − ε).
+    ``dup_row``, ``dup_of``, ``dup_removed`` (whether that earlier item is removed too: a chain) and
+    ``margin`` (how far ``max_sim`` lies above the threshold 1 − ε).
     ``clusters`` keeps only those clusters; ``sim_range`` ``(low, high)`` only scores in it (a bound at
     −1 or 1 is open, so identical items scored a hair above 1 stay in)."""
     import pandas as pd
 
     if sort not in SORTS:
         raise SemDedupError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
-    mask = results.removed_mask(eps)
+    removed = results.removed_mask(eps)
+    mask = removed.copy()
+    dup_row = results.dup_rows
     items = results.items
     scores = items["max_sim"].to_numpy()
     cluster = items["cluster"].to_numpy()
@@ -97,6 +86,7 @@ def pairs_frame(
             "max_sim": ms,
             "dup_row": dup_row[rows],
             "dup_of": items["dup_of"].to_numpy()[rows],
+            "dup_removed": removed[np.maximum(dup_row[rows], 0)] & (dup_row[rows] >= 0),
             "margin": ms - (1.0 - float(eps)),
         }
     )
@@ -154,15 +144,14 @@ def group_tree(
     return out
 
 
-def showcase_pairs(results: Results, eps: float, dup_row: np.ndarray, n: int = 6) -> pd.DataFrame:
+def showcase_pairs(results: Results, eps: float, n: int = 6) -> pd.DataFrame:
     """The ``n`` most convincing removals at ``eps`` for people new to the method: at most one per
     cluster, preferring pairs whose earlier item is kept (no chain to explain) and, when a ``text``
     column exists, texts that are not character-for-character identical; most similar first."""
-    frame = pairs_frame(results, eps, dup_row, sort="similarity")
+    frame = pairs_frame(results, eps, sort="similarity")
     if frame.empty:
         return frame
-    removed = results.removed_mask(eps)
-    chained = removed[frame["dup_row"].to_numpy()]
+    chained = frame["dup_removed"].to_numpy()
     same = np.zeros(len(frame), dtype=bool)
     if "text" in results.items.columns:
         text = results.items["text"].to_numpy()
@@ -193,41 +182,6 @@ def word_diff(a: str, b: str) -> tuple[list[tuple[str, bool]], list[tuple[str, b
             for j in range(j1, j2):
                 db[wb[j]] = True
     return list(zip(ta, da, strict=True)), list(zip(tb, db, strict=True))
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'^])")
-
-
-def escape_markdown(text: str) -> str:
-    """``text`` as Markdown that displays it literally: every Markdown/HTML/LaTeX character escaped,
-    line breaks kept, indentation and runs of spaces kept visible (no code blocks)."""
-    lines = []
-    for line in str(text).replace("\r\n", "\n").split("\n"):
-        esc = _MD_SPECIAL.sub(r"\\\1", line.replace("\t", "    "))
-        esc = re.sub(r" {2,}", lambda m: " " + "\u00a0" * (len(m.group()) - 1), esc)
-        if esc.startswith(" "):
-            esc = "\u00a0" + esc[1:]
-        lines.append(esc)
-    return "  \n".join(lines)
-
-
-def diff_markdown(tokens: list[tuple[str, bool]], colour: str) -> str:
-    """Markdown for :func:`word_diff` tokens with every differing word on a ``colour`` background
-    (Streamlit's ``:colour-background[...]``); all dataset text is escaped."""
-    parts: list[str] = []
-    for token, differs in tokens:
-        if token.isspace():
-            parts.append("\n" if "\n" in token else token)
-        elif differs:
-            parts.append(f":{colour}-background[{escape_markdown(token)}]")
-        else:
-            parts.append(escape_markdown(token))
-    return escape_lines("".join(parts))
-
-
-def escape_lines(md: str) -> str:
-    """Turn plain newlines of already-escaped Markdown into hard line breaks."""
-    return "  \n".join(md.replace("\r\n", "\n").split("\n"))
 
 
 def snippet(value: Any, limit: int = 80) -> str:

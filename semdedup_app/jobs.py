@@ -1,7 +1,8 @@
 """Runs started from the app: a background process per run that writes a results folder and a JSON
-progress file, described by a small job file so a browser refresh (or an app restart) finds it again.
+progress file, described by a small job file so a browser refresh (or an app restart) finds it again;
+and the app's list of recently opened results folders.
 
-``python -m semdedup_core.jobs JOBFILE`` is the child process; :func:`start` launches it and
+``python -m semdedup_app.jobs JOBFILE`` is the child process; :func:`start` launches it and
 :func:`list_jobs` reports each job's state (``running``, ``complete``, ``failed``, ``stopped``).
 """
 
@@ -17,16 +18,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import io
-from .errors import SemDedupError
-from .progress import read_progress
+from semdedup_core import SemDedupError
+from semdedup_core.engine import io
+from semdedup_core.engine.schema import RUN, FolderState, ResultsFolder
+
+APP_ROOT = Path(__file__).resolve().parents[1]  # the folder holding semdedup_app (and app.py)
 
 KINDS = ("cli", "demo")
 
 
 def home() -> Path:
     """Where the app keeps its runs, jobs and recent list — the same place the offline demos use
-    (:func:`semdedup_core.io.cache_dir`). Demo runs live in ``runs/demo-<kind>``."""
+    (:func:`semdedup_core.engine.io.cache_dir`). Demo runs live in ``runs/demo-<kind>``."""
     return io.cache_dir()
 
 
@@ -40,8 +43,7 @@ def start(kind: str, args: list[str], out: str | Path, label: str = "") -> dict[
     if kind not in KINDS:
         raise SemDedupError(f"job kind must be one of {', '.join(KINDS)}, got {kind!r}")
     out = Path(out).expanduser().resolve()
-    if out.exists() and any(out.iterdir()) and not (out / io.RUN).exists():
-        raise SemDedupError(f"output folder {str(out)!r} exists and is not a results folder; choose a new folder")
+    ResultsFolder(out).check_writable()
     for job in list_jobs():
         if job["state"] == "running" and Path(job["out"]) == out:
             raise SemDedupError(f"a run into {str(out)!r} is already going (job {job['id']}); wait for it")
@@ -62,12 +64,16 @@ def start(kind: str, args: list[str], out: str | Path, label: str = "") -> dict[
     io.write_json(job_file, job)
     with open(job["log"], "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "semdedup_core.jobs", str(job_file)],
+            [sys.executable, "-m", "semdedup_app.jobs", str(job_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
+            env={
+                **os.environ,
+                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(APP_ROOT), os.environ.get("PYTHONPATH")])),
+            },
         )
     job["pid"] = proc.pid
     io.write_json(job_file, job)
@@ -89,6 +95,14 @@ def _alive(pid: int | None) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
     return True
+
+
+def read_progress(path: str | Path) -> dict[str, Any] | None:
+    """The last progress a run's ``--progress-file`` holds, or ``None`` when there is none yet."""
+    try:
+        return io.read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def job_state(job: dict[str, Any]) -> dict[str, Any]:
@@ -137,14 +151,21 @@ def find_runs(roots: list[Path], depth: int = 2) -> list[Path]:
         for _ in range(depth + 1):
             nxt = []
             for d in level:
-                if (d / io.RUN).is_file():
+                if ResultsFolder(d).state() in (FolderState.RUNNING, FolderState.COMPLETE):
                     found.append(d)
                     continue
                 with contextlib.suppress(OSError):
                     nxt.extend(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
             level = nxt
     uniq = {p.resolve(): None for p in found}
-    return sorted(uniq, key=lambda p: (p / io.RUN).stat().st_mtime, reverse=True)
+    return sorted(uniq, key=lambda p: _mtime(ResultsFolder(p).file(RUN)), reverse=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def remember(path: str | Path, limit: int = 20) -> None:
@@ -165,7 +186,9 @@ def recent_runs() -> list[Path]:
         recent = [Path(p) for p in io.read_json(home() / "recent.json")]
     except (OSError, ValueError):
         recent = []
-    seen: dict[Path, None] = {p: None for p in recent if (p / io.RUN).is_file()}
+    seen: dict[Path, None] = {
+        p: None for p in recent if ResultsFolder(p).state() in (FolderState.RUNNING, FolderState.COMPLETE)
+    }
     for p in find_runs([home() / "runs"]):
         seen.setdefault(p, None)
     return list(seen)
@@ -177,13 +200,13 @@ def _child(job_file: str) -> int:
     rc = 1
     try:
         if job["kind"] == "demo":
-            from . import demo
-            from .progress import JsonFileProgress
+            from semdedup_core import run_demo
+            from semdedup_core.engine.progress import JsonFileProgress
 
-            demo.run_demo(job["args"][0], job["out"], progress=JsonFileProgress(job["progress"]))
+            run_demo(job["args"][0], job["out"], progress=JsonFileProgress(job["progress"]))
             rc = 0
         else:
-            from .cli import main
+            from semdedup_core.cli import main
 
             rc = main([*job["args"], "--out", job["out"], "--progress-file", job["progress"], "--quiet"])
     except SemDedupError as exc:

@@ -1,4 +1,6 @@
-"""Reading user inputs and writing results atomically. Nothing here ever writes to an input path."""
+"""Reading user inputs and writing files atomically. Nothing here ever writes to an input path.
+
+The names of the files in a results folder live in :mod:`semdedup_core.engine.schema`."""
 
 from __future__ import annotations
 
@@ -12,13 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SemDedupError
-
-ITEMS = "items.parquet"
-CENTROIDS = "centroids.npy"
-EMBEDDINGS = "embeddings.npy"
-RUN = "run.json"
-WORK = ".work"
+from ..errors import SemDedupError
 
 
 def cache_dir() -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from .errors import SemDedupError
+from ..errors import SemDedupError
 
 Task = tuple[Any, tuple[Any, ...]]  # (key, positional arguments)
 

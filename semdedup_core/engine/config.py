@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SemDedupError
+from ..errors import SemDedupError
 
 KEEP_POLICIES = ("hard", "easy", "random")
 DEVICES = ("auto", "cpu", "cuda")

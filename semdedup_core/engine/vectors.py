@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import SemDedupError
+from ..errors import SemDedupError
 
 _CHUNK = 1 << 16
 

@@ -1,0 +1,203 @@
+"""What the pages draw, derived from the open results folder and cached (see :mod:`semdedup_app.cache`).
+
+Nothing here recomputes k-means, scores or maps on a widget change: each function is a thin, cached
+call of ``semdedup_core``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from semdedup_core import Results, SemDedupError
+from semdedup_core.explore import export as sd_export
+from semdedup_core.explore import maps, pairs
+
+from .cache import per_run, stamp
+from .markdown import escape_html
+
+MAX_CLUSTER_OPTIONS = 20_000  # beyond this many clusters with removals, the Pairs filter takes typed numbers
+
+
+# -- loading ------------------------------------------------------------------------------------------
+@st.cache_resource(max_entries=4, show_spinner="Loading results…")
+def _load(path: str, stamp: int) -> Results:
+    return Results.load(path)
+
+
+def load(path: str | Path) -> Results:
+    """The :class:`Results` in ``path`` (cached); raises :class:`SemDedupError` when unusable."""
+    p = Path(path).expanduser()
+    return _load(str(p.resolve()), stamp(p))
+
+
+# -- the threshold ------------------------------------------------------------------------------------
+@per_run()
+def eps_max(res: Results) -> float:
+    """The slider's upper end: the ε that removes every item that has a predecessor (at least 0.5)."""
+    scores = res.items["max_sim"].to_numpy()
+    scored = scores[scores > -1.0]
+    low = float(scored.min()) if len(scored) else 0.5
+    return float(min(2.0, max(0.5, np.ceil((1.0 - low) * 20) / 20)))
+
+
+@per_run(max_entries=4)
+def kept_curve(res: Results) -> tuple[np.ndarray, np.ndarray]:
+    """``(ε grid, kept fraction)`` from 0 to the slider's end."""
+    grid = np.linspace(0.0, eps_max(res), 401)
+    return grid, np.asarray(res.kept_fraction(grid), dtype=np.float64)
+
+
+@per_run(max_entries=4)
+def score_histogram(res: Results) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and bin edges of ``max_sim`` (items with a predecessor only)."""
+    s = res.items["max_sim"].to_numpy()
+    # clipped: float32 scores of identical items can exceed 1 by a hair
+    return np.histogram(np.clip(s[s > -1.0], -1.0, 1.0), bins=100, range=(-1.0, 1.0))
+
+
+@per_run(max_entries=16)
+def cluster_table(res: Results, e: float):
+    return res.cluster_table(e)
+
+
+@per_run(resource=True, max_entries=16)
+def removed_mask(res: Results, e: float, rule: str = "paper") -> np.ndarray:
+    """The removal mask at ``e`` (shared, do not modify)."""
+    return res.removed_mask(e, rule)
+
+
+@per_run(max_entries=32, show_spinner="Applying the kept-only rule…")
+def n_removed_kept_only(res: Results, e: float) -> int:
+    """Removed at ``e`` under the conservative rule (rescoring chain members; cached per ε)."""
+    return int(res.n_removed(e, rule="kept-only"))
+
+
+# -- pairs, groups, clusters --------------------------------------------------------------------------
+@per_run(resource=True, max_entries=16)
+def pairs_frame(res: Results, e: float, sort: str, clusters: tuple = (), sim_range: tuple | None = None):
+    """Removed items at ``e`` beside their ``dup_of`` (see :func:`semdedup_core.explore.pairs.pairs_frame`)."""
+    return pairs.pairs_frame(res, float(e), sort=sort, clusters=list(clusters) or None, sim_range=sim_range)
+
+
+@per_run(resource=True)
+def groups(res: Results, e: float):
+    """``(removed mask, root per item, chain depth, groups table)`` at ``e``."""
+    removed = removed_mask(res, float(e))
+    root, depth = pairs.chain_roots(res.dup_rows, removed)
+    return removed, root, depth, pairs.groups_table(res, root, removed)
+
+
+@per_run(max_entries=4)
+def showcase(res: Results, e: float):
+    return pairs.showcase_pairs(res, float(e))
+
+
+@per_run(max_entries=16)
+def clusters_with_removals(res: Results, e: float) -> list[int]:
+    """The clusters that have at least one removed item at ``e`` (the only ones with pairs to show)."""
+    return np.unique(res.items["cluster"].to_numpy()[removed_mask(res, float(e))]).tolist()
+
+
+def parse_clusters(text: str, n_clusters: int) -> tuple[int, ...]:
+    """``"3, 17 42"`` → ``(3, 17, 42)``; raises :class:`SemDedupError` naming a bad entry."""
+    out = []
+    for part in text.replace(",", " ").split():
+        if not part.isdigit() or int(part) >= n_clusters:
+            raise SemDedupError(
+                f"cluster numbers must be whole numbers from 0 to {n_clusters - 1}, got {part!r}; "
+                "separate them with commas or spaces"
+            )
+        out.append(int(part))
+    return tuple(sorted(set(out)))
+
+
+# -- maps (computed in the background, cached in the results folder) ----------------------------------
+@st.cache_resource(show_spinner=False)
+def _map_executor():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="semdedup-map")
+
+
+class MapJob:
+    """A map being computed in the background: its future, and the step it is on since when."""
+
+    def __init__(self, res: Results, method: str):
+        self.step, self.since, self.started = "queued", time.monotonic(), time.monotonic()
+        self.future = _map_executor().submit(maps.compute_all, res, maps.MAX_POINTS, method, self._progress)
+
+    def _progress(self, step: str) -> None:
+        self.step, self.since = step, time.monotonic()
+
+    def status(self) -> str:
+        words = {
+            "queued": "waiting for another map to finish",
+            "sample": "choosing the items to draw",
+            "umap": "fitting UMAP",
+            "pca": "projecting with PCA",
+            "centroids": "mapping the cluster centres",
+        }
+        now = time.monotonic()
+        return f"{words.get(self.step, self.step)} ({now - self.since:.0f} s; {now - self.started:.0f} s in all)"
+
+
+@per_run(resource=True, max_entries=4)
+def map_job(res: Results, method: str) -> MapJob:
+    return MapJob(res, method)
+
+
+def item_map(res: Results, method: str = "umap", start: bool = True):
+    """The item map if ready (from the folder or a finished background job), else ``None``; starts the
+    background computation when ``start``. Raises what the computation raised."""
+    cached = maps.load_map(res, maps.MAX_POINTS, method)
+    if cached is not None and maps.load_centroid_map(res, method) is not None:
+        return cached
+    if not start:
+        return None
+    job = map_job(res, method)
+    return job.future.result() if job.future.done() else None
+
+
+@per_run(resource=True, max_entries=4)
+def map_labels(res: Results, method: str, n_rows: int) -> np.ndarray:
+    """Hover labels (id and a snippet of the text or path, HTML-escaped) of the map's points, in map order."""
+    m = maps.load_map(res, maps.MAX_POINTS, method)
+    rows = m["row"].to_numpy()
+    items = res.items
+    col = "text" if "text" in items.columns else ("path" if "path" in items.columns else None)
+    ids = items["id"].to_numpy()[rows]
+    if col is None:
+        return np.asarray([escape_html(i) for i in ids], dtype=object)
+    snippets = items[col].to_numpy()[rows]
+    return np.asarray(
+        [f"{escape_html(i)}<br>{escape_html(pairs.snippet(v, 60))}" for i, v in zip(ids, snippets, strict=True)],
+        dtype=object,
+    )
+
+
+def map_lines(res: Results, rows: np.ndarray, xy: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x and y (NaN-separated segments) of a line from each drawn removed item to its drawn ``dup_of``."""
+    dup = res.dup_rows
+    pos = np.full(res.n_items, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    target = pos[np.where(dup[rows] >= 0, dup[rows], 0)]
+    src = np.flatnonzero(removed & (dup[rows] >= 0) & (target >= 0))[:20000]
+    seg = np.full((len(src), 3, 2), np.nan)
+    seg[:, 0] = xy[src]
+    seg[:, 1] = xy[target[src]]
+    return seg[:, :, 0].ravel(), seg[:, :, 1].ravel()
+
+
+def centroid_map(res: Results, method: str = "umap"):
+    """The centroid map once the background job (see :func:`item_map`) has written it, else ``None``."""
+    return maps.load_centroid_map(res, method)
+
+
+# -- export -------------------------------------------------------------------------------------------
+@per_run(max_entries=4, show_spinner="Preparing the file…")
+def export_bytes(res: Results, e: float, which: str, fmt: str, txt_column: str = "id", rule: str = "paper") -> bytes:
+    return sd_export.to_bytes(sd_export.export_frame(res, float(e), which, rule), fmt, txt_column)

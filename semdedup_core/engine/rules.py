@@ -1,0 +1,94 @@
+"""Removal rules at a threshold: the one place that decides whether an item is removed at ε.
+
+``paper`` (SemDeDup's rule, the default): an item goes iff its similarity to *any* earlier item of its
+cluster exceeds ``1 − ε`` — one column filter (:func:`removed_by_score`). It removes chains: with A≈B
+and B≈C, B and C both go even though B, the item C resembles, is itself removed.
+
+``kept-only`` (conservative): an item goes iff it resembles an earlier item that is *kept*. Every item
+it removes the paper's rule removes too. An item whose ``dup_of`` the paper's rule keeps goes under
+both rules, so only chain members (whose ``dup_of`` is itself removed) need their similarities again;
+those are computed in bounded blocks from the stored embeddings.
+
+Scores are stored as float32; every comparison is made in float64 against ``1 − ε`` computed in
+float64, so a count, a mask, a page and an export always agree at the boundary.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import SemDedupError
+
+if TYPE_CHECKING:
+    from .clusters import ClusterIndex
+
+RULES = ("paper", "kept-only")
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise SemDedupError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    return rule
+
+
+def check_eps(eps: float) -> float:
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise SemDedupError(f"eps must be a number between 0 and 2, got {eps!r}") from None
+    if not 0.0 <= eps <= 2.0:
+        raise SemDedupError(f"eps must be between 0 and 2 (similarity threshold 1 - eps), got {eps}")
+    return eps
+
+
+def threshold(eps: float | np.ndarray) -> float | np.ndarray:
+    """The similarity an item's score must exceed to be removed at ``eps``: ``1 − ε`` in float64."""
+    return 1.0 - np.asarray(eps, dtype=np.float64) if np.ndim(eps) else 1.0 - float(eps)
+
+
+def removed_by_score(scores: np.ndarray | float, eps: float) -> np.ndarray | bool:
+    """The paper's rule: ``score > 1 − ε``, compared in float64 (a mask for an array, a bool for one score)."""
+    if np.ndim(scores) == 0:
+        return bool(float(scores) > threshold(eps))
+    return np.asarray(scores).astype(np.float64, copy=False) > threshold(eps)
+
+
+def removed_kept_only(
+    max_sim: np.ndarray,
+    dup_idx: np.ndarray,
+    clusters: ClusterIndex,
+    rank: np.ndarray,
+    emb: np.ndarray,
+    eps: float,
+    max_block_bytes: int = 64 * 2**20,
+) -> np.ndarray:
+    """Mask of items removed at ``eps`` under the ``kept-only`` rule.
+
+    ``dup_idx``: row of each item's ``dup_of`` (-1 for none); ``clusters``: item rows grouped by
+    cluster, each cluster in rank order; ``emb``: unit embeddings.
+    """
+    thr = threshold(eps)
+    removed = removed_by_score(max_sim, eps)
+    chain = removed & (dup_idx >= 0) & removed[np.maximum(dup_idx, 0)]
+    if not chain.any():
+        return removed
+    cluster_of = clusters.labels()
+    for c in np.unique(cluster_of[chain]):
+        members = clusters.members(c)
+        todo = members[chain[members]]  # chain members of this cluster, in rank order
+        depth = int(rank[todo[-1]])  # nothing after the last chain member matters
+        e = np.asarray(emb[members[:depth]], dtype=np.float32)
+        kept = ~removed[members[:depth]]
+        step = max(1, max_block_bytes // max(1, depth * 4))
+        for s in range(0, len(todo), step):
+            block = todo[s : s + step]
+            sims = np.asarray(emb[block], dtype=np.float32) @ e.T  # len(block) × depth
+            for row, item in enumerate(block):  # in rank order: earlier decisions feed later ones
+                r = int(rank[item])
+                hit = bool(np.any(sims[row, :r][kept[:r]].astype(np.float64) > thr))
+                removed[item] = hit
+                if r < depth:
+                    kept[r] = not hit
+    return removed
