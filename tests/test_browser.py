@@ -3,118 +3,24 @@
 Skips when chromium is absent, unless ``SEMDEDUP_REQUIRE_BROWSER=1`` (CI), where that is a failure.
 Saves a screenshot of each page into a temporary folder, or into ``$SEMDEDUP_SCREENSHOTS``: the README's
 pictures are refreshed with ``SEMDEDUP_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest -m browser``.
+The helpers (serve, open_page, wait_idle) live in tests/browser.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-SHOTS = Path(os.environ.get("SEMDEDUP_SCREENSHOTS") or tempfile.mkdtemp(prefix="semdedup-screenshots-"))
+from browser import ARGS, CHROMIUM, SHOTS, need_browser, serve, wait_idle
+from browser import removed_metric as _removed
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _need_browser() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    if os.environ.get("SEMDEDUP_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{CHROMIUM} is missing and SEMDEDUP_REQUIRE_BROWSER=1; apt-get install chromium")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(results_dir: Path, tmp_path: Path):
-    """``streamlit run app.py -- --results DIR`` on a free port; yields the base URL."""
-    _need_browser()
-    port = _free_port()
-    env = {**os.environ, "SEMDEDUP_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    env.pop("SEMDEDUP_RESULTS", None)
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.headless=true",
-            f"--server.port={port}",
-            "--server.address=127.0.0.1",
-            "--browser.gatherUsageStats=false",
-            "--server.fileWatcherType=none",
-            "--",
-            "--results",
-            str(results_dir),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-            if proc.poll() is not None:
-                raise AssertionError((tmp_path / "server.log").read_text())
-        else:
-            raise AssertionError("the app did not become healthy in 30 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture
 def served_app(text_results, tmp_path):
     with serve(text_results.path, tmp_path) as url:
         yield url
-
-
-def _removed(page) -> int:
-    metric = page.locator('[data-testid="stMetric"]').filter(has_text="removed").first
-    value = metric.locator('[data-testid="stMetricValue"]').inner_text()
-    return int(value.replace(",", ""))
-
-
-def _wait_idle(page) -> None:
-    """Wait until the script has finished (Streamlit shows a 'running' status widget while it works)."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=30_000,
-    )
-    page.wait_for_timeout(300)
 
 
 def test_served_app_end_to_end(served_app, text_results):
@@ -135,20 +41,20 @@ def test_served_app_end_to_end(served_app, text_results):
         assert not page.locator('[data-testid="stSidebarNav"]').count()  # Streamlit's file list stays hidden
         page.goto(served_app, wait_until="domcontentloaded")
         page.get_by_text("Open:", exact=False).first.wait_for(timeout=30_000)
-        _wait_idle(page)
+        wait_idle(page)
         page.screenshot(path=str(SHOTS / "home.png"))
 
         # Threshold: the removed count follows the slider
         page.goto(f"{served_app}/threshold")
         page.get_by_role("slider").first.wait_for(timeout=30_000)
-        _wait_idle(page)
+        wait_idle(page)
         before = _removed(page)
         assert before == res.n_removed(0.05)
         slider = page.get_by_role("slider").first
         slider.focus()
         for _ in range(100):  # 100 steps of 0.0005: ε 0.05 → 0.10
             page.keyboard.press("ArrowRight")
-        _wait_idle(page)
+        wait_idle(page)
         eps = float(slider.get_attribute("aria-valuetext"))
         assert 0.06 <= eps <= 0.1  # key presses made while the app reruns may be merged
         page.wait_for_function(
@@ -164,13 +70,13 @@ def test_served_app_end_to_end(served_app, text_results):
         # Pairs: through the navigation, with ε carried over and dataset text shown literally
         page.get_by_role("link", name="Pairs").first.click()
         page.get_by_text("removed items at ε", exact=False).first.wait_for(timeout=30_000)
-        _wait_idle(page)
+        wait_idle(page)
         caption = page.get_by_text(re.compile(rf"removed items at ε = {eps:.4f}")).first.inner_text()
         assert caption.startswith(f"{after:,} removed items")
         page.screenshot(path=str(SHOTS / "pairs.png"))
         page.get_by_role("combobox").first.click()  # the sort box
         page.get_by_role("option", name=re.compile("Most similar first")).click()
-        _wait_idle(page)
+        wait_idle(page)
         page.get_by_text("<script>alert(1)</script>", exact=True).first.wait_for(timeout=15_000)  # shown as text
         assert not dialogs
 
@@ -182,7 +88,7 @@ def test_served_app_end_to_end(served_app, text_results):
         ):
             page.goto(f"{served_app}/{path}")
             page.get_by_text(ready, exact=False).first.wait_for(timeout=90_000)
-            _wait_idle(page)
+            wait_idle(page)
             page.wait_for_timeout(800)  # let plotly draw
             page.screenshot(path=str(SHOTS / f"{name}.png"))
         browser.close()
@@ -195,7 +101,7 @@ def test_served_app_end_to_end(served_app, text_results):
 def image_run(image_results, tmp_path, monkeypatch):
     """The offline image demo (built into the test's cache folder) when available, with its suggested ε;
     else the generated image folder at the default ε."""
-    _need_browser()
+    need_browser()
     try:
         from semdedup_core.ingest.demo import DEMO_EPS, run_demo
     except ImportError:
@@ -218,12 +124,12 @@ def test_image_pairs_show_thumbnails(image_run, tmp_path):
         page.get_by_role("link", name="Threshold").first.click()
         slider = page.get_by_role("slider").first
         slider.wait_for(timeout=30_000)
-        _wait_idle(page)
+        wait_idle(page)
         assert _removed(page) == res.n_removed(eps)
         slider.focus()
         for _ in range(40):
             page.keyboard.press("ArrowLeft")
-        _wait_idle(page)
+        wait_idle(page)
         moved = float(slider.get_attribute("aria-valuetext"))
         assert moved < eps
         page.wait_for_function(
@@ -236,13 +142,13 @@ def test_image_pairs_show_thumbnails(image_run, tmp_path):
         page.screenshot(path=str(SHOTS / "threshold-images.png"))
         page.get_by_role("link", name="Stakeholder view").first.click()
         page.get_by_text("semantic duplicates", exact=False).first.wait_for(timeout=30_000)
-        _wait_idle(page)
+        wait_idle(page)
         page.wait_for_timeout(800)
         page.screenshot(path=str(SHOTS / "stakeholder-images.png"))
         eps = moved
         page.get_by_role("link", name="Pairs").first.click()
         page.get_by_text("removed items at ε", exact=False).first.wait_for(timeout=30_000)
-        _wait_idle(page)
+        wait_idle(page)
         caption = page.get_by_text(re.compile(rf"removed items at ε = {eps:.4f}")).first.inner_text()
         assert caption.startswith(f"{res.n_removed(eps):,} removed items")  # every removal is listed
         n_pairs = min(10, res.n_removed(eps))
