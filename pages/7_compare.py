@@ -61,6 +61,9 @@ try:
 except SemDedupError as exc:
     sa.error(exc)
     st.stop()
+except Exception as exc:  # a damaged file: say so instead of a traceback
+    sa.error(f"could not read the results folder {path_b!r}: {exc}; pick another run B")
+    st.stop()
 
 MODES = {"same": "the same ε as A", "match": "as many removed as A", "other": "another ε"}
 m1, m2 = st.columns([2, 1])

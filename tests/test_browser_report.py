@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 from browser import SHOTS, need_browser, open_page, serve, wait_idle
+from test_report import assert_self_contained
 
 from semdedup_core import ClusterConfig, DedupConfig, dedup
 from semdedup_core.explore.compare import compare
@@ -53,6 +54,7 @@ def test_the_report_opens_offline_with_its_images(demo, hostile_results, tmp_pat
     res, eps, _ = demo
     out = write_report(res, eps, tmp_path / "demo-report.html")
     assert out.stat().st_size < 5_000_000
+    assert len(assert_self_contained(out.read_text()).images()) >= 12  # the static check (test_report.py)
     dialogs: list[str] = []
     with open_page() as first:
         browser = first.context.browser

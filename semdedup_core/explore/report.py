@@ -219,8 +219,11 @@ class _Items:
     """HTML for the items of one run: thumbnails (each encoded once) and texts, all escaped."""
 
     def __init__(self, results: Results, thumb_size: int):
+        import pandas as pd
+
+        self._isna = pd.isna
         items = results.items
-        self.ids = items["id"].to_numpy()
+        self.ids = items["id"].astype(str).to_numpy()
         self.cluster = items["cluster"].to_numpy()
         self.paths = items["path"].to_numpy() if "path" in items.columns else None
         self.texts = items["text"].to_numpy() if "text" in items.columns else None
@@ -229,7 +232,7 @@ class _Items:
 
     def text(self, row: int) -> str:
         value = self.texts[row] if self.texts is not None else None
-        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        text = "" if value is None or (not isinstance(value, str) and self._isna(value)) else str(value)
         return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
     def image(self, row: int) -> str:
