@@ -18,6 +18,18 @@ m1, m2, m3 = st.columns(3)
 m1.metric("items in the dataset", sa.fmt_int(n))
 m2.metric("semantic duplicates", f"{n_rem / n:.1%}", f"{sa.fmt_int(n_rem)} items", delta_color="off", delta_arrow="off")
 m3.metric("kept after deduplication", sa.fmt_int(n - n_rem))
+report_name, build_report = sa.report_file(res, e)
+st.download_button(
+    "Download the report (HTML)",
+    data=build_report,
+    file_name=report_name,
+    mime="text/html",
+    key="story_report",
+    icon=":material/download:",
+    on_click="ignore",
+    help="One self-contained file (images and chart inside, nothing fetched) with these numbers, example and "
+    "borderline pairs, the biggest groups of duplicates and the run's parameters: for people without the app.",
+)
 st.markdown(
     f"Every item was compared with the similar items around it (same cluster of meaning). "
     f"**{n_rem / n:.1%} of the items are near-copies of another item** — cosine similarity above "

@@ -6,15 +6,17 @@ call of ``semdedup_core``.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from semdedup_core import Results, SemDedupError
+from semdedup_core.explore import compare, curve, maps, pairs, report
 from semdedup_core.explore import export as sd_export
-from semdedup_core.explore import maps, pairs
 
 from .cache import per_run, stamp
 from .markdown import escape_html
@@ -38,17 +40,13 @@ def load(path: str | Path) -> Results:
 @per_run()
 def eps_max(res: Results) -> float:
     """The slider's upper end: the ε that removes every item that has a predecessor (at least 0.5)."""
-    scores = res.items["max_sim"].to_numpy()
-    scored = scores[scores > -1.0]
-    low = float(scored.min()) if len(scored) else 0.5
-    return float(min(2.0, max(0.5, np.ceil((1.0 - low) * 20) / 20)))
+    return curve.eps_max(res)
 
 
 @per_run(max_entries=4)
 def kept_curve(res: Results) -> tuple[np.ndarray, np.ndarray]:
     """``(ε grid, kept fraction)`` from 0 to the slider's end."""
-    grid = np.linspace(0.0, eps_max(res), 401)
-    return grid, np.asarray(res.kept_fraction(grid), dtype=np.float64)
+    return curve.kept_curve(res)
 
 
 @per_run(max_entries=4)
@@ -201,3 +199,40 @@ def centroid_map(res: Results, method: str = "umap"):
 @per_run(max_entries=4, show_spinner="Preparing the file…")
 def export_bytes(res: Results, e: float, which: str, fmt: str, txt_column: str = "id", rule: str = "paper") -> bytes:
     return sd_export.to_bytes(sd_export.export_frame(res, float(e), which, rule), fmt, txt_column)
+
+
+# -- report and comparison ----------------------------------------------------------------------------
+def _report_bytes(res: Results, e: float) -> bytes:
+    return report.build_report(res, e).encode("utf-8")
+
+
+def report_file(res: Results, e: float) -> tuple[str, Callable[[], bytes]]:
+    """``(file name, build)`` of the one-file HTML report at ``e``: ``build`` makes the file only when the
+    download button is clicked (Streamlit calls it then), the same bytes as ``python -m semdedup_core report``."""
+    name = f"semdedup-report-{res.path.name if res.path is not None else 'run'}-eps{float(e):.4f}.html"
+    return name, functools.partial(_report_bytes, res, float(e))
+
+
+def comparison(res: Results, path_b: str | Path, e_a: float, e_b: float | None) -> compare.Comparison:
+    """The open run (A) at ``e_a`` against the run in ``path_b`` at ``e_b`` (``None``: the ε at which B
+    removes as many items as A). Raises :class:`SemDedupError` when B cannot be loaded or is not over the
+    same ids. Cached per the two folders and their ``run.json`` times (a rewritten B is compared again)."""
+    p = Path(path_b).expanduser().resolve()
+    return _comparison(res, str(p), stamp(p), float(e_a), None if e_b is None else float(e_b))
+
+
+def comparison_items(res: Results, path_b: str | Path, e_a: float, e_b: float | None, which: str):
+    """The items removed by A only, B only or both (``which``), each with its partner in each run (a
+    shared frame: do not modify)."""
+    p = Path(path_b).expanduser().resolve()
+    return _comparison_items(res, str(p), stamp(p), float(e_a), None if e_b is None else float(e_b), which)
+
+
+@per_run(resource=True, max_entries=8, show_spinner="Comparing the two runs…")
+def _comparison(res: Results, path_b: str, stamp_b: int, e_a: float, e_b: float | None) -> compare.Comparison:
+    return compare.compare(res, load(path_b), e_a, e_b, match=e_b is None)
+
+
+@per_run(resource=True, max_entries=16)
+def _comparison_items(res: Results, path_b: str, stamp_b: int, e_a: float, e_b: float | None, which: str):
+    return _comparison(res, path_b, stamp_b, e_a, e_b).items(which)

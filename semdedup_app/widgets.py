@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from semdedup_core import Results, SemDedupError
+from semdedup_core.explore.images import thumbnail
 from semdedup_core.explore.pairs import word_diff
 
 from . import jobs
@@ -104,15 +104,8 @@ def eps_slider(res: Results, where: Any = st, widget_key: str = "sb_eps", label:
 
 # -- items and pairs ----------------------------------------------------------------------------------
 @st.cache_data(max_entries=512, show_spinner=False)
-def _thumb(path: str, mtime: int, size: int) -> bytes:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((size, size))
-        buf = io.BytesIO()
-        im.save(buf, format="PNG")
-        return buf.getvalue()
+def _thumb(path: str, mtime: int, size: int) -> bytes | None:
+    return thumbnail(path, size)
 
 
 def image_bytes(path: Any, size: int = 256) -> bytes | None:
@@ -120,7 +113,7 @@ def image_bytes(path: Any, size: int = 256) -> bytes | None:
     try:
         p = Path(str(path))
         return _thumb(str(p), p.stat().st_mtime_ns, size)
-    except Exception:
+    except (OSError, ValueError):  # missing, or not a path at all
         return None
 
 

@@ -201,11 +201,75 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .engine.results import Results
+    from .explore.report import write_report
+
+    results = Results.load(args.results)
+    eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
+    path = write_report(results, eps, args.out, examples=args.examples, borderline=args.borderline, groups=args.groups)
+    n_rem = int(results.n_removed(eps))
+    print(
+        f"report: {path} ({path.stat().st_size / 1024:,.0f} KB): {results.n_items:,} items, "
+        f"{n_rem:,} removed ({n_rem / results.n_items:.1%}) at eps {eps:.6g}"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .engine.results import Results
+    from .explore.compare import REASON_LABELS, compare
+
+    a, b = Results.load(args.dir_a), Results.load(args.dir_b)
+    cmp = compare(a, b, args.eps, args.eps_b, rule=args.rule)
+    summary = cmp.summary(clusters=args.top)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for side in ("a", "b"):
+        r = summary[side]
+        print(
+            f"{side.upper()}: {r['path']} — {r['items']:,} items, k {r['clusters']:,}, keep {r['keep']}, "
+            f"encoder {r['encoder']}; eps {r['eps']:.6g} removes {r['removed']:,} ({r['removed'] / r['items']:.1%})"
+        )
+    print(f"rule: {cmp.rule}")
+    width = len(f"{cmp.n_items:,}")
+    for label, n in (("both", cmp.both), ("A only", cmp.only_a), ("B only", cmp.only_b), ("neither", cmp.neither)):
+        print(f"removed by {label + ':':<9}{n:>{width},}")
+    print(f"agreement (Jaccard): {cmp.jaccard:.3f}")
+    if cmp.eps_b_matching is not None:
+        print(
+            f"B removes as many as A ({summary['a']['removed']:,}) at eps {cmp.eps_b_matching:.6g} "
+            f"(removes {summary['removed_b_at_matching']:,})"
+        )
+    for side, other in (("a", "B"), ("b", "A")):
+        reasons = summary[f"reasons_only_{side}"]
+        if sum(reasons.values()):
+            parts = ", ".join(f"{n:,} {REASON_LABELS[k]}" for k, n in reasons.items() if n)
+            print(f"why {other} keeps what only {side.upper()} removes: {parts}")
+    for side in ("a", "b"):
+        rows = [c for c in summary[f"clusters_{side}"] if c["disagree"]]
+        if not rows:
+            continue
+        print(f"clusters of {side.upper()} with most disagreement:")
+        print(f"  {'cluster':>7} {'items':>7} {'removed A':>9} {'removed B':>9} {'A only':>7} {'B only':>7}")
+        for c in rows:
+            print(
+                f"  {c['cluster']:>7} {c['size']:>7,} {c['removed_a']:>9,} {c['removed_b']:>9,} "
+                f"{c['only_a']:>7,} {c['only_b']:>7,}"
+            )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "encoders": cmd_encoders,
     "demo": cmd_demo,
     "export": cmd_export,
+    "report": cmd_report,
+    "compare": cmd_compare,
 }
 
 
@@ -317,6 +381,58 @@ def build_parser() -> argparse.ArgumentParser:
         default="paper",
         help="paper: SemDeDup's rule (chains included); kept-only: remove only items similar "
         "to an earlier kept item (default paper)",
+    )
+
+    report = sub.add_parser(
+        "report",
+        help="write a one-file HTML report of a run at one eps (for people who do not run the explorer)",
+        description="Write one self-contained HTML file (no scripts, nothing fetched: images embedded as "
+        "thumbnails, the chart as inline SVG) with the dataset size, the share removed at eps, the kept-vs-eps "
+        "curve, example and borderline pairs, the biggest groups of duplicates and the run's parameters. "
+        "The same folder and eps give the same file.",
+    )
+    report.add_argument("results", metavar="DIR", help="a finished results folder")
+    at = report.add_mutually_exclusive_group(required=True)
+    at.add_argument("--eps", type=float, help="remove items whose score (max_sim) > 1 - eps")
+    at.add_argument(
+        "--keep-fraction",
+        type=float,
+        metavar="F",
+        help="use the largest eps that keeps at least this fraction of the items (0..1)",
+    )
+    report.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file to write (atomically)")
+    report.add_argument("--examples", type=int, default=6, metavar="N", help="example pairs shown (default 6)")
+    report.add_argument(
+        "--borderline", type=int, default=6, metavar="N", help="pairs closest to the threshold shown (default 6)"
+    )
+    report.add_argument(
+        "--groups", type=int, default=4, metavar="N", help="largest groups of duplicates shown (default 4)"
+    )
+
+    comp = sub.add_parser(
+        "compare",
+        help="compare what two runs over the same items remove (both, A only, B only, Jaccard)",
+        description="Compare two runs over the same items (another encoder, k, keep policy or seed): the items "
+        "removed by both, by A only and by B only, their agreement (Jaccard), the eps at which B removes as "
+        "many items as A, why a run keeps what the other removes, and the clusters where they disagree most. "
+        "The ids of the two runs must be the same set.",
+    )
+    comp.add_argument("dir_a", metavar="DIR_A", help="results folder of run A")
+    comp.add_argument("dir_b", metavar="DIR_B", help="results folder of run B, over the same ids")
+    comp.add_argument("--eps", type=float, required=True, help="eps of run A (and of B without --eps-b)")
+    comp.add_argument("--eps-b", type=float, metavar="E2", help="eps of run B (default: --eps)")
+    comp.add_argument(
+        "--rule",
+        choices=("paper", "kept-only"),
+        default="paper",
+        help="the removal rule of both runs (default paper)",
+    )
+    comp.add_argument("--top", type=int, default=10, metavar="N", help="clusters listed per run (default 10)")
+    comp.add_argument(
+        "--json",
+        action="store_true",
+        help="print the comparison as JSON (keys both, only_a, only_b, neither, jaccard, a, b, eps_b_matching, "
+        "clusters_a, clusters_b, ...)",
     )
     return parser
 

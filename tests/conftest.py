@@ -170,3 +170,49 @@ def brute_force_scores(emb: np.ndarray, items: pd.DataFrame) -> tuple[np.ndarray
             max_sim[rows[r]] = sims[r, j]
             dup_of[rows[r]] = ids[rows[j]]
     return max_sim, dup_of
+
+
+# -- report and compare fixtures ---------------------------------------------------------------------
+
+HOSTILE_CAPTIONS = (
+    "<script>alert('report')</script>",
+    '<img src=x onerror="alert(1)"> and a <b>bold</b> claim',
+    "<style>body{background:url(http://evil.example/x.png)}</style>",
+    '<link rel="stylesheet" href="https://evil.example/a.css"> javascript:alert(1)',
+    "a plain caption with an ampersand & a quote \" and 'single' ones",
+)
+
+
+@pytest.fixture(scope="session")
+def hostile_results(tmp_path_factory):
+    """A results folder whose captions (``text``) and image paths (``path``, none of them on disk; one an
+    http URL) are hostile HTML, each with near-copies so that they appear as pairs and groups."""
+    from semdedup_core import ClusterConfig, dedup
+
+    rng = np.random.default_rng(7)
+    d = 16
+    base = rng.normal(size=(len(HOSTILE_CAPTIONS), d)).astype(np.float32)
+    vecs, texts = [], []
+    for i, caption in enumerate(HOSTILE_CAPTIONS):
+        for copy in range(3):
+            vecs.append(base[i] + 0.02 * copy * rng.normal(size=d).astype(np.float32))
+            texts.append(caption if copy == 0 else f"{caption} (copy {copy})")
+    paths = [f"http://evil.example/{i}.png" if i == 0 else f"/nonexistent/<b>{i}</b>.png" for i in range(len(vecs))]
+    ids = [f"<i>item {i}</i>" for i in range(len(vecs))]
+    cols = pd.DataFrame({"text": texts, "path": paths})
+    out = tmp_path_factory.mktemp("report") / "hostile-run"
+    return dedup(np.stack(vecs), ids, cluster=ClusterConfig(2, seed=0), out=out, columns=cols)
+
+
+@pytest.fixture(scope="session")
+def image_demo(tmp_path_factory):
+    """The offline image demo (285 images; about 40 s to build on 2 cores), built once per session in its
+    own cache folder: ``(results, suggested eps, cache folder)``. Serve the app with
+    ``SEMDEDUP_CACHE=<cache folder>`` for it to open as the demo (with the demo's ε)."""
+    from semdedup_core.ingest.demo import DEMO_EPS, run_demo
+
+    cache = tmp_path_factory.mktemp("demo-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEMDEDUP_CACHE", str(cache))
+        results = run_demo("images")
+    return results, DEMO_EPS["images"], cache

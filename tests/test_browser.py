@@ -98,24 +98,23 @@ def test_served_app_end_to_end(served_app, text_results):
 
 
 @pytest.fixture
-def image_run(image_results, tmp_path, monkeypatch):
-    """The offline image demo (built into the test's cache folder) when available, with its suggested ε;
-    else the generated image folder at the default ε."""
+def image_run(image_results, request):
+    """The offline image demo (built once per session: conftest's ``image_demo``) with its suggested ε and
+    the server environment that opens it as the demo; else the generated image folder at the default ε."""
     need_browser()
     try:
-        from semdedup_core.ingest.demo import DEMO_EPS, run_demo
+        res, eps, cache = request.getfixturevalue("image_demo")
     except ImportError:
-        return image_results, 0.05
-    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "cache"))  # what serve() gives the app
-    return run_demo("images"), DEMO_EPS["images"]
+        return image_results, 0.05, {}
+    return res, eps, {"SEMDEDUP_CACHE": str(cache)}
 
 
 def test_image_pairs_show_thumbnails(image_run, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    res, eps = image_run
+    res, eps, env = image_run
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with serve(res.path, tmp_path) as url, sync_playwright() as pw:
+    with serve(res.path, tmp_path, env=env) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(url, wait_until="domcontentloaded")
