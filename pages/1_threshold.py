@@ -61,6 +61,14 @@ m1.metric("items", sa.fmt_int(n))
 m2.metric("kept", sa.fmt_int(n - n_rem), f"{(n - n_rem) / n:.2%}", delta_color="off", delta_arrow="off")
 m3.metric("removed", sa.fmt_int(n_rem), f"{n_rem / n:.2%}", delta_color="off", delta_arrow="off")
 m4.metric("similarity threshold 1 − ε", f"{1 - e:.4f}")
+try:
+    audited = sa.audit.at(res, e)  # the precision estimate at this ε, when reviewers judged a sample
+except SemDedupError as exc:
+    sa.error(exc)
+    audited = None
+if audited is not None:
+    st.caption(f":material/fact_check: {sa.audit.sentence(audited)}")
+    st.page_link(sa.PAGES["review"], label="Review: judge pairs, precision for every ε", icon=":material/fact_check:")
 if st.toggle(
     "Compare with the conservative rule (kept-only)",
     key="thr_conservative",
