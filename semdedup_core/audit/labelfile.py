@@ -49,12 +49,13 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise SemDedupError(
-            f"labels file {str(path)!r} is empty; it needs a header row with id, dup_of and verdict"
+            f"labels file {str(path)!r} is empty; it needs a header row with id, dup_of and verdict; nothing was stored"
         ) from None
     except Exception as exc:  # parser, encoding and parquet errors
         raise SemDedupError(
             f"labels file {str(path)!r} is not a readable CSV or Parquet table ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); save it as UTF-8 CSV with id, dup_of, verdict columns"
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); save it as UTF-8 CSV with id, dup_of, verdict columns; "
+            "nothing was stored"
         ) from None
 
 

@@ -239,7 +239,8 @@ class LabelStore:
         if self.path.is_dir():
             raise SemDedupError(f"labels store {str(self.path)!r} is a folder; pass the path of a .parquet file")
         try:
-            rows = pd.read_parquet(self.path)
+            with open(self.path, "rb") as f:  # one open file: a writer renaming a new store in meanwhile is harmless
+                rows = pd.read_parquet(f)
         except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
             raise SemDedupError(
                 f"labels store {str(self.path)!r} is not a readable parquet file ({type(exc).__name__}); "
