@@ -238,15 +238,27 @@ fig.add_trace(
         hovertemplate="ε %{x}<br>precision %{y:.3f}<br>%{customdata[0]} judged of %{customdata[1]} removed",
     )
 )
-fig.add_hline(y=float(target), line_dash="dash", line_color="gray", annotation_text=f"target {float(target):g}")
+fig.add_hline(
+    y=float(target),
+    line_dash="dash",
+    line_color="gray",
+    annotation_text=f"target {float(target):g}",
+    annotation_position="bottom left",
+)
 if rep.recommended_eps is not None:
-    fig.add_vline(x=rep.recommended_eps, line_color="green", annotation_text=f"recommended ε {rep.recommended_eps:g}")
+    fig.add_vline(
+        x=rep.recommended_eps,
+        line_color="green",
+        annotation_text=f"recommended ε {rep.recommended_eps:g}",
+        annotation_position="bottom left",
+    )
 if e <= design.eps_max:
     fig.add_vline(x=e, line_dash="dot", line_color="red", annotation_text="ε now", annotation_position="bottom right")
+low = np.nanmin(np.append(table["ci_low"].to_numpy(dtype=float), float(target)))
 fig.update_layout(
     xaxis_title="ε",
-    yaxis_title="precision (share of removed items that are true duplicates)",
-    yaxis_range=[0, 1.02],
+    yaxis_title="precision",
+    yaxis_range=[max(0.0, low - 0.05), 1.01],  # zoomed on where the estimates are: the region near 1 matters
     height=380,
     margin={"t": 30, "b": 40},
     legend={"orientation": "h", "y": -0.2},
