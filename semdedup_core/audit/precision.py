@@ -237,17 +237,23 @@ def estimate(
     units = design.units
     band = units["band"].to_numpy(np.int64)
     score = units["max_sim"].to_numpy(np.float64)
-    dup = (verdict == "duplicate").astype(np.float64)
-    judged = dup + (verdict == "not_duplicate")
-    unsure = (verdict == "unsure").astype(np.float64)
-    onehot = np.zeros((len(units), design.bands))
-    onehot[np.arange(len(units)), band] = 1.0
-    inside = (score[None, :] > threshold(grid)[:, None]).astype(np.float64)  # (G, J): removed at ε
-    n_in = inside @ (onehot * judged[:, None])
-    y_in = inside @ (onehot * dup[:, None])
-    unsure_in = inside @ unsure
-    n_all = (onehot * judged[:, None]).sum(axis=0)
-    y_all = (onehot * dup[:, None]).sum(axis=0)
+    dup = verdict == "duplicate"
+    judged = dup | (verdict == "not_duplicate")
+    unsure = verdict == "unsure"
+    thr = threshold(grid)
+    n_in = np.zeros((len(grid), design.bands))
+    y_in = np.zeros((len(grid), design.bands))
+    for h in np.unique(band[judged]):  # per band: judged pairs by score; those above 1 − ε by searchsorted
+        mine = judged & (band == h)
+        order = np.argsort(score[mine], kind="stable")
+        s_h, cum = score[mine][order], np.concatenate([[0], np.cumsum(dup[mine][order])])
+        first_in = np.searchsorted(s_h, thr, side="right")  # the pairs from here on score above 1 − ε
+        n_in[:, h] = len(s_h) - first_in
+        y_in[:, h] = cum[-1] - cum[first_in]
+    s_unsure = np.sort(score[unsure])
+    unsure_in = len(s_unsure) - np.searchsorted(s_unsure, thr, side="right")
+    n_all = np.bincount(band[judged], minlength=design.bands).astype(np.float64)
+    y_all = np.bincount(band[dup], minlength=design.bands).astype(np.float64)
     N_in = design.band_counts(grid).astype(np.float64)
     N_out = design.band_sizes[None, :] - N_in
     p, lo, hi, extrap = stratified(N_in, n_in, y_in, level)
@@ -281,7 +287,7 @@ def estimate(
     ok = rows["ci_low"].to_numpy() >= target
     recommended = float(grid[np.flatnonzero(ok)[-1]]) if ok.any() else None
     n_judged = int(judged.sum())
-    matched = int((~pd.isna(verdict)).sum())
+    matched = int(judged.sum() + unsure.sum())
     sample = {
         "n": design.n,
         "population": design.population,

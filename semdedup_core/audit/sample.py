@@ -303,7 +303,7 @@ def load_design(results: Results) -> Design | None:
 def unit_verdicts(design: Design, resolved: pd.DataFrame) -> np.ndarray:
     """Each sampled pair's verdict (``duplicate`` / ``not_duplicate`` / ``unsure``) or ``None`` when
     unjudged, in queue order, from resolved store verdicts (:func:`semdedup_core.engine.labels.resolve`)."""
-    pos = lookup(resolved, design.units["id_a"].to_numpy(), design.units["id_b"].to_numpy())
+    pos = lookup(resolved, design.units["id_a"].to_numpy(), design.units["id_b"].to_numpy(), presorted=True)
     verdicts = resolved["verdict"].to_numpy(dtype=object)
     return np.where(pos >= 0, verdicts[np.maximum(pos, 0)] if len(verdicts) else None, None)
 

@@ -128,10 +128,10 @@ def make_rows(
     sim = np.full(n, np.nan) if similarity is None else np.asarray(similarity, dtype=np.float64)
     return pd.DataFrame(
         {
-            "id_a": a,
-            "id_b": b,
-            "verdict": np.asarray(verdicts, dtype=object),
-            "reviewer": np.asarray([str(r).strip() for r in reviewers], dtype=object),
+            "id_a": pd.Series(a, dtype=object),
+            "id_b": pd.Series(b, dtype=object),
+            "verdict": pd.Series(np.asarray(verdicts, dtype=object), dtype=object),
+            "reviewer": pd.Series([str(r).strip() for r in reviewers], dtype=object),
             "time": pd.DatetimeIndex(np.full(n, stamp)).tz_localize("UTC"),
             "similarity": sim,
             "run": pd.Series([run] * n, dtype=object),
@@ -173,9 +173,9 @@ def resolve(rows: pd.DataFrame) -> pd.DataFrame:
     last_row = row_of_rank[last]
     return pd.DataFrame(
         {
-            "id_a": a[first],
-            "id_b": b[first],
-            "verdict": np.asarray(VERDICTS, dtype=object)[best],
+            "id_a": pd.Series(a[first], dtype=object),
+            "id_b": pd.Series(b[first], dtype=object),
+            "verdict": pd.Series(np.asarray(VERDICTS, dtype=object)[best], dtype=object),
             "reviewers": votes.sum(axis=1),
             "time": pd.DatetimeIndex(rows["time"])[last_row],
             "similarity": rows["similarity"].to_numpy(np.float64)[last_row],
@@ -183,17 +183,17 @@ def resolve(rows: pd.DataFrame) -> pd.DataFrame:
     ).astype({"time": "datetime64[us, UTC]"})
 
 
-def lookup(resolved: pd.DataFrame, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
-    """Position in ``resolved`` of each pair ``(a[i], b[i])`` (either order), or -1 where unjudged."""
-    import pandas as pd
-
+def lookup(resolved: pd.DataFrame, a: Sequence[Any], b: Sequence[Any], presorted: bool = False) -> np.ndarray:
+    """Position in ``resolved`` of each pair ``(a[i], b[i])`` (either order; ``presorted``: already
+    ``a[i] < b[i]``), or -1 where unjudged."""
     if resolved.empty or len(a) == 0:
         return np.full(len(a), -1, dtype=np.int64)
-    lo, hi = sorted_pairs(a, b)
-    index = pd.MultiIndex.from_arrays(
-        [resolved["id_a"].to_numpy(dtype=object), resolved["id_b"].to_numpy(dtype=object)]
-    )
-    return np.asarray(index.get_indexer(pd.MultiIndex.from_arrays([lo, hi])), dtype=np.int64)
+    lo, hi = (np.asarray(a, dtype=object), np.asarray(b, dtype=object)) if presorted else sorted_pairs(a, b)
+    ids = [resolved["id_a"].to_numpy(dtype=object), resolved["id_b"].to_numpy(dtype=object)]
+    known, asked = row_keys(ids, [lo, hi])
+    order = np.argsort(known, kind="stable")
+    pos = np.minimum(np.searchsorted(known[order], asked), len(known) - 1)
+    return np.where(known[order][pos] == asked, order[pos], -1).astype(np.int64)
 
 
 class LabelStore:

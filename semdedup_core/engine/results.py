@@ -165,7 +165,17 @@ class Results:
             emb = self.embeddings if len(not_dup) else np.empty((0, 0), np.float32)
             if len(self._audited) >= 4:
                 self._audited.pop(next(iter(self._audited)))
-            self._audited[key] = audited_scores(self._scores, self.dup_rows, self.clusters, rank, emb, a, b)
+            self._audited[key] = audited_scores(
+                self._scores,
+                self.dup_rows,
+                self.clusters,
+                rank,
+                emb,
+                a,
+                b,
+                self._sorted_scores,
+                self.items["cluster"].to_numpy(np.int64),
+            )
         return self._audited[key]
 
     def eps_for_kept_fraction(self, fraction: float) -> float:

@@ -105,23 +105,36 @@ def removed_kept_only(
 @dataclass(frozen=True)
 class Audited:
     """The ``audited`` rule's column: ``score`` (float32, the paper's ``max_sim`` where nothing was
-    judged not a duplicate) and ``partner`` (row of the item that justifies a removal, -1 for none),
-    ``sorted_scores`` (float64, ascending) for O(log n) counts, ``rescored`` (items scored again) and
-    ``excluded`` (pairs judged ``not_duplicate`` that apply: both items in one cluster of this run)."""
+    judged not a duplicate) and ``partner`` (row of the item that justifies a removal, -1 for none);
+    ``rows`` (the items scored again) with their paper's scores ``old`` (float64), ``paper_sorted`` (the
+    paper's scores, float64, ascending) and ``excluded`` (pairs judged ``not_duplicate`` that apply: both
+    items in one cluster of this run).
+
+    Scoring again only ever lowers a score (a partner is taken out, none is added), so a count at ε is
+    the paper's count (O(log n)) less the rescored items that drop to or below ``1 − ε``: no sort of the
+    whole column for each new verdict."""
 
     score: np.ndarray
     partner: np.ndarray
-    sorted_scores: np.ndarray
-    rescored: int
+    rows: np.ndarray
+    old: np.ndarray
+    paper_sorted: np.ndarray
     excluded: int
+
+    @property
+    def rescored(self) -> int:
+        return len(self.rows)
 
     def removed(self, eps: float) -> np.ndarray:
         return removed_by_score(self.score, eps)
 
     def n_removed(self, eps: float | np.ndarray) -> int | np.ndarray:
-        kept = np.searchsorted(self.sorted_scores, threshold(eps), side="right")
-        removed = len(self.sorted_scores) - kept
-        return int(removed) if np.ndim(removed) == 0 else removed
+        thr = np.atleast_1d(threshold(eps))[:, None]
+        paper = len(self.paper_sorted) - np.searchsorted(self.paper_sorted, thr[:, 0], side="right")
+        new = self.score[self.rows].astype(np.float64)[None, :]
+        dropped = ((self.old[None, :] > thr) & ~(new > thr)).sum(axis=1)
+        removed = paper - dropped
+        return int(removed[0]) if np.ndim(eps) == 0 else removed
 
 
 def audited_scores(
@@ -132,6 +145,8 @@ def audited_scores(
     emb: np.ndarray,
     not_dup_a: np.ndarray,
     not_dup_b: np.ndarray,
+    paper_sorted: np.ndarray | None = None,
+    cluster_of: np.ndarray | None = None,
     max_block_bytes: int = 64 * 2**20,
 ) -> Audited:
     """The ``audited`` rule's scores and partners.
@@ -140,7 +155,8 @@ def audited_scores(
     not in this run, ignored). Only items whose own ``dup_of`` pair is among them change: each is scored
     again against the earlier items of its cluster (rank order, ties to the lower position as in the
     paper's kernel) with every partner judged not a duplicate of it left out; with none left its score
-    is -1 and it has no partner.
+    is -1 and it has no partner. ``paper_sorted``: ``max_sim`` as float64, sorted, and ``cluster_of``: each row's cluster (both
+    computed when not given).
     """
     score = np.asarray(max_sim, dtype=np.float32).copy()
     partner = np.asarray(dup_idx, dtype=np.int64).copy()
@@ -148,7 +164,7 @@ def audited_scores(
     b = np.asarray(not_dup_b, dtype=np.int64)
     ok = (a >= 0) & (b >= 0) & (a != b)
     a, b = a[ok], b[ok]
-    cluster_of = clusters.labels()
+    cluster_of = clusters.labels() if cluster_of is None else np.asarray(cluster_of, dtype=np.int64)
     same = cluster_of[a] == cluster_of[b]
     a, b = a[same], b[same]
     later = np.where(rank[a] > rank[b], a, b)
@@ -177,4 +193,7 @@ def audited_scores(
                         score[item], partner[item] = -1.0, -1
                     else:
                         score[item], partner[item] = cand[j], members[j]
-    return Audited(score, partner, np.sort(score.astype(np.float64)), int(len(todo)), int(len(a)))
+    if paper_sorted is None:
+        paper_sorted = np.sort(np.asarray(max_sim, dtype=np.float32).astype(np.float64))
+    old = np.asarray(max_sim, dtype=np.float32)[todo].astype(np.float64)
+    return Audited(score, partner, todo, old, paper_sorted, int(len(a)))
