@@ -103,6 +103,8 @@ def main() -> int:
     grid = np.round(np.linspace(0.3 / args.eps, 0.3, args.eps), 6)
 
     # -- the report for 50 ε (cold: sample and store read each time) ------------------------------------
+    first, _ = timed(lambda: report(res, store, grid))  # the first call also imports scipy.special
+    figures["report_first_call_s"] = round(first, 3)
     times = []
     for _ in range(args.repeat):
         t, rep = timed(lambda: report(res, store, grid))
@@ -117,7 +119,8 @@ def main() -> int:
     )
     print(
         f"report ({len(grid)} eps, {figures['verdicts']:,} verdicts): median {statistics.median(times):.3f} s, "
-        f"max {max(times):.3f} s (estimate alone {statistics.median(est_times):.4f} s) — goal < 1 s",
+        f"max {max(times):.3f} s (estimate alone {statistics.median(est_times):.4f} s; first call, with imports, "
+        f"{first:.2f} s) — goal < 1 s",
         flush=True,
     )
     cmd = [sys.executable, "-m", "semdedup_core", "audit", "report", str(folder), "--labels", str(store_path), "--json"]

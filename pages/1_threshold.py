@@ -82,6 +82,21 @@ if st.toggle(
         "items are themselves removed."
     )
 
+if st.toggle(
+    "Compare with the audited rule (reviewers' verdicts)",
+    key="thr_audited",
+    help="The paper's rule with the pairs reviewers judged not duplicates (Review page, or `audit import`) taken "
+    "out: such an item goes only if another earlier item of its cluster is still above 1 − ε.",
+):
+    try:
+        n_aud = sa.audit.n_removed_audited(res, e)
+        st.caption(
+            f"**audited rule:** removes {sa.fmt_int(n_aud)} ({n_aud / n:.2%}) — {sa.fmt_int(n_rem - n_aud)} of the "
+            "paper's removals rest only on pairs judged not duplicates."
+        )
+    except SemDedupError as exc:
+        sa.error(exc)
+
 c1, c2 = st.columns(2)
 with c1:
     grid, kept = sa.kept_curve(res)

@@ -274,15 +274,6 @@ if s["unsure"]:
 if s["outside_sample"]:
     notes.append(f"{s['outside_sample']:,} judged pairs outside the sample (shown on Pairs, not used by the estimate)")
 st.caption(" · ".join(notes) + f" · store: {escape_markdown(str(store.path))}")
-if e <= design.eps_max:
-    try:
-        n_audited = sa.audit.n_removed_audited(res, e)
-        st.caption(
-            f"At ε = {e:.4f} the paper's rule removes {sa.fmt_int(res.n_removed(e))} items; the audited rule (pairs "
-            f"judged not duplicates taken out) removes {sa.fmt_int(n_audited)}."
-        )
-    except SemDedupError as exc:
-        sa.error(exc)
 with st.expander("The estimate per ε (table)"):
     st.dataframe(
         table[["eps", "removed", "labelled", "unsure", "precision", "ci_low", "ci_high", "kept", "kept_duplicates"]],

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "map_colour": "cluster",
     "map_method": "umap",
     "thr_conservative": False,
+    "thr_audited": False,
     "exp_rule": "paper",
     "sd_labels": "",  # the labels store (verdicts); empty = labels.parquet in the open results folder
     "rev_reviewer": "",

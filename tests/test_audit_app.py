@@ -105,6 +105,10 @@ def test_other_pages_show_the_estimate_and_the_judged_pairs(audit_copy, monkeypa
     line = next(c for c in captions if "Audited: of" in c)
     rep = estimate(load_design(res), LabelStore(res.path / "labels.parquet").resolved(), [0.3])
     assert f"of {rep.rows['labelled'].iat[0]} checked pairs" in line and "95 % interval" in line
+    at.toggle(key="thr_audited").set_value(True).run()
+    n_aud = res.n_removed(0.3, "audited", res.path / "labels.parquet")
+    assert n_aud == res.n_removed(0.3) - 1  # the one pair judged not a duplicate had no other partner above 0.7
+    assert any(f"**audited rule:** removes {n_aud:,}" in c.value for c in at.caption)
     at.switch_page(sa.PAGES["stakeholder"]).run()
     assert any("Audited: of 4 checked pairs" in m.value for m in at.markdown)
     at.switch_page(sa.PAGES["pairs"]).run()
