@@ -58,7 +58,8 @@ def _draw_form(current) -> None:
         seed = f3.number_input("Seed", min_value=0, value=current.seed if current else 0, step=1)
         if st.form_submit_button("Draw the sample"):
             try:
-                sa.audit.draw(res, int(n), float(eps_max), int(seed))
+                with st.spinner("Drawing the sample…"):
+                    sa.audit.draw(res, int(n), float(eps_max), int(seed))
             except SemDedupError as exc:
                 sa.error(exc)
                 return
