@@ -169,7 +169,6 @@ else:
             args=("duplicate", pos, reviewer),
             disabled=off,
             width="stretch",
-            shortcut="D",
         )
         b2.button(
             "Not a duplicate",
@@ -178,7 +177,6 @@ else:
             args=("not_duplicate", pos, reviewer),
             disabled=off,
             width="stretch",
-            shortcut="N",
         )
         b3.button(
             "Unsure",
@@ -187,18 +185,15 @@ else:
             args=("unsure", pos, reviewer),
             disabled=off,
             width="stretch",
-            shortcut="U",
         )
-        b4.button("Skip", key="rev_skip", on_click=_skip, args=(pos,), width="stretch", shortcut="S")
+        b4.button("Skip", key="rev_skip", on_click=_skip, args=(pos,), width="stretch")
         b5.button(
             "Back",
             key="rev_back",
             on_click=_back,
             disabled=not st.session_state["rev_history"],
             width="stretch",
-            shortcut="B",
         )
-        st.caption("Keys: D duplicate · N not a duplicate · U unsure · S skip · B back")
 
 # -- the estimate --------------------------------------------------------------------------------------
 st.subheader("Precision of what each ε removes")

@@ -233,11 +233,11 @@ def draw_sample(
     chosen = chosen[np.argsort(queue_key, kind="stable")]
     h = band[chosen]
     units = pd.DataFrame(
-        {
-            "id": ids[chosen].astype(object),
-            "dup_of": dups[chosen].astype(object),
-            "id_a": id_a[chosen],
-            "id_b": id_b[chosen],
+        {  # object columns for the ids: pandas would make them arrow strings, slower to look up per click
+            "id": pd.Series(ids[chosen], dtype=object),
+            "dup_of": pd.Series(dups[chosen], dtype=object),
+            "id_a": pd.Series(id_a[chosen], dtype=object),
+            "id_b": pd.Series(id_b[chosen], dtype=object),
             "max_sim": s[chosen],
             "band": h,
             "sim_low": 1.0 - edges[h + 1],
