@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ class Results:
         self.path = path
         self._scores = items["max_sim"].to_numpy(dtype=np.float32)
         self._audited: dict[tuple, Audited] = {}  # the audited rule's column per (store, store stamp)
+        self._audited_lock = threading.Lock()  # one Results serves every session of the app
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -155,6 +157,10 @@ class Results:
         the store: a write to it is a new state)."""
         store = self.label_store(labels)
         key = (str(store.path), store.stamp())
+        with self._audited_lock:
+            return self._audited_column(store, key)
+
+    def _audited_column(self, store: LabelStore, key: tuple) -> Audited:
         if key not in self._audited:
             resolved = store.resolved()
             not_dup = resolved[resolved["verdict"] == "not_duplicate"]
@@ -219,6 +225,16 @@ class Results:
             {"cluster": np.arange(k), "size": size, "removed": n_rem, "mean_score": mean, "max_score": s_max}
         )
         return table[table["size"] > 0].reset_index(drop=True)
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable: the lock and the audited columns stay behind
+        state = dict(self.__dict__)
+        state.pop("_audited_lock", None)
+        state["_audited"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._audited_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Results({str(self.path)!r}, items={self.n_items}, clusters={self.n_clusters})"
