@@ -127,8 +127,8 @@ def _back() -> None:
         st.session_state["rev_cursor"] = st.session_state["rev_history"].pop()
 
 
-if st.session_state.get("rev_error"):
-    sa.error(st.session_state["rev_error"])
+if st.session_state.get("rev_error"):  # shown once, after the click that failed
+    sa.error(st.session_state.pop("rev_error"))
 
 pos = st.session_state["rev_cursor"]
 if pos is None:
