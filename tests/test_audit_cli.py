@@ -25,6 +25,7 @@ def cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_the_whole_loop_as_a_user_runs_it(audit_copy, tmp_path):
     """sample → fill in the verdict column → import → report --json → export --rule audited, in a shell."""
     res = audit_copy

@@ -172,6 +172,7 @@ def test_the_project_sample_of_400_answered_by_the_oracle_finds_the_true_precisi
     assert row["kept_duplicates_low"] <= truth[kept].sum() <= row["kept_duplicates_high"]
 
 
+@pytest.mark.slow
 def test_the_interval_is_calibrated_over_many_seeds_and_a_half_judged_sample_is_unbiased(oracle_results):
     """Coverage over 60 seeds near 95 % (never below ~93 %), intervals no wider than a correctly
     calibrated one needs, no bias — also when only the first 150 pairs of the queue are judged."""

@@ -126,6 +126,7 @@ store.record("shared-b", "shared-a", "unsure", "proc0")  # every process rewrite
 """
 
 
+@pytest.mark.slow
 def test_concurrent_processes_lose_no_verdict(tmp_path):
     path = tmp_path / "labels.parquet"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
