@@ -61,6 +61,14 @@ m1.metric("items", sa.fmt_int(n))
 m2.metric("kept", sa.fmt_int(n - n_rem), f"{(n - n_rem) / n:.2%}", delta_color="off", delta_arrow="off")
 m3.metric("removed", sa.fmt_int(n_rem), f"{n_rem / n:.2%}", delta_color="off", delta_arrow="off")
 m4.metric("similarity threshold 1 − ε", f"{1 - e:.4f}")
+try:
+    audited = sa.audit.at(res, e)  # the precision estimate at this ε, when reviewers judged a sample
+except SemDedupError as exc:
+    sa.error(exc)
+    audited = None
+if audited is not None:
+    st.caption(f":material/fact_check: {sa.audit.sentence(audited)}")
+    st.page_link(sa.PAGES["review"], label="Review: judge pairs, precision for every ε", icon=":material/fact_check:")
 if st.toggle(
     "Compare with the conservative rule (kept-only)",
     key="thr_conservative",
@@ -73,6 +81,21 @@ if st.toggle(
         f"{sa.fmt_int(n_rem - n_cons)} of the paper's removals are chain members whose only close earlier "
         "items are themselves removed."
     )
+
+if st.toggle(
+    "Compare with the audited rule (reviewers' verdicts)",
+    key="thr_audited",
+    help="The paper's rule with the pairs reviewers judged not duplicates (Review page, or `audit import`) taken "
+    "out: such an item goes only if another earlier item of its cluster is still above 1 − ε.",
+):
+    try:
+        n_aud = sa.audit.n_removed_audited(res, e)
+        st.caption(
+            f"**audited rule:** removes {sa.fmt_int(n_aud)} ({n_aud / n:.2%}) — {sa.fmt_int(n_rem - n_aud)} of the "
+            "paper's removals rest only on pairs judged not duplicates."
+        )
+    except SemDedupError as exc:
+        sa.error(exc)
 
 c1, c2 = st.columns(2)
 with c1:

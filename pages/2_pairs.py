@@ -63,7 +63,12 @@ if view != "Groups":
     )
     if frame.empty:
         st.info("No item is removed at this ε with these filters. Raise ε on the Threshold page or widen the filters.")
-    sa.show_pairs(res, part, e)
+    try:
+        judged = sa.audit.marks(res, part)  # pairs a reviewer judged (Review page or `audit import`)
+    except SemDedupError as exc:
+        sa.error(exc)
+        judged = None
+    sa.show_pairs(res, part, e, judged)
 
     def _move(step: int) -> None:
         st.session_state["pairs_page"] = min(max(0, st.session_state["pairs_page"] + step), n_pages - 1)

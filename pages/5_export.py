@@ -27,15 +27,22 @@ txt_options = [c for c in ("id", "path") if c in res.items.columns]
 txt_column = c3.radio("TXT lists", txt_options, key="exp_txt", horizontal=True, disabled=fmt != "txt")
 rule = c4.radio(
     "Rule",
-    ("paper", "kept-only"),
+    ("paper", "kept-only", "audited"),
     key="exp_rule",
     horizontal=True,
     help="paper: SemDeDup's rule (chains included). kept-only: remove an item only when it resembles an "
-    "earlier kept item.",
+    "earlier kept item. audited: the paper's rule with the pairs reviewers judged not duplicates taken out "
+    "(Review page); dup_of names the partner that justifies each removal.",
 )
 name = sd_export.file_name(e, which, fmt, txt_column if fmt == "txt" else "id", rule)
-
-st.dataframe(sd_export.export_frame(res, e, which, rule).head(20), hide_index=True)
+labels = sa.audit.store(res)
+if rule == "audited":
+    st.caption(f"Verdicts from {escape_markdown(str(labels.path))} (choose another store on Review).")
+try:
+    st.dataframe(sd_export.export_frame(res, e, which, rule, labels).head(20), hide_index=True)
+except SemDedupError as exc:
+    sa.error(exc)
+    st.stop()
 
 d1, d2 = st.columns(2)
 with d1:
@@ -44,14 +51,16 @@ with d1:
     if st.session_state.get("exp_ready") == (str(res.path), e, which, fmt, txt_column, rule):
         st.download_button(
             f"Download {name}",
-            data=sa.export_bytes(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule),
+            data=sa.export_bytes(
+                res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, str(labels.path), labels.stamp()
+            ),
             file_name=name,
             key="exp_download",
         )
 with d2:
     if st.button("Write into the results folder", key="exp_write"):
         try:
-            path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule)
+            path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
             st.success(f"Wrote {escape_markdown(str(path))}")
         except (SemDedupError, OSError) as exc:
             sa.error(f"could not write the export: {exc}")

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import semdedup_app as sa
+from semdedup_core import SemDedupError
 
 sa.page_setup("Stakeholder view")
 
@@ -37,6 +38,12 @@ st.markdown(
     "repetitive data; the SemDeDup paper removed half of LAION this way at a cost of under half a point "
     "of ImageNet zero-shot accuracy."
 )
+try:
+    audited = sa.audit.at(res, e)
+except SemDedupError:
+    audited = None  # a damaged sample or store is reported on Review; this page has no controls
+if audited is not None and "above" not in audited and audited["labelled"]:
+    st.markdown(f"**{sa.audit.sentence(audited)}**")
 grid, kept = sa.kept_curve(res)
 fig = go.Figure(go.Scatter(x=grid, y=(1 - kept) * 100, mode="lines", name="duplicates %"))
 fig.add_trace(go.Scatter(x=[e], y=[n_rem / n * 100], mode="markers", marker={"size": 12}, name="chosen"))

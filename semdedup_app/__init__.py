@@ -4,7 +4,8 @@
 - :mod:`~semdedup_app.data` — cached views of the open results folder (one decorator, :mod:`~semdedup_app.cache`);
 - :mod:`~semdedup_app.widgets` — the sidebar, the ε slider, items and pairs;
 - :mod:`~semdedup_app.markdown` — dataset text shown literally;
-- :mod:`~semdedup_app.jobs` — runs started from the app, in background processes.
+- :mod:`~semdedup_app.jobs` — runs started from the app, in background processes;
+- :mod:`~semdedup_app.audit` — the review sample, the labels store and the precision estimate.
 
 Everything heavy lives in ``semdedup_core``, which never imports Streamlit.
 """
@@ -15,7 +16,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every page imports this package first: never reach a model hub
 
-from . import jobs  # noqa: E402
+from . import audit, jobs  # noqa: E402
 from .data import (  # noqa: E402
     MAX_CLUSTER_OPTIONS,
     centroid_map,
@@ -72,6 +73,7 @@ from .widgets import (  # noqa: E402
 )
 
 __all__ = [
+    "audit",
     "centroid_map",
     "cli_demo",
     "cli_results_dir",

@@ -197,8 +197,19 @@ def centroid_map(res: Results, method: str = "umap"):
 
 # -- export -------------------------------------------------------------------------------------------
 @per_run(max_entries=4, show_spinner="Preparing the file…")
-def export_bytes(res: Results, e: float, which: str, fmt: str, txt_column: str = "id", rule: str = "paper") -> bytes:
-    return sd_export.to_bytes(sd_export.export_frame(res, float(e), which, rule), fmt, txt_column)
+def export_bytes(
+    res: Results,
+    e: float,
+    which: str,
+    fmt: str,
+    txt_column: str = "id",
+    rule: str = "paper",
+    labels: str | None = None,
+    labels_stamp: tuple = (),
+) -> bytes:
+    """The export's bytes; under the audited rule, from the verdict store ``labels`` in the state
+    ``labels_stamp`` (part of the cache key, so a new verdict makes a new file)."""
+    return sd_export.to_bytes(sd_export.export_frame(res, float(e), which, rule, labels), fmt, txt_column)
 
 
 # -- report and comparison ----------------------------------------------------------------------------

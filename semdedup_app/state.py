@@ -1,7 +1,7 @@
 """Session state, navigation and what opens when a session starts.
 
 Keys shared by every page start with ``sd_``; a page's own keys start with the page's prefix
-(``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``, ``cmp_``). :func:`ensure_session_state` sets them
+(``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``, ``rev_``, ``cmp_``). :func:`ensure_session_state` sets them
 once per session; :func:`open_startup_folder` opens what the command line asked for (a results folder,
 or an offline demo — starting its build in the background when it is not built yet).
 """
@@ -38,12 +38,16 @@ DEFAULTS: dict[str, Any] = {
     "map_colour": "cluster",
     "map_method": "umap",
     "thr_conservative": False,
+    "thr_audited": False,
     "exp_rule": "paper",
     "cmp_path": None,  # the results folder of run B on the Compare page
     "cmp_eps_mode": "same",
     "cmp_eps_b": EPS_DEFAULT,
     "cmp_which": "only_a",
     "cmp_page": 0,
+    "sd_labels": "",  # the labels store (verdicts); empty = labels.parquet in the open results folder
+    "rev_reviewer": "",
+    "rev_target": 0.95,
 }
 # Streamlit's multipage layout: app.py is Home, the others are the files in pages/ (their URL is the
 # file name without its number: /threshold, /pairs, ...). (file, label, icon) in navigation order.
@@ -55,7 +59,8 @@ NAV = {
     "map": ("pages/4_map.py", "Map", ":material/scatter_plot:"),
     "export": ("pages/5_export.py", "Export", ":material/download:"),
     "stakeholder": ("pages/6_stakeholder.py", "Stakeholder view", ":material/campaign:"),
-    "compare": ("pages/7_compare.py", "Compare", ":material/difference:"),
+    "review": ("pages/7_review.py", "Review", ":material/fact_check:"),
+    "compare": ("pages/8_compare.py", "Compare", ":material/difference:"),
 }
 PAGES = {name: path for name, (path, _, _) in NAV.items()}
 

@@ -117,19 +117,22 @@ def image_bytes(path: Any, size: int = 256) -> bytes | None:
         return None
 
 
-def show_item(res: Results, row: int, *, caption: str = "", colour: str | None = None, tokens=None) -> None:
-    """Draw one item: its image (thumbnail, full size on demand) or its text (escaped, with differing
-    words highlighted when ``tokens`` from :func:`semdedup_core.explore.pairs.word_diff` are given), or its id."""
+def show_item(
+    res: Results, row: int, *, caption: str = "", colour: str | None = None, tokens=None, image_width: int = 180
+) -> None:
+    """Draw one item: its image (thumbnail ``image_width`` px wide, full size on demand) or its text
+    (escaped, with differing words highlighted when ``tokens`` from
+    :func:`semdedup_core.explore.pairs.word_diff` are given), or its id."""
     items = res.items
     item_id = items["id"].iat[row]
     st.caption(f"{caption} · {escape_markdown(item_id)} · cluster {int(items['cluster'].iat[row])}")
     if "path" in items.columns:
         path = items["path"].iat[row]
-        data = image_bytes(path)
+        data = image_bytes(path, size=max(256, image_width))
         if data is None:
             st.warning(f"image not found or unreadable: {escape_markdown(str(path))}")
         else:
-            st.image(data, width=180)
+            st.image(data, width=image_width)
             with st.popover("Full size"):
                 full = image_bytes(path, size=2048)
                 if full is not None:
@@ -143,31 +146,45 @@ def show_item(res: Results, row: int, *, caption: str = "", colour: str | None =
             st.markdown(escape_markdown(text if text is not None else ""))
 
 
-def show_pair(res: Results, row: int, dup: int, sim: float, e: float, dup_removed: bool) -> None:
+def show_pair(
+    res: Results,
+    row: int,
+    dup: int,
+    sim: float,
+    e: float,
+    dup_removed: bool,
+    *,
+    image_width: int = 180,
+    captions: tuple[str, str] | None = None,
+) -> None:
     """A removed item beside the item it duplicates (``dup_removed``: that item is removed too, as
-    ``pairs_frame`` decided), with the similarity and its margin over 1 − ε."""
+    ``pairs_frame`` decided), with the similarity and its margin over 1 − ε. ``captions``: the two
+    items' captions (earlier item, item) instead of kept/removed; ``image_width``: thumbnails' width."""
     items = res.items
     tok_removed = tok_kept = None
     if "text" in items.columns:
         a, b = items["text"].iat[dup], items["text"].iat[row]
         tok_kept, tok_removed = word_diff(str(a) if a is not None else "", str(b) if b is not None else "")
     left, mid, right = st.columns([5, 2, 5])
+    earlier, later = captions or ("earlier (also removed)" if dup_removed else "kept", "removed")
     with left:
-        show_item(
-            res, dup, caption="earlier (also removed)" if dup_removed else "kept", colour="green", tokens=tok_kept
-        )
+        show_item(res, dup, caption=earlier, colour="green", tokens=tok_kept, image_width=image_width)
     with mid:
         st.metric(
             "similarity", f"{sim:.4f}", delta=f"{sim - (1 - e):+.4f} vs 1−ε", delta_color="off", delta_arrow="off"
         )
     with right:
-        show_item(res, row, caption="removed", colour="red", tokens=tok_removed)
+        show_item(res, row, caption=later, colour="red", tokens=tok_removed, image_width=image_width)
 
 
-def show_pairs(res: Results, frame: Any, e: float) -> None:
-    """Each row of a :func:`semdedup_core.explore.pairs.pairs_frame` in a bordered box."""
-    for row, dup, sim, chained in zip(
-        frame["row"], frame["dup_row"], frame["max_sim"], frame["dup_removed"], strict=True
+def show_pairs(res: Results, frame: Any, e: float, marks: list[str | None] | None = None) -> None:
+    """Each row of a :func:`semdedup_core.explore.pairs.pairs_frame` in a bordered box; ``marks``: a line
+    of Markdown per row shown above its pair (the verdict a reviewer gave it), or ``None``."""
+    marks = marks if marks is not None else [None] * len(frame)
+    for row, dup, sim, chained, mark in zip(
+        frame["row"], frame["dup_row"], frame["max_sim"], frame["dup_removed"], marks, strict=True
     ):
         with st.container(border=True):
+            if mark:
+                st.caption(mark)
             show_pair(res, int(row), int(dup), float(sim), e, bool(chained))

@@ -7,6 +7,7 @@ The package is layered; a lower layer never imports a higher one:
   (:mod:`~semdedup_core.engine.schema` owns its format, :class:`Results` reads it);
 - :mod:`semdedup_core.ingest` — from raw data to embeddings: inputs, encoders, embedding, demos;
 - :mod:`semdedup_core.explore` — what an explorer computes from a results folder: pairs, maps, exports;
+- :mod:`semdedup_core.audit` — the audit loop: a review sample, verdicts, precision per ε with an interval;
 - :mod:`semdedup_core.cli` — the command line over all of them.
 
 The Streamlit app (``semdedup_app``, ``app.py``, ``pages/``) sits on top and is not part of this package.

@@ -216,3 +216,66 @@ def image_demo(tmp_path_factory):
         mp.setenv("SEMDEDUP_CACHE", str(cache))
         results = run_demo("images")
     return results, DEMO_EPS["images"], cache
+
+
+# -- audit fixtures: near-pairs that are true duplicates with a probability set by their similarity ------
+
+
+def oracle_embeddings(n_base: int = 6000, n_copy: int = 6000, d: int = 64, seed: int = 0) -> np.ndarray:
+    """``n_base`` random unit vectors (far apart in 64 dimensions) and ``n_copy`` near-copies of them at
+    cosines spread over 0.66–1 (more of them near 1), shuffled."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_base, d))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    src = rng.integers(0, n_base, n_copy)
+    s = 1 - rng.uniform(0, 0.34, n_copy) ** 1.3
+    u = rng.standard_normal((n_copy, d))
+    u -= (u * base[src]).sum(1, keepdims=True) * base[src]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    copies = s[:, None] * base[src] + np.sqrt(1 - s[:, None] ** 2) * u
+    x = np.vstack([base, copies]).astype(np.float32)
+    return x[rng.permutation(len(x))]
+
+
+def oracle_truth(results, midpoint: float = 0.86, width: float = 0.025) -> np.ndarray:
+    """The ground truth of every item's pair (item, ``dup_of``): a true duplicate with probability
+    ``1 / (1 + exp(-(max_sim - midpoint) / width))``, drawn once per pair from a hash of its two ids (so the
+    same pair has the same truth in every run). False for items without a ``dup_of``."""
+    from semdedup_core.audit.sample import pair_keys
+    from semdedup_core.engine.labels import sorted_pairs
+
+    items = results.items
+    has = items["dup_of"].notna().to_numpy()
+    a, b = sorted_pairs(items["id"].to_numpy(dtype=object), items["dup_of"].fillna("").to_numpy(dtype=object))
+    u = pair_keys(a, b, 12345, "truth").astype(np.float64) / 2.0**64
+    p = 1.0 / (1.0 + np.exp(-(items["max_sim"].to_numpy(np.float64) - midpoint) / width))
+    return has & (u < p)
+
+
+def oracle_verdicts(results, truth: np.ndarray, ids, dup_of) -> list[str]:
+    """The ground truth's verdicts on the pairs ``(ids[i], dup_of[i])`` (items of ``results``)."""
+    rows = results.row_of_id.get_indexer(pd.Index(ids).astype(str))
+    return ["duplicate" if t else "not_duplicate" for t in truth[rows]]
+
+
+@pytest.fixture(scope="session")
+def oracle_results(tmp_path_factory):
+    """12,000 items (6,000 near-copies over a spread of similarities), k = 20, with :func:`oracle_truth`."""
+    from semdedup_core import ClusterConfig, dedup
+
+    res = dedup(
+        oracle_embeddings(), None, cluster=ClusterConfig(20, seed=0), out=tmp_path_factory.mktemp("oracle") / "run"
+    )
+    return res, oracle_truth(res)
+
+
+@pytest.fixture
+def audit_copy(text_results, tmp_path):
+    """A private copy of the text results folder (tests that write verdicts or a sample into it)."""
+    import shutil
+
+    from semdedup_core import Results
+
+    dest = tmp_path / "run"
+    shutil.copytree(text_results.path, dest)
+    return Results.load(dest)

@@ -215,7 +215,7 @@ def metrics(at) -> dict[str, str]:
 
 def test_compare_page(app, text_results, run_b, image_results):
     at = app
-    assert sa.NAV["compare"][:2] == ("pages/7_compare.py", "Compare")
+    assert sa.NAV["compare"][:2] == ("pages/8_compare.py", "Compare")
     assert at.info and "Choose run B" in at.info[0].value
     at.text_input(key="cmp_typed").set_value(str(run_b.path)).run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -22,9 +22,16 @@ START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 def render_help() -> str:
     os.environ["COLUMNS"] = "100"
     parser = build_parser()
-    parts = [("python -m semdedup_core --help", parser)]
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    parts += [(f"python -m semdedup_core {name} --help", p) for name, p in sub.choices.items()]
+    parts = []
+
+    def walk(title, p):  # every command and every subcommand of a command (audit sample|import|report)
+        parts.append((f"{title} --help", p))
+        for action in p._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, child in action.choices.items():
+                    walk(f"{title} {name}", child)
+
+    walk("python -m semdedup_core", parser)
     blocks = []
     for title, p in parts:
         buf = io.StringIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import numpy as np
 
 from ..errors import SemDedupError
 from .clusters import ClusterIndex
-from .rules import check_eps, check_rule, removed_by_score, removed_kept_only
+from .labels import LabelStore
+from .rules import Audited, audited_scores, check_eps, check_rule, removed_by_score, removed_kept_only
 from .schema import CENTROIDS, EMBEDDINGS, ITEMS, ResultsFolder, check_columns
 
 __all__ = ["Results", "check_eps"]
@@ -28,6 +30,8 @@ class Results:
         self.run = run
         self.path = path
         self._scores = items["max_sim"].to_numpy(dtype=np.float32)
+        self._audited: dict[tuple, Audited] = {}  # the audited rule's column per (store, store stamp)
+        self._audited_lock = threading.Lock()  # one Results serves every session of the app
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -68,9 +72,7 @@ class Results:
     @functools.cached_property
     def dup_rows(self) -> np.ndarray:
         """Row number (input order) of each item's ``dup_of``, or -1 where it has none."""
-        import pandas as pd
-
-        index = pd.Index(self.items["id"].astype(str))
+        index = self.row_of_id
         dup = self.items["dup_of"]
         rows = np.full(self.n_items, -1, dtype=np.int64)
         has = dup.notna().to_numpy()
@@ -90,45 +92,97 @@ class Results:
     def _sorted_scores(self) -> np.ndarray:
         return np.sort(self._scores.astype(np.float64))
 
-    def removed_mask(self, eps: float, rule: str = "paper") -> np.ndarray:
+    def removed_mask(self, eps: float, rule: str = "paper", labels: Any = None) -> np.ndarray:
         """Boolean mask (input order) of the items removed at ``eps``.
 
         ``rule="paper"`` is SemDeDup's (``max_sim > 1 − eps``, chains included); ``"kept-only"`` removes
-        an item only when it resembles an earlier *kept* item (see :mod:`semdedup_core.engine.rules`).
+        an item only when it resembles an earlier *kept* item; ``"audited"`` is the paper's rule with
+        the pairs judged ``not_duplicate`` in the verdict store ``labels`` (a :class:`LabelStore` or a
+        path; default ``labels.parquet`` in the folder) taken out (see :mod:`semdedup_core.engine.rules`).
         """
         eps = check_eps(eps)
-        if check_rule(rule) == "paper":
+        rule = check_rule(rule)
+        if rule == "paper":
             return removed_by_score(self._scores, eps)
+        if rule == "audited":
+            return self.audited(labels).removed(eps)
         rank = self.items["rank"].to_numpy(np.int64)
         return removed_kept_only(self._scores, self.dup_rows, self.clusters, rank, self.embeddings, eps)
 
-    def n_removed(self, eps: float | np.ndarray, rule: str = "paper") -> int | np.ndarray:
+    def n_removed(self, eps: float | np.ndarray, rule: str = "paper", labels: Any = None) -> int | np.ndarray:
         """How many items are removed at ``eps`` (a number or an array of them); O(log n) each for the
-        paper's rule."""
-        if check_rule(rule) != "paper":
-            counts = [int(self.removed_mask(float(e), rule).sum()) for e in np.ravel(eps)]
-            return counts[0] if np.ndim(eps) == 0 else np.array(counts)
+        paper's and the audited rule."""
         e = np.asarray(eps, dtype=np.float64)
         bad = ~((e >= 0.0) & (e <= 2.0))
         if np.any(bad):
             check_eps(float(np.ravel(e)[np.flatnonzero(np.ravel(bad))[0]]))
+        rule = check_rule(rule)
+        if rule == "audited":
+            return self.audited(labels).n_removed(eps)
+        if rule != "paper":
+            counts = [int(self.removed_mask(float(e), rule).sum()) for e in np.ravel(eps)]
+            return counts[0] if np.ndim(eps) == 0 else np.array(counts)
         thr = 1.0 - e
         kept = np.searchsorted(self._sorted_scores, thr, side="right")  # scores <= 1 - eps stay
         removed = self.n_items - kept
         return int(removed) if np.ndim(removed) == 0 else removed
 
-    def kept_fraction(self, eps: float | np.ndarray, rule: str = "paper") -> float | np.ndarray:
+    def kept_fraction(self, eps: float | np.ndarray, rule: str = "paper", labels: Any = None) -> float | np.ndarray:
         """Fraction of items kept at ``eps`` (a number or an array of them)."""
-        removed = self.n_removed(eps, rule)
+        removed = self.n_removed(eps, rule, labels)
         return 1.0 - removed / self.n_items
 
-    def removed(self, eps: float, rule: str = "paper") -> Any:
+    def removed(self, eps: float, rule: str = "paper", labels: Any = None) -> Any:
         """The rows of ``items`` removed at ``eps``."""
-        return self.items[self.removed_mask(eps, rule)]
+        return self.items[self.removed_mask(eps, rule, labels)]
 
-    def kept(self, eps: float, rule: str = "paper") -> Any:
+    def kept(self, eps: float, rule: str = "paper", labels: Any = None) -> Any:
         """The rows of ``items`` kept at ``eps``."""
-        return self.items[~self.removed_mask(eps, rule)]
+        return self.items[~self.removed_mask(eps, rule, labels)]
+
+    # -- verdicts ----------------------------------------------------------------------------------
+    def label_store(self, labels: Any = None) -> LabelStore:
+        """The verdict store ``labels`` (a :class:`LabelStore` or a path), else ``labels.parquet`` here."""
+        return LabelStore.for_results(self.path, labels)
+
+    @functools.cached_property
+    def row_of_id(self) -> Any:
+        """A ``pandas.Index`` of the ids: ``row_of_id.get_indexer(ids)`` gives rows (-1 for unknown ids)."""
+        import pandas as pd
+
+        return pd.Index(self.items["id"].astype(str))
+
+    def audited(self, labels: Any = None) -> Audited:
+        """The ``audited`` rule's column for the verdicts now in ``labels`` (computed once per state of
+        the store: a write to it is a new state)."""
+        store = self.label_store(labels)
+        key = (str(store.path), store.stamp())
+        with self._audited_lock:
+            return self._audited_column(store, key)
+
+    def _audited_column(self, store: LabelStore, key: tuple) -> Audited:
+        if key not in self._audited:
+            resolved = store.resolved()
+            not_dup = resolved[resolved["verdict"] == "not_duplicate"]
+            index = self.row_of_id
+            a = index.get_indexer(not_dup["id_a"].astype(str)) if len(not_dup) else np.empty(0, np.int64)
+            b = index.get_indexer(not_dup["id_b"].astype(str)) if len(not_dup) else np.empty(0, np.int64)
+            rank = self.items["rank"].to_numpy(np.int64)
+            emb = self.embeddings if len(not_dup) else np.empty((0, 0), np.float32)
+            if len(self._audited) >= 4:
+                self._audited.pop(next(iter(self._audited)))
+            self._audited[key] = audited_scores(
+                self._scores,
+                self.dup_rows,
+                self.clusters,
+                rank,
+                emb,
+                a,
+                b,
+                self._sorted_scores,
+                self.items["cluster"].to_numpy(np.int64),
+            )
+        return self._audited[key]
 
     def eps_for_kept_fraction(self, fraction: float) -> float:
         """The largest ε that keeps at least ``fraction`` of the items, solved exactly from the scores.
@@ -171,6 +225,16 @@ class Results:
             {"cluster": np.arange(k), "size": size, "removed": n_rem, "mean_score": mean, "max_score": s_max}
         )
         return table[table["size"] > 0].reset_index(drop=True)
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable: the lock and the audited columns stay behind
+        state = dict(self.__dict__)
+        state.pop("_audited_lock", None)
+        state["_audited"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._audited_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Results({str(self.path)!r}, items={self.n_items}, clusters={self.n_clusters})"

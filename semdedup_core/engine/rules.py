@@ -9,12 +9,20 @@ it removes the paper's rule removes too. An item whose ``dup_of`` the paper's ru
 both rules, so only chain members (whose ``dup_of`` is itself removed) need their similarities again;
 those are computed in bounded blocks from the stored embeddings.
 
+``audited``: the paper's rule with the pairs reviewers judged ``not_duplicate`` taken out of the
+comparison. An item whose ``dup_of`` pair is judged not a duplicate is scored again against the
+earlier items of its cluster without that partner and without any other partner judged not a duplicate
+of it (:func:`audited_scores`); it goes only if another earlier item is still above ``1 − ε``, and that
+item becomes the partner that justifies its removal. The rescored column is computed once per
+(run, verdicts), so every ε stays a filter.
+
 Scores are stored as float32; every comparison is made in float64 against ``1 − ε`` computed in
 float64, so a count, a mask, a page and an export always agree at the boundary.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +32,7 @@ from ..errors import SemDedupError
 if TYPE_CHECKING:
     from .clusters import ClusterIndex
 
-RULES = ("paper", "kept-only")
+RULES = ("paper", "kept-only", "audited")
 
 
 def check_rule(rule: str) -> str:
@@ -92,3 +100,100 @@ def removed_kept_only(
                 if r < depth:
                     kept[r] = not hit
     return removed
+
+
+@dataclass(frozen=True)
+class Audited:
+    """The ``audited`` rule's column: ``score`` (float32, the paper's ``max_sim`` where nothing was
+    judged not a duplicate) and ``partner`` (row of the item that justifies a removal, -1 for none);
+    ``rows`` (the items scored again) with their paper's scores ``old`` (float64), ``paper_sorted`` (the
+    paper's scores, float64, ascending) and ``excluded`` (pairs judged ``not_duplicate`` that apply: both
+    items in one cluster of this run).
+
+    Scoring again only ever lowers a score (a partner is taken out, none is added), so a count at ε is
+    the paper's count (O(log n)) less the rescored items that drop to or below ``1 − ε``: no sort of the
+    whole column for each new verdict."""
+
+    score: np.ndarray
+    partner: np.ndarray
+    rows: np.ndarray
+    old: np.ndarray
+    paper_sorted: np.ndarray
+    excluded: int
+
+    @property
+    def rescored(self) -> int:
+        return len(self.rows)
+
+    def removed(self, eps: float) -> np.ndarray:
+        return removed_by_score(self.score, eps)
+
+    def n_removed(self, eps: float | np.ndarray) -> int | np.ndarray:
+        thr = np.atleast_1d(threshold(eps))[:, None]
+        paper = len(self.paper_sorted) - np.searchsorted(self.paper_sorted, thr[:, 0], side="right")
+        new = self.score[self.rows].astype(np.float64)[None, :]
+        dropped = ((self.old[None, :] > thr) & ~(new > thr)).sum(axis=1)
+        removed = paper - dropped
+        return int(removed[0]) if np.ndim(eps) == 0 else removed
+
+
+def audited_scores(
+    max_sim: np.ndarray,
+    dup_idx: np.ndarray,
+    clusters: ClusterIndex,
+    rank: np.ndarray,
+    emb: np.ndarray,
+    not_dup_a: np.ndarray,
+    not_dup_b: np.ndarray,
+    paper_sorted: np.ndarray | None = None,
+    cluster_of: np.ndarray | None = None,
+    max_block_bytes: int = 64 * 2**20,
+) -> Audited:
+    """The ``audited`` rule's scores and partners.
+
+    ``not_dup_a``/``not_dup_b``: rows of the pairs judged ``not_duplicate`` (either order; -1 for an id
+    not in this run, ignored). Only items whose own ``dup_of`` pair is among them change: each is scored
+    again against the earlier items of its cluster (rank order, ties to the lower position as in the
+    paper's kernel) with every partner judged not a duplicate of it left out; with none left its score
+    is -1 and it has no partner. ``paper_sorted``: ``max_sim`` as float64, sorted, and ``cluster_of``: each row's cluster (both
+    computed when not given).
+    """
+    score = np.asarray(max_sim, dtype=np.float32).copy()
+    partner = np.asarray(dup_idx, dtype=np.int64).copy()
+    a = np.asarray(not_dup_a, dtype=np.int64)
+    b = np.asarray(not_dup_b, dtype=np.int64)
+    ok = (a >= 0) & (b >= 0) & (a != b)
+    a, b = a[ok], b[ok]
+    cluster_of = clusters.labels() if cluster_of is None else np.asarray(cluster_of, dtype=np.int64)
+    same = cluster_of[a] == cluster_of[b]
+    a, b = a[same], b[same]
+    later = np.where(rank[a] > rank[b], a, b)
+    earlier = np.where(rank[a] > rank[b], b, a)
+    todo = np.unique(later[partner[later] == earlier])
+    if len(todo):
+        excluded: dict[int, list[int]] = {}
+        for item, other in zip(later.tolist(), earlier.tolist(), strict=True):
+            excluded.setdefault(item, []).append(other)
+        for c in np.unique(cluster_of[todo]):
+            members = clusters.members(c)
+            items = todo[cluster_of[todo] == c]
+            items = items[np.argsort(rank[items], kind="stable")]
+            depth = int(rank[items[-1]])
+            e = np.asarray(emb[members[:depth]], dtype=np.float32)
+            step = max(1, max_block_bytes // max(1, depth * 4))
+            for s in range(0, len(items), step):
+                block = items[s : s + step]
+                sims = np.asarray(emb[block], dtype=np.float32) @ e.T  # len(block) × depth
+                for row, item in enumerate(block):
+                    r = int(rank[item])
+                    cand = sims[row, :r].astype(np.float64)
+                    cand[rank[np.asarray(excluded[int(item)], dtype=np.int64)]] = -np.inf
+                    j = int(np.argmax(cand)) if r else 0
+                    if r == 0 or not np.isfinite(cand[j]):
+                        score[item], partner[item] = -1.0, -1
+                    else:
+                        score[item], partner[item] = cand[j], members[j]
+    if paper_sorted is None:
+        paper_sorted = np.sort(np.asarray(max_sim, dtype=np.float32).astype(np.float64))
+    old = np.asarray(max_sim, dtype=np.float32)[todo].astype(np.float64)
+    return Audited(score, partner, todo, old, paper_sorted, int(len(a)))

@@ -24,6 +24,8 @@ RUN = "run.json"
 ERRORS = "errors.parquet"
 WORK = ".work"  # scratch space of an unfinished run; removed when the run completes
 EXPORTS = "exports"
+LABELS = "labels.parquet"  # the default verdict store (engine/labels.py); a store elsewhere may be shared by runs
+AUDIT = "audit"  # the audit's recorded sample design: audit/sample.parquet (semdedup_core/audit)
 
 REQUIRED_COLUMNS = ("id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of")
 """The engine's columns of ``items.parquet``, first and in this order."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io as _io
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..engine import io
 from ..engine.rules import check_eps
@@ -33,16 +35,28 @@ def _check(which: str, fmt: str | None = None) -> None:
         raise SemDedupError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
-def export_frame(results: Results, eps: float, which: str = "removed", rule: str = "paper") -> pd.DataFrame:
+def export_frame(
+    results: Results, eps: float, which: str = "removed", rule: str = "paper", labels: Any = None
+) -> pd.DataFrame:
     """The ``which`` items at ``eps``: ``id``, ``path`` (when the run has one), ``cluster``, ``max_sim``
     (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item).
-    ``rule``: ``paper`` (SemDeDup's) or ``kept-only`` (see :mod:`semdedup_core.engine.rules`)."""
+    ``rule``: ``paper`` (SemDeDup's), ``kept-only`` or ``audited`` (see :mod:`semdedup_core.engine.rules`).
+    Under ``audited`` (verdicts from the store ``labels``, default the folder's ``labels.parquet``),
+    ``max_sim`` and ``dup_of`` are the rescored ones: for a removed item, ``dup_of`` is the partner that
+    justifies its removal, never one judged not a duplicate of it (-1 and empty when none is left)."""
     _check(which)
-    mask = results.removed_mask(eps, rule)
+    mask = results.removed_mask(eps, rule, labels)
     if which == "kept":
         mask = ~mask
     cols = [c for c in COLUMNS if c in results.items.columns]
-    return results.items.loc[mask, cols].reset_index(drop=True)
+    frame = results.items.loc[mask, cols].reset_index(drop=True)
+    if rule == "audited":
+        audited = results.audited(labels)
+        partner = audited.partner[mask]
+        ids = results.items["id"].to_numpy(dtype=object)
+        frame["max_sim"] = audited.score[mask]
+        frame["dup_of"] = np.where(partner >= 0, ids[np.maximum(partner, 0)], None)
+    return frame
 
 
 def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
@@ -76,11 +90,12 @@ def write_export(
     fmt: str = "csv",
     txt_column: str = "id",
     rule: str = "paper",
+    labels: Any = None,
 ) -> Path:
     """Write the export into ``<results>/exports/`` atomically and return its path."""
     if results.path is None:
         raise SemDedupError("these results have no folder to write into; load them with Results.load(DIR)")
-    data = to_bytes(export_frame(results, eps, which, rule), fmt, txt_column)
+    data = to_bytes(export_frame(results, eps, which, rule, labels), fmt, txt_column)
     dest = Path(results.path) / EXPORT_DIR / file_name(eps, which, fmt, txt_column, rule)
     with io.atomic_path(dest) as tmp:
         tmp.write_bytes(data)

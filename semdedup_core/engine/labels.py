@@ -1,0 +1,332 @@
+"""The verdict store: what reviewers said about pairs of items, kept apart from any one run.
+
+A verdict is about an *unordered* pair of ids — an item and the earlier item that makes it a
+duplicate — and is ``duplicate``, ``not_duplicate`` or ``unsure``. It applies wherever the same two
+items meet again: in another run over the same data (another k, seed, encoder or ε). The store is one
+parquet file with one row per (pair, reviewer):
+
+============== =====================================================================================
+``id_a``       the smaller id of the pair (string)
+``id_b``       the larger id of the pair (string)
+``verdict``    ``duplicate`` | ``not_duplicate`` | ``unsure``
+``reviewer``   who gave it
+``time``       when (UTC)
+``similarity`` the pair's cosine similarity in the run it was judged in (NaN when unknown)
+``run``        the input fingerprint of that run (null when unknown)
+============== =====================================================================================
+
+By default the store is ``labels.parquet`` in the results folder; a store elsewhere can be shared by
+every run over the same ids. A later verdict by the same reviewer on the same pair replaces the earlier
+one; different reviewers' verdicts coexist and :func:`resolve` settles a pair by majority (a tie goes
+to the most recent verdict).
+
+Every write holds an exclusive ``flock`` on the sidecar ``<store>.lock`` around read → merge → atomic
+replace, so concurrent writers — two browser sessions (threads of one server) or two processes — never
+lose a verdict, and a reader never sees a half-written file. A store that cannot be read is never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time as _time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import SemDedupError
+from . import io
+from .schema import LABELS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+VERDICTS = ("duplicate", "not_duplicate", "unsure")
+COLUMNS = ("id_a", "id_b", "verdict", "reviewer", "time", "similarity", "run")
+RESOLVED_COLUMNS = ("id_a", "id_b", "verdict", "reviewers", "time", "similarity")
+
+
+def check_verdict(value: Any, where: str = "verdict") -> str:
+    if value not in VERDICTS:
+        raise SemDedupError(f"{where} must be one of {', '.join(VERDICTS)}, got {value!r}")
+    return str(value)
+
+
+def sorted_pairs(a: Sequence[Any], b: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(id_a, id_b)``: each pair's two ids as strings, the smaller first (object arrays)."""
+    a = np.asarray(a, dtype=object).astype(str)
+    b = np.asarray(b, dtype=object).astype(str)
+    swap = a > b
+    return np.where(swap, b, a).astype(object), np.where(swap, a, b).astype(object)
+
+
+def row_keys(left: Sequence[np.ndarray], right: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Integer keys for the rows of two tables over the same columns (``left`` and ``right`` are their
+    columns, in the same order): equal rows get equal keys. Much faster than a pandas MultiIndex for
+    string columns."""
+    import pandas as pd
+
+    n_left = len(left[0]) if len(left) else 0
+    key = np.zeros(n_left + (len(right[0]) if len(right) else 0), dtype=np.int64)
+    for i, col in enumerate(left):
+        both = np.concatenate([np.asarray(col, dtype=object), np.asarray(right[i], dtype=object)]) if right else col
+        codes, uniques = pd.factorize(both)
+        key = key * (len(uniques) + 1) + codes
+    return key[:n_left], key[n_left:]
+
+
+def empty_frame() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "id_a": pd.Series([], dtype=object),
+            "id_b": pd.Series([], dtype=object),
+            "verdict": pd.Series([], dtype=object),
+            "reviewer": pd.Series([], dtype=object),
+            "time": pd.Series([], dtype="datetime64[us, UTC]"),
+            "similarity": pd.Series([], dtype=np.float64),
+            "run": pd.Series([], dtype=object),
+        }
+    )
+
+
+def make_rows(
+    ids: Sequence[Any],
+    others: Sequence[Any],
+    verdicts: Sequence[str],
+    reviewers: Sequence[str] | str,
+    similarity: Sequence[float] | None = None,
+    run: str | None = None,
+    when: Any = None,
+) -> pd.DataFrame:
+    """Store rows for verdicts on the pairs ``(ids[i], others[i])``, judged now (or at ``when``).
+
+    Raises :class:`SemDedupError` for an unknown verdict, an empty id or reviewer, or a pair of an item
+    with itself."""
+    import pandas as pd
+
+    n = len(ids)
+    if len(others) != n or len(verdicts) != n:
+        raise SemDedupError(
+            f"got {n} ids, {len(others)} partners and {len(verdicts)} verdicts; give one of each per pair"
+        )
+    reviewers = [reviewers] * n if isinstance(reviewers, str) else list(reviewers)
+    a, b = sorted_pairs(ids, others)
+    for i in range(n):
+        check_verdict(verdicts[i], f"the verdict on ({a[i]!r}, {b[i]!r})")
+        if a[i] == "" or b[i] == "":
+            raise SemDedupError(f"a verdict needs two ids, got ({a[i]!r}, {b[i]!r})")
+        if a[i] == b[i]:
+            raise SemDedupError(f"a verdict is about two different items, got {a[i]!r} twice")
+        if not str(reviewers[i]).strip():
+            raise SemDedupError("every verdict needs a reviewer name; give one")
+    stamp = np.datetime64(int(when if when is not None else _time.time_ns()), "ns").astype("datetime64[us]")
+    sim = np.full(n, np.nan) if similarity is None else np.asarray(similarity, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "id_a": pd.Series(a, dtype=object),
+            "id_b": pd.Series(b, dtype=object),
+            "verdict": pd.Series(np.asarray(verdicts, dtype=object), dtype=object),
+            "reviewer": pd.Series([str(r).strip() for r in reviewers], dtype=object),
+            "time": pd.DatetimeIndex(np.full(n, stamp)).tz_localize("UTC"),
+            "similarity": sim,
+            "run": pd.Series([run] * n, dtype=object),
+        }
+    )
+
+
+def resolve(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per judged pair: ``id_a``, ``id_b``, the pair's ``verdict`` (the majority of its
+    reviewers' verdicts; a tie goes to the verdict given most recently), ``reviewers`` (how many judged
+    it), ``time`` (the latest verdict) and ``similarity`` (as last recorded). Vectorised: a store of 5,000 verdicts resolves in milliseconds."""
+    import pandas as pd
+
+    if rows.empty:
+        out = empty_frame()[["id_a", "id_b", "verdict", "time", "similarity"]]
+        out.insert(3, "reviewers", pd.Series([], dtype=np.int64))
+        return out
+    a = rows["id_a"].to_numpy(dtype=object)
+    b = rows["id_b"].to_numpy(dtype=object)
+    key, _ = row_keys([a, b])
+    uniq, first, pair = np.unique(key, return_index=True, return_inverse=True)
+    verdict = pd.Categorical(rows["verdict"], categories=VERDICTS).codes.astype(np.int64)
+    when = pd.DatetimeIndex(rows["time"]).asi8
+    n_pairs, n_v = len(uniq), len(VERDICTS)
+    # latest first: the first row of each (pair, verdict) in this order is its most recent verdict
+    order = np.lexsort((np.arange(len(rows)), -when))
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[order] = np.arange(len(rows))[::-1] + 1  # higher = more recent (ties: the row written later)
+    cell = pair * n_v + verdict
+    votes = np.bincount(cell, minlength=n_pairs * n_v).reshape(n_pairs, n_v)
+    newest = np.zeros(n_pairs * n_v, dtype=np.int64)
+    np.maximum.at(newest, cell, rank)
+    score = votes * (len(rows) + 1) + newest.reshape(n_pairs, n_v)  # majority first, then the most recent
+    best = np.argmax(score, axis=1)
+    last = np.full(n_pairs, -1, dtype=np.int64)  # each pair's most recent row
+    np.maximum.at(last, pair, rank)
+    row_of_rank = np.empty(len(rows) + 1, dtype=np.int64)
+    row_of_rank[rank] = np.arange(len(rows))
+    last_row = row_of_rank[last]
+    return pd.DataFrame(
+        {
+            "id_a": pd.Series(a[first], dtype=object),
+            "id_b": pd.Series(b[first], dtype=object),
+            "verdict": pd.Series(np.asarray(VERDICTS, dtype=object)[best], dtype=object),
+            "reviewers": votes.sum(axis=1),
+            "time": pd.DatetimeIndex(rows["time"])[last_row],
+            "similarity": rows["similarity"].to_numpy(np.float64)[last_row],
+        }
+    ).astype({"time": "datetime64[us, UTC]"})
+
+
+def lookup(resolved: pd.DataFrame, a: Sequence[Any], b: Sequence[Any], presorted: bool = False) -> np.ndarray:
+    """Position in ``resolved`` of each pair ``(a[i], b[i])`` (either order; ``presorted``: already
+    ``a[i] < b[i]``), or -1 where unjudged."""
+    if resolved.empty or len(a) == 0:
+        return np.full(len(a), -1, dtype=np.int64)
+    lo, hi = (np.asarray(a, dtype=object), np.asarray(b, dtype=object)) if presorted else sorted_pairs(a, b)
+    ids = [resolved["id_a"].to_numpy(dtype=object), resolved["id_b"].to_numpy(dtype=object)]
+    known, asked = row_keys(ids, [lo, hi])
+    order = np.argsort(known, kind="stable")
+    pos = np.minimum(np.searchsorted(known[order], asked), len(known) - 1)
+    return np.where(known[order][pos] == asked, order[pos], -1).astype(np.int64)
+
+
+class LabelStore:
+    """A verdict store on disk (see the module's docstring). Nothing is written until :meth:`add`."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path).expanduser()
+
+    @classmethod
+    def for_results(cls, folder: str | os.PathLike[str] | None, labels: Any = None) -> LabelStore:
+        """``labels`` (a store or a path) when given, else the results folder's ``labels.parquet``."""
+        if isinstance(labels, LabelStore):
+            return labels
+        if labels is not None and str(labels) != "":
+            return cls(labels)
+        if folder is None:
+            raise SemDedupError("these results have no folder, so no default labels store; pass labels=PATH")
+        return cls(Path(folder) / LABELS)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def stamp(self) -> tuple[int, int, int]:
+        """``(inode, mtime_ns, size)`` of the store, zeros when there is none: changes with every write
+        (each write renames a new file into place, so even two writes within the file system's clock
+        tick differ)."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def read(self) -> pd.DataFrame:
+        """Every row of the store (an empty frame when there is none yet)."""
+        import pandas as pd
+
+        if not self.path.exists():
+            return empty_frame()
+        if self.path.is_dir():
+            raise SemDedupError(f"labels store {str(self.path)!r} is a folder; pass the path of a .parquet file")
+        try:
+            with open(self.path, "rb") as f:  # one open file: a writer renaming a new store in meanwhile is harmless
+                rows = pd.read_parquet(f)
+        except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
+            raise SemDedupError(
+                f"labels store {str(self.path)!r} is not a readable parquet file ({type(exc).__name__}); "
+                "pass another --labels path (this one is left as it is)"
+            ) from None
+        missing = [c for c in COLUMNS if c not in rows.columns]
+        if missing:
+            raise SemDedupError(
+                f"labels store {str(self.path)!r} lacks columns {missing}; it is not a semdedup labels store, "
+                "pass another --labels path"
+            )
+        bad = ~rows["verdict"].isin(VERDICTS).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SemDedupError(
+                f"labels store {str(self.path)!r} row {i + 1} has verdict {rows['verdict'].iat[i]!r}, not one of "
+                f"{', '.join(VERDICTS)}; fix or remove that row"
+            )
+        rows = rows[list(COLUMNS)]
+        for c in ("id_a", "id_b", "verdict", "reviewer", "run"):
+            rows[c] = rows[c].astype(object)
+        return rows
+
+    def resolved(self) -> pd.DataFrame:
+        """One verdict per judged pair (see :func:`resolve`)."""
+        return resolve(self.read())
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's exclusive write lock (a ``flock`` on ``<store>.lock``)."""
+        import fcntl
+
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise SemDedupError(
+                f"the folder of the labels store {str(self.path)!r} does not exist; create it or pass another --labels"
+            )
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def add(self, rows: pd.DataFrame) -> dict[str, int]:
+        """Merge ``rows`` (from :func:`make_rows`) into the store under the lock, atomically.
+
+        A row replaces the store's row of the same pair and reviewer. Returns ``{"added": new pairs of
+        this reviewer, "replaced": verdicts that replaced an earlier one, "rows": rows in the store}``."""
+        import pandas as pd
+
+        if rows.empty:
+            return {"added": 0, "replaced": 0, "rows": len(self.read())}
+        rows = rows[list(COLUMNS)]
+        with self.locked():
+            old = self.read()
+            cols = ["id_a", "id_b", "reviewer"]
+            merged = pd.concat([old, rows], ignore_index=True) if len(old) else rows.reset_index(drop=True)
+            key, _ = row_keys([merged[c].to_numpy(dtype=object) for c in cols])
+            # keep the last row of each (pair, reviewer): a later verdict replaces an earlier one
+            last = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
+            keep = np.zeros(len(key), dtype=bool)
+            keep[last] = True
+            fresh_keys = np.unique(key[len(old) :])
+            replaced = int(np.isin(fresh_keys, key[: len(old)]).sum())
+            n_fresh = len(fresh_keys)
+            merged = merged[keep].reset_index(drop=True)
+            merged["time"] = merged["time"].astype("datetime64[us, UTC]")
+            io.write_parquet(self.path, merged)
+        return {"added": n_fresh - replaced, "replaced": replaced, "rows": len(merged)}
+
+    def record(
+        self,
+        item: Any,
+        other: Any,
+        verdict: str,
+        reviewer: str,
+        similarity: float | None = None,
+        run: str | None = None,
+    ) -> None:
+        """Store one verdict on the pair ``(item, other)`` (replacing this reviewer's earlier one)."""
+        sim = None if similarity is None else [similarity]
+        self.add(make_rows([item], [other], [verdict], reviewer, sim, run))
+
+    def __repr__(self) -> str:
+        return f"LabelStore({str(self.path)!r})"
