@@ -419,6 +419,8 @@ def run_demo(
     reuse = None
     if first_look and FIRST_LOOK_ITEMS.get(kind, n) < n:
         reuse = _run_first_look(kind, table, n, out, embed, progress)
+        if progress is not None:
+            progress("embed", 0, n)  # the whole collection next (its first chunks are mostly reused)
     cluster = ClusterConfig(n_clusters=demo_clusters(n), niter=20, seed=0)
     return run_input(table, out, embed=embed, cluster=cluster, config=DedupConfig(), progress=progress, reuse=reuse)
 
