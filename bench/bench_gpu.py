@@ -470,49 +470,10 @@ def print_table(rows: list[tuple[str, Any, Any, Any, str]], device_name: str) ->
         print(line(c))
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every size by this (default 1)")
-    ap.add_argument("--n", type=int, default=10_000_000)
-    ap.add_argument("--d", type=int, default=512)
-    ap.add_argument("--k", type=int, default=10_000)
-    ap.add_argument("--niter", type=int, default=20)
-    ap.add_argument(
-        "--backend", choices=["auto", "faiss", "torch"], default="auto", help="k-means backend of the engine"
-    )
-    ap.add_argument("--baseline-n", type=int, default=1_000_000, help="subsample the bare CPU pipeline runs on")
-    ap.add_argument("--faiss-iters", type=int, default=1, help="faiss-cpu iterations measured for k-means alone")
-    ap.add_argument("--n-images", type=int, default=16_384)
-    ap.add_argument("--n-texts", type=int, default=20_000)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--skip-embed", action="store_true")
-    ap.add_argument("--minilm-skeleton", type=Path, default=ROOT / "bench" / ".minilm")
-    ap.add_argument("--export-minilm-skeleton", type=Path, metavar="DIR")
-    ap.add_argument("--json", metavar="FILE")
-    args = ap.parse_args(argv)
-    if args.export_minilm_skeleton:
-        export_minilm_skeleton(args.export_minilm_skeleton)
-        return {}
-    import torch
-
-    from semdedup_core.engine.device import resolve_device
-
-    device = resolve_device(args.device)
-    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    sc = args.scale
-    n, d = max(2000, int(args.n * sc)), args.d
-    k = max(4, int(args.k * sc))
-    n_b = min(n, max(500, int(args.baseline_n * sc)))
+def part_end_to_end(args: argparse.Namespace, device: str, n: int, d: int, k: int, report: dict, rows: list) -> None:
+    n_b = min(n, max(500, int(args.baseline_n * args.scale)))
     k_b = max(2, round(k * n_b / n))
-    print(f"semdedup GPU bench on {name}: torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
-    print(
-        f"end to end: {n:,} × {d}, k = {k:,}, {args.niter} iterations; baseline on {n_b:,} items, k = {k_b:,}",
-        flush=True,
-    )
-    report: dict[str, Any] = {"device": name, "n": n, "d": d, "k": k, "niter": args.niter, "scale": sc}
-    rows: list[tuple[str, Any, Any, Any, str]] = []
-
+    print(f"end to end: {n:,} × {d}, k = {k:,}, {args.niter} iterations; baseline on {n_b:,}, k = {k_b:,}", flush=True)
     t0 = time.perf_counter()
     x = make_embeddings(n, d, k, device)
     print(f"  data made in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -526,91 +487,180 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = scale_baseline(b, n_b, k_b, n, k, e2e["sum_sq_sizes"])
         report["baseline"] = {**b, "scaled": base, "n": n_b, "k": k_b}
     base_total = sum(base.values()) if base else None
+    note = "baseline: bare faiss-cpu + torch-CPU on a subsample, scaled; ratio = speed-up"
     rows.append(
         (
             f"dedup {n:,} × {d}, k={k:,} (s)",
             e2e["seconds"],
             base_total,
             base_total / e2e["seconds"] if base_total else None,
-            "baseline: bare faiss-cpu + torch-CPU on a subsample, scaled; ratio = speed-up"
-            if base
-            else "baseline skipped: faiss not installed",
+            note if base else "baseline skipped: faiss not installed",
         )
     )
     for stage in ("normalize", "kmeans", "assign", "score", "write"):
         g = e2e["stages"].get(stage)
         bb = base.get(stage) if base else None
         rows.append((f"  {stage} (s)", g, bb, bb / g if bb and g else None, e2e["backend"].get(stage, "")))
-    rows.append(
-        ("  peak GPU memory (GB)", e2e["peak_gpu_gb"], None, None, f"results folder on {e2e['results_folder_on']}")
-    )
-    del x
+    where = f"results folder on {e2e['results_folder_on']}"
+    rows.append(("  peak GPU memory (GB)", e2e["peak_gpu_gb"], None, None, where))
 
+
+def part_kmeans(args: argparse.Namespace, device: str, n: int, d: int, k: int, report: dict, rows: list) -> None:
     km = kmeans_alone(make_embeddings(min(n, k * 256), d, k, device, seed=2), k, args.niter, device, args.faiss_iters)
+    print(f"  k-means alone: {km['torch_seconds']:.1f} s", flush=True)
     report["kmeans_alone"] = km
     fs = km.get("faiss_seconds")
+    measured = f"torch-{device} vs faiss-cpu ({args.faiss_iters} of {args.niter} iterations measured)"
     rows.append(
         (
             f"k-means alone, {km['sample']:,} × {d} (s)",
             km["torch_seconds"],
             fs,
             fs / km["torch_seconds"] if fs else None,
-            f"torch-{device} vs faiss-cpu ({args.faiss_iters} of {args.niter} iterations measured)"
-            if fs
-            else "faiss not installed",
+            measured if fs else "faiss not installed",
         )
     )
     rows.append(("  peak GPU memory (GB)", km["peak_gpu_gb"], None, None, ""))
 
-    emb: list[dict[str, Any]] = []
-    if not args.skip_embed:
-        with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
-            n_img, n_txt = max(4, int(args.n_images * sc)), max(8, int(args.n_texts * sc))
-            batch = min(args.batch_size, n_img)
-            for model in ("efficientnet_lite0", "open_clip:ViT-B-32"):
-                if model.startswith("open_clip") and not have("open_clip"):
-                    rows.append((f"{model} images/s", None, None, None, "skipped: open_clip not installed"))
-                    continue
-                t0 = time.perf_counter()
-                emb.append(bench_images(model, n_img, batch, device, Path(tmp)))
-                print(f"  {model}: {time.perf_counter() - t0:.1f} s", flush=True)
-            try:
-                t0 = time.perf_counter()
-                emb.append(bench_texts(n_txt, args.batch_size, device, args.minilm_skeleton, Path(tmp)))
-                print(f"  minilm: {time.perf_counter() - t0:.1f} s", flush=True)
-            except RuntimeError as exc:
-                rows.append(("minilm texts/s", None, None, None, f"skipped: {exc}"))
-        for r in emb:
-            unit = "texts" if r["model"].startswith("minilm") else "images"
-            rows.append(
-                (
-                    f"{r['model']} {unit}/s",
-                    r["pipeline_per_s"],
-                    r["bare_per_s"],
-                    r["ratio"],
-                    f"pipeline vs bare forward; {r['items']:,} items, batch {r['batch']}, {r['workers']} workers",
-                )
-            )
-            rows.append(("  peak GPU memory (GB)", r["peak_gpu_gb"], None, None, ""))
-    report["embedding"] = emb
-    print()
-    print_table(rows, name)
-    proj = projection(e2e, n, k, args.niter, km, emb)
-    report["projection"] = proj
-    print()
-    print(
-        f"Projection for LAION-440M (k = 50,000, 100 iterations, d = {d}) from these rates on {name}: "
-        f"k-means {proj['kmeans_hours']:.2f} h on one device; assignment {proj['assign_gpu_hours']:.2f} and scoring "
-        f"{proj['score_gpu_hours']:.2f} device-hours (scoring assumes a size-weighted mean cluster of "
-        f"{proj['assumed_weighted_mean_cluster']:,.0f}); {proj['gpu_hours']:.1f} device-hours in all vs the paper's "
-        f"{LAION['paper_gpu_hours']:.0f} GPU-hours; wall clock "
-        + ", ".join(f"{h:.2f} h on {g}" for g, h in proj["wall_hours"].items())
-        + (
-            f". Embedding 440 M images with ViT-B/16 (≈ 4.4 × ViT-B/32): {proj['embed_vitb16_gpu_hours']:.0f} device-hours."
-            if "embed_vitb16_gpu_hours" in proj
-            else "."
+
+def part_pairwise(args: argparse.Namespace, device: str, d: int, report: dict, rows: list) -> None:
+    """Scoring many small clusters: the batched kernel vs one cluster at a time (one launch per cluster)."""
+    from semdedup_core import scores_in_cluster
+    from semdedup_core.engine.pairwise import order_cluster, score_clusters
+
+    n_clusters = max(20, int(20_000 * args.scale))
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(2, 101, n_clusters)
+    offsets = np.r_[0, np.cumsum(sizes)]
+    x = rng.standard_normal((int(offsets[-1]), d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dist = rng.random(len(x)).astype(np.float32)
+    precision = "float16" if device == "cuda" else "float32"
+    score_clusters(x[:1000], dist[:1000], np.r_[0, 500, 1000], np.arange(2), "hard", 0, device=device)  # warm up
+    sync(device)
+    t0 = time.perf_counter()
+    score_clusters(x, dist, offsets, np.arange(n_clusters), "hard", 0, device=device, precision=precision)
+    sync(device)
+    batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for j in range(n_clusters):
+        lo, hi = offsets[j], offsets[j + 1]
+        perm = order_cluster(dist[lo:hi], "hard", 0, j)
+        scores_in_cluster(x[lo:hi][perm], None, device, dtype=precision)
+    sync(device)
+    one_by_one = time.perf_counter() - t0
+    report["pairwise_small_clusters"] = {
+        "clusters": n_clusters,
+        "items": len(x),
+        "batched": batched,
+        "one_by_one": one_by_one,
+    }
+    rows.append(
+        (
+            f"score {n_clusters:,} clusters of 2-100 (s)",
+            batched,
+            one_by_one,
+            one_by_one / batched,
+            f"batched kernel vs one cluster at a time ({len(x):,} items, {precision})",
         )
     )
+
+
+def part_embed(args: argparse.Namespace, device: str, report: dict, rows: list) -> None:
+    emb: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
+        n_img, n_txt = max(4, int(args.n_images * args.scale)), max(8, int(args.n_texts * args.scale))
+        batch = min(args.batch_size, n_img)
+        for model in ("efficientnet_lite0", "open_clip:ViT-B-32"):
+            if model.startswith("open_clip") and not have("open_clip"):
+                rows.append((f"{model} images/s", None, None, None, "skipped: open_clip not installed"))
+                continue
+            t0 = time.perf_counter()
+            emb.append(bench_images(model, n_img, batch, device, Path(tmp)))
+            print(f"  {model}: {time.perf_counter() - t0:.1f} s", flush=True)
+        try:
+            t0 = time.perf_counter()
+            emb.append(bench_texts(n_txt, args.batch_size, device, args.minilm_skeleton, Path(tmp)))
+            print(f"  minilm: {time.perf_counter() - t0:.1f} s", flush=True)
+        except RuntimeError as exc:
+            rows.append(("minilm texts/s", None, None, None, f"skipped: {exc}"))
+    for r in emb:
+        unit = "texts" if r["model"].startswith("minilm") else "images"
+        where = f"pipeline vs bare forward; {r['items']:,} items, batch {r['batch']}, {r['workers']} workers"
+        rows.append((f"{r['model']} {unit}/s", r["pipeline_per_s"], r["bare_per_s"], r["ratio"], where))
+        rows.append(("  peak GPU memory (GB)", r["peak_gpu_gb"], None, None, ""))
+    report["embedding"] = emb
+
+
+PARTS = ("e2e", "kmeans", "pairwise", "embed")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every size by this (default 1)")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run (default {','.join(PARTS)})")
+    ap.add_argument("--n", type=int, default=10_000_000)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--k", type=int, default=10_000)
+    ap.add_argument("--niter", type=int, default=20)
+    ap.add_argument(
+        "--backend", choices=["auto", "faiss", "torch"], default="auto", help="the engine's k-means backend"
+    )
+    ap.add_argument("--baseline-n", type=int, default=1_000_000, help="subsample the bare CPU pipeline runs on")
+    ap.add_argument("--faiss-iters", type=int, default=1, help="faiss-cpu iterations measured for k-means alone")
+    ap.add_argument("--n-images", type=int, default=16_384)
+    ap.add_argument("--n-texts", type=int, default=20_000)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--minilm-skeleton", type=Path, default=ROOT / "bench" / ".minilm")
+    ap.add_argument("--export-minilm-skeleton", type=Path, metavar="DIR")
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args(argv)
+    if args.export_minilm_skeleton:
+        export_minilm_skeleton(args.export_minilm_skeleton)
+        return {}
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if set(parts) - set(PARTS):
+        ap.error(f"--parts takes {', '.join(PARTS)}, got {args.parts!r}")
+    import torch
+
+    from semdedup_core.engine.device import resolve_device
+
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    n, d = max(2000, int(args.n * args.scale)), args.d
+    k = max(4, int(args.k * args.scale))
+    print(f"semdedup GPU bench on {name}: torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
+    report: dict[str, Any] = {"device": name, "n": n, "d": d, "k": k, "niter": args.niter, "scale": args.scale}
+    rows: list[tuple[str, Any, Any, Any, str]] = []
+    if "e2e" in parts:
+        part_end_to_end(args, device, n, d, k, report, rows)
+    if "kmeans" in parts:
+        part_kmeans(args, device, n, d, k, report, rows)
+    if "pairwise" in parts:
+        part_pairwise(args, device, d, report, rows)
+    if "embed" in parts:
+        part_embed(args, device, report, rows)
+    print()
+    print_table(rows, name)
+    if "end_to_end" in report and "kmeans_alone" in report:
+        proj = projection(report["end_to_end"], n, k, args.niter, report["kmeans_alone"], report.get("embedding", []))
+        report["projection"] = proj
+        print()
+        print(
+            f"Projection for LAION-440M (k = 50,000, 100 iterations, d = {d}) from these rates on {name}: "
+            f"k-means {proj['kmeans_hours']:.2f} h on one device; assignment {proj['assign_gpu_hours']:.2f} and "
+            f"scoring {proj['score_gpu_hours']:.2f} device-hours (scoring assumes a size-weighted mean cluster of "
+            f"{proj['assumed_weighted_mean_cluster']:,.0f}); {proj['gpu_hours']:.1f} device-hours in all vs the "
+            f"paper's {LAION['paper_gpu_hours']:.0f} GPU-hours; wall clock "
+            + ", ".join(f"{h:.2f} h on {g}" for g, h in proj["wall_hours"].items())
+            + (
+                f". Embedding 440 M images with ViT-B/16 (≈ 4.4 × ViT-B/32): {proj['embed_vitb16_gpu_hours']:.0f} "
+                "device-hours."
+                if "embed_vitb16_gpu_hours" in proj
+                else "."
+            )
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
     return report

@@ -105,8 +105,16 @@ def _score_blocks(e: Any, block: int, out_sim: Any, out_arg: Any) -> None:
         out_arg[start:stop] = where
 
 
+CPU_BATCHED_ROW_ELEMENTS = 16_384  # on a CPU, batch clusters of at most this many elements per row × size
+
+
 def plan_batches(
-    sizes: np.ndarray, dim: int, max_block_bytes: int, itemsize: int = 4, block_size: int | None = None
+    sizes: np.ndarray,
+    dim: int,
+    max_block_bytes: int,
+    itemsize: int = 4,
+    block_size: int | None = None,
+    max_size: int | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Group clusters for the batched kernel: ``(batches, single)``.
 
@@ -114,14 +122,16 @@ def plan_batches(
     similar size (the largest at most 1.25 × the smallest + 8), padded to the largest, with the
     batch's ``B × M × M`` similarities and ``B × M × dim`` rows each within ``max_block_bytes`` (and
     ``B × M`` rows within ``block_size`` when one is given, the memory a block of that many rows would
-    take). ``single`` lists the clusters too large to batch, scored block by block on their own.
-    Clusters of fewer than two items need no work and are in neither.
+    take). ``single`` lists the clusters too large to batch (or larger than ``max_size``), scored
+    block by block on their own. Clusters of fewer than two items need no work and are in neither.
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     limit = max_block_bytes // 2  # a batch should hold at least two clusters of its size
     fits = sizes * np.maximum(sizes, dim) * itemsize <= limit
     if block_size is not None:
         fits &= sizes <= block_size
+    if max_size is not None:
+        fits &= sizes <= max_size
     work = sizes >= 2
     single = np.flatnonzero(work & ~fits)
     small = np.flatnonzero(work & fits)
@@ -219,7 +229,10 @@ def score_clusters(
             ordered[lo:hi] = lo + perm
             rank[lo + perm] = np.arange(hi - lo)
     itemsize = _ITEMSIZE[precision]
-    batches, single = plan_batches(sizes, emb.shape[1], max_block_bytes, itemsize, block_size)
+    # a GPU pays a launch per cluster, so every cluster that fits is batched; a CPU pays the padding and
+    # the gather instead, which only small clusters repay (bench_gpu.py --parts pairwise)
+    max_size = None if device == "cuda" else max(2, CPU_BATCHED_ROW_ELEMENTS // emb.shape[1])
+    batches, single = plan_batches(sizes, emb.shape[1], max_block_bytes, itemsize, block_size, max_size)
     with torch.inference_mode():
         e = _pinned_on_device(emb, ordered, device).to(_torch_dtype(precision))
         out_sim = torch.full((n,), -1.0, dtype=torch.float32, device=device)
