@@ -5,7 +5,9 @@ a previous (interrupted) run finished, times it and records it in ``run.json``. 
 live in ``DIR/.work`` and are written atomically, so a run killed at any moment and started again with
 the same arguments resumes where it stopped and ends with the same files. Scoring runs in shards of
 whole clusters (a cluster is never split) through an executor (this process or Ray); each shard is
-checkpointed as it arrives, and progress is counted there, where results arrive.
+checkpointed as it arrives, and progress is counted there, where results arrive. ``run.json`` records
+where each stage ran (``device``) and what ran it (``backend``: faiss-cpu, faiss-gpu, torch-cpu,
+torch-cuda).
 """
 
 from __future__ import annotations

@@ -16,6 +16,14 @@
   29 of the 68 quarters are removed, 18 of them from photos that are one texture throughout (brick,
   grass, gravel, hubble, moon, retina).
 
+A **first look** (``run_demo(..., first_look=True)``, what the app starts): embedding the 13,889
+quotes takes minutes on a laptop CPU, so 1,000 of them are embedded and deduplicated first, into a
+complete results folder beside the demo's (:func:`first_look_folder`) that an explorer opens at once:
+up to half are the two sides of the lexically closest pairs (:func:`lexical_pairs`: shared rare words, a
+second's work without a model), so that the part holds real near-duplicates, and the rest a seeded
+random sample. The whole collection follows, reusing those embeddings; its results are the same as
+without a first look.
+
 The data and runs live in the cache folder: ``$SEMDEDUP_CACHE`` or ``~/.cache/semdedup``. Building is
 atomic (a temporary folder renamed into place), and :func:`run_demo` resumes or returns a finished run.
 """
