@@ -164,9 +164,10 @@ def _default_budget(device: str) -> int:
 def iter_chunks(x: np.ndarray, rows: int, device: str, dtype: Any) -> Iterator[tuple[int, Any]]:
     """``(start, tensor)`` for consecutive row chunks of the host array ``x`` on ``device`` as ``dtype``.
 
-    On CUDA each chunk is copied once into one of two pinned staging buffers and sent with a
-    non-blocking copy, so the next chunk's host copy overlaps the device's work on this one; a buffer
-    is reused only after its copy has finished. On a CPU the chunks are views (converted if needed).
+    On CUDA each chunk is copied once into one of two pinned staging buffers and sent by a non-blocking
+    copy on a side stream, so the host copy of the next chunk and its transfer overlap the device's
+    work on this one; the compute stream waits for each transfer, and a buffer is reused only after
+    its transfer has finished. On a CPU the chunks are views (converted if needed).
     """
     import torch
 
@@ -175,18 +176,23 @@ def iter_chunks(x: np.ndarray, rows: int, device: str, dtype: Any) -> Iterator[t
         for s in range(0, n, rows):
             yield s, torch.from_numpy(np.ascontiguousarray(x[s : s + rows])).to(dtype)
         return
-    staging = [torch.empty((rows, d), dtype=torch.float32).pin_memory() for _ in range(2)]
+    staging = [torch.empty((rows, d), dtype=torch.float32, pin_memory=True) for _ in range(2)]
     copied: list[Any] = [None, None]
+    side = torch.cuda.Stream()
+    compute = torch.cuda.current_stream()
     for i, s in enumerate(range(0, n, rows)):
         buf = staging[i % 2]
         if copied[i % 2] is not None:
-            copied[i % 2].synchronize()  # the copy out of this buffer is done: safe to overwrite it
+            copied[i % 2].synchronize()  # the transfer out of this buffer is done: safe to overwrite it
         m = min(rows, n - s)
         buf[:m].copy_(torch.from_numpy(np.ascontiguousarray(x[s : s + m], dtype=np.float32)))
-        chunk = buf[:m].to(device, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
+        with torch.cuda.stream(side):
+            chunk = buf[:m].to(device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(side)
         copied[i % 2] = event
+        compute.wait_event(event)
+        chunk.record_stream(compute)  # allocated on the side stream, used on the compute stream
         yield s, chunk.to(dtype)
 
 

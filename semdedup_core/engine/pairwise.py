@@ -155,23 +155,25 @@ def plan_batches(
     return batches, single
 
 
-def _score_batch(e: Any, starts: Any, sizes: Any, out_sim: Any, out_arg: Any) -> None:
+def _score_batch(e: Any, starts: Any, sizes: Any, big: int, out_sim: Any, out_arg: Any) -> None:
     """The batched kernel: the clusters at ``e[starts[b] : starts[b] + sizes[b]]`` (keep order), padded
-    to the largest, scored with one batched matrix product. Only rows ``1..size-1`` of each cluster
-    are written; a padded row is never written, and a padded column is only ever seen by padded rows."""
+    to ``big`` (their largest size), scored with one batched matrix product. Only rows ``1..size-1``
+    of each cluster are written; a padded column is only ever seen by padded rows, and padded rows (and
+    each first row) write into the spare last slot of ``out_sim``/``out_arg`` — no boolean indexing, so
+    the device never has to report back to the host between batches."""
     import torch
 
-    big = int(sizes.max())
+    spare = out_sim.shape[0] - 1
     ar = torch.arange(big, device=e.device)
     pos = starts[:, None] + ar[None, :]  # B × M positions in e
-    valid = ar[None, :] < sizes[:, None]
+    valid = (ar[None, :] < sizes[:, None]) & (ar[None, :] > 0)
     rows = e[torch.where(valid, pos, starts[:, None])]  # B × M × d, padding filled with a real row
     sims = torch.bmm(rows, rows.transpose(1, 2))  # B × M × M
     sims.masked_fill_(torch.ones(big, big, dtype=torch.bool, device=e.device).triu_(), float("-inf"))
     best, where = sims.max(dim=2)  # the first (lowest) position on ties, as in _score_blocks
-    valid[:, 0] = False
-    out_sim[pos[valid]] = best[valid].float()
-    out_arg[pos[valid]] = where[valid]
+    target = torch.where(valid, pos, spare).flatten()
+    out_sim.index_put_((target,), best.flatten().float())
+    out_arg.index_put_((target,), where.flatten())
 
 
 def _pinned_on_device(emb: np.ndarray, rows: np.ndarray, device: str) -> Any:
@@ -181,7 +183,7 @@ def _pinned_on_device(emb: np.ndarray, rows: np.ndarray, device: str) -> Any:
 
     if device != "cuda":
         return torch.from_numpy(np.take(emb, rows, axis=0).astype(np.float32, copy=False))
-    host = torch.empty((len(rows), emb.shape[1]), dtype=torch.float32).pin_memory()
+    host = torch.empty((len(rows), emb.shape[1]), dtype=torch.float32, pin_memory=True)
     np.take(np.asarray(emb, dtype=np.float32), rows, axis=0, out=host.numpy())
     return host.to(device, non_blocking=True)
 
@@ -235,19 +237,23 @@ def score_clusters(
     batches, single = plan_batches(sizes, emb.shape[1], max_block_bytes, itemsize, block_size, max_size)
     with torch.inference_mode():
         e = _pinned_on_device(emb, ordered, device).to(_torch_dtype(precision))
-        out_sim = torch.full((n,), -1.0, dtype=torch.float32, device=device)
-        out_arg = torch.full((n,), -1, dtype=torch.int64, device=device)
+        out_sim = torch.full((n + 1,), -1.0, dtype=torch.float32, device=device)  # + a spare slot
+        out_arg = torch.full((n + 1,), -1, dtype=torch.int64, device=device)
         for j in single:
             lo, hi = int(offsets[j]), int(offsets[j + 1])
             block = block_size or block_rows(hi - lo, max_block_bytes, itemsize)
             _score_blocks(e[lo:hi], block, out_sim[lo:hi], out_arg[lo:hi])
-        starts_all = torch.from_numpy(offsets[:-1].copy()).to(device)
-        sizes_all = torch.from_numpy(sizes.copy()).to(device)
-        for batch in batches:
-            pick = torch.from_numpy(batch).to(device)
-            _score_batch(e, starts_all[pick], sizes_all[pick], out_sim, out_arg)
-        ms = out_sim.cpu().numpy()
-        am = out_arg.cpu().numpy()
+        if batches:  # every batch's starts and sizes go to the device in one copy
+            flat = np.concatenate(batches)
+            bounds = np.cumsum([0] + [len(b) for b in batches])
+            starts_all = torch.from_numpy(offsets[:-1][flat]).to(device)
+            sizes_all = torch.from_numpy(sizes[flat]).to(device)
+            for b, batch in enumerate(batches):
+                sl = slice(int(bounds[b]), int(bounds[b + 1]))
+                big = int(sizes[batch].max())
+                _score_batch(e, starts_all[sl], sizes_all[sl], big, out_sim, out_arg)
+        ms = out_sim[:n].cpu().numpy()
+        am = out_arg[:n].cpu().numpy()
     max_sim = np.empty(n, dtype=np.float32)
     dup_row = np.full(n, -1, dtype=np.int64)
     max_sim[ordered] = ms
