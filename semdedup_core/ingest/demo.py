@@ -21,8 +21,8 @@ quotes takes minutes on a laptop CPU, so 1,000 of them are embedded and deduplic
 complete results folder beside the demo's (:func:`first_look_folder`) that an explorer opens at once:
 up to half are the two sides of the lexically closest pairs (:func:`lexical_pairs`: shared rare words, a
 second's work without a model), so that the part holds real near-duplicates, and the rest a seeded
-random sample. The whole collection follows, reusing those embeddings; its results are the same as
-without a first look.
+random sample. The whole collection follows, reusing those embeddings; its results are those of a run
+without a first look up to float rounding (the README gives the check on the whole demo).
 
 The data and runs live in the cache folder: ``$SEMDEDUP_CACHE`` or ``~/.cache/semdedup``. Building is
 atomic (a temporary folder renamed into place), and :func:`run_demo` resumes or returns a finished run.
@@ -405,7 +405,7 @@ def run_demo(
     an unfinished one resumes. ``first_look`` (the text demo): first embed and deduplicate a part of
     the collection (:data:`FIRST_LOOK_ITEMS`, chosen by :func:`first_look_rows`) into
     :func:`first_look_folder`, a complete results folder an explorer can open at once, then run the
-    whole collection, reusing the part's embeddings. The full run's results are the same either way.
+    whole collection, reusing the part's embeddings (the same results, up to float rounding).
     """
     from ..engine.results import Results
     from .embed import EmbedConfig, run_input
