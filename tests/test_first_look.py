@@ -3,7 +3,9 @@ embeddings without changing a result, and the app opening the first look and the
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -182,3 +184,27 @@ def test_any_page_switches_from_the_first_look_to_the_whole_demo(demo_cache, mon
     at.run()
     assert Path(at.session_state["sd_results_dir"]) == full
     assert "First look" not in " ".join(c.value for c in at.sidebar.caption)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_readme_first_command_shows_pairs_from_the_first_look_in_a_browser(tmp_path):
+    """`streamlit run app.py -- --demo text` on an empty cache, in chromium: without a click, Home opens
+    the first look and shows pairs it removes (bench/bench_first_view.py times this in a fresh clone)."""
+    from browser import open_page, serve
+
+    try:
+        with serve(None, tmp_path, app_args=["--demo", "text"]) as url, open_page() as page:
+            page.goto(url, wait_until="domcontentloaded")
+            pair = page.locator('[data-testid="stMetric"]').filter(has_text="similarity").first
+            pair.wait_for(timeout=300_000)
+            sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+            assert "demo-text-first-look" in sidebar and "First look: 1,000 of 13,889 items" in sidebar
+            body = page.locator('[data-testid="stMain"]').inner_text()
+            assert "What it removes at ε = 0.1" in body and "removed" in body and "kept" in body
+    finally:  # the whole demo would take minutes more: stop its build
+        for job in (tmp_path / "cache" / "jobs").glob("*.json"):
+            pid = json.loads(job.read_text()).get("pid") if not job.name.endswith(".progress.json") else None
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGTERM)
