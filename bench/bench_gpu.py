@@ -536,7 +536,8 @@ def part_pairwise(args: argparse.Namespace, device: str, d: int, report: dict, r
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     dist = rng.random(len(x)).astype(np.float32)
     precision = "float16" if device == "cuda" else "float32"
-    score_clusters(x[:1000], dist[:1000], np.r_[0, 500, 1000], np.arange(2), "hard", 0, device=device)  # warm up
+    end = int(offsets[2])
+    score_clusters(x[:end], dist[:end], offsets[:3], np.arange(2), "hard", 0, device=device)  # warm up
     sync(device)
     t0 = time.perf_counter()
     score_clusters(x, dist, offsets, np.arange(n_clusters), "hard", 0, device=device, precision=precision)

@@ -30,6 +30,8 @@ def test_gpu_bench_runs_end_to_end_on_a_cpu(tmp_path):
     assert models[:2] == ["efficientnet_lite0", "open_clip:ViT-B-32"] and models[2].startswith("minilm")
     assert all(r["bare_per_s"] > 0 and r["pipeline_per_s"] > 0 for r in report["embedding"])
     assert report["projection"]["gpu_hours"] > 0
+    small = report["pairwise_small_clusters"]
+    assert small["clusters"] == 20 and small["batched"] > 0 and small["one_by_one"] > 0
     # one table: a header, a rule, and a row per measure
     lines = p.stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("measure"))
