@@ -32,10 +32,23 @@ if res is not None:
         f"Open: **{escape_markdown(str(res.path))}** — {sa.fmt_int(res.n_items)} items in "
         f"{sa.fmt_int(res.n_clusters)} clusters (largest {sa.fmt_int(counts.get('largest_cluster', 0))})."
     )
+    first_look = res.run.get("first_look")
+    if first_look:
+        st.info(
+            f"**First look**: {sa.fmt_int(res.n_items)} of the {sa.fmt_int(first_look.get('items_total', 0))} items "
+            "(up to half of them items that share rare words with another, the rest a random sample), embedded and "
+            "deduplicated exactly as the whole demo will be. The whole demo is being built in the background and "
+            "replaces this view by itself when it is done (the sidebar shows how far it is)."
+        )
     c1, c2, c3 = st.columns(3)
     c1.page_link(sa.PAGES["threshold"], label="Tune ε", icon=":material/tune:")
     c2.page_link(sa.PAGES["pairs"], label="Audit the pairs", icon=":material/compare:")
     c3.page_link(sa.PAGES["stakeholder"], label="Stakeholder view", icon=":material/campaign:")
+    e = sa.eps()
+    examples = sa.showcase(res, e).head(3)
+    if not examples.empty:
+        st.subheader(f"What it removes at ε = {e:.4g}: a few examples")
+        sa.show_pairs(res, examples, e)
 
 
 # -- open a folder -------------------------------------------------------------------------------------
@@ -67,7 +80,8 @@ if recent:
 if st.session_state.get("sd_waiting_demo") and res is None:
     st.info(
         f"Building the offline **{st.session_state['sd_waiting_demo']}** demo (first start only: embedding on a "
-        "2-core CPU takes a few minutes). It opens here by itself when it is done; progress is below."
+        "2-core CPU takes a few minutes; the text demo opens a first look at part of it within about a minute). "
+        "It opens here by itself; progress is below."
     )
 st.subheader("Offline demos")
 kinds = sa.demo_kinds()
@@ -133,6 +147,8 @@ if submitted:
 # -- runs in the background (polled; survives a browser refresh) ---------------------------------------
 @st.fragment(run_every=1.0)
 def running_jobs() -> None:
+    if sa.open_awaited_demo():  # its first look, or the whole demo once built
+        st.rerun(scope="app")
     all_jobs = jobs.list_jobs()
     if not all_jobs:
         return

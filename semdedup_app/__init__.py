@@ -54,11 +54,14 @@ from .state import (  # noqa: E402
     demo_kinds,
     ensure_session_state,
     eps,
+    first_look_of,
+    open_awaited_demo,
     open_folder,
     open_or_build_demo,
     open_startup_folder,
     page_setup,
     set_eps,
+    switch_to_full_run,
 )
 from .widgets import (  # noqa: E402
     current_results,
@@ -91,6 +94,7 @@ __all__ = [
     "EPS_DEFAULT",
     "eps_max",
     "eps_slider",
+    "first_look_of",
     "error",
     "escape_markdown",
     "export_bytes",
@@ -107,6 +111,7 @@ __all__ = [
     "MAX_CLUSTER_OPTIONS",
     "n_removed_kept_only",
     "NAV",
+    "open_awaited_demo",
     "open_folder",
     "open_or_build_demo",
     "open_startup_folder",
@@ -124,4 +129,5 @@ __all__ = [
     "show_pairs",
     "showcase",
     "sidebar",
+    "switch_to_full_run",
 ]

@@ -203,7 +203,8 @@ def _child(job_file: str) -> int:
             from semdedup_core import run_demo
             from semdedup_core.engine.progress import JsonFileProgress
 
-            run_demo(job["args"][0], job["out"], progress=JsonFileProgress(job["progress"]))
+            # a first look at part of the text demo opens while the rest is embedded
+            run_demo(job["args"][0], job["out"], progress=JsonFileProgress(job["progress"]), first_look=True)
             rc = 0
         else:
             from semdedup_core.cli import main

@@ -154,13 +154,52 @@ def demo_folder(kind: str) -> Path:
 
 
 def demo_eps(path: str | Path) -> float | None:
-    """The ε the demo module suggests when ``path`` is a demo's default folder."""
-    from semdedup_core.ingest.demo import DEMO_EPS
+    """The ε the demo module suggests when ``path`` is a demo's default folder (or its first look)."""
+    from semdedup_core.ingest.demo import DEMO_EPS, first_look_folder
 
+    where = Path(path).expanduser().resolve()
     for kind, value in DEMO_EPS.items():
-        if Path(path).expanduser().resolve() == demo_folder(kind).resolve():
+        if where in (demo_folder(kind).resolve(), first_look_folder(demo_folder(kind)).resolve()):
             return float(value)
     return None
+
+
+def first_look_of(run: dict[str, Any]) -> Path | None:
+    """The full run a first look (``run.json`` with ``first_look``) stands in for, else ``None``."""
+    of = (run.get("first_look") or {}).get("of")
+    return Path(of) if of else None
+
+
+def open_awaited_demo() -> bool:
+    """For a demo awaited since ``--demo`` (``sd_waiting_demo``): open it once it is built — in place of
+    nothing or of its first look — or else open its first look once that is there and nothing is open.
+    Returns True when it opened something (the caller reruns the app)."""
+    from semdedup_core.ingest.demo import first_look_folder
+
+    kind = st.session_state.get("sd_waiting_demo")
+    if not kind:
+        return False
+    full, first = demo_folder(kind), first_look_folder(demo_folder(kind))
+    current = st.session_state.get("sd_results_dir")
+    showing_first = current is not None and Path(current).resolve() == first.resolve()
+    if (current is None or showing_first) and _usable(full):
+        open_folder(full)
+        st.session_state["sd_waiting_demo"] = None
+        return True
+    if current is None and _usable(first):
+        open_folder(first)
+        return True
+    return False
+
+
+def switch_to_full_run(run: dict[str, Any]) -> Path | None:
+    """For an open first look whose full run is now built: open the full run and return its folder."""
+    full = first_look_of(run)
+    if full is None or not _usable(full):
+        return None
+    open_folder(full)
+    st.session_state["sd_waiting_demo"] = None
+    return full
 
 
 def _usable(folder: Path) -> bool:
@@ -177,15 +216,20 @@ def _usable(folder: Path) -> bool:
 
 def open_or_build_demo(kind: str) -> None:
     """Open the ``kind`` demo when it is built; otherwise start building it in the background (Home shows
-    the progress and opens it when done). A build another session already started is simply awaited."""
+    the progress, opens the build's first look as soon as it is there, and the whole demo when done). A
+    build another session already started is simply awaited."""
     if kind not in demo_kinds():
         error(f"--demo must be one of {', '.join(demo_kinds())}, got {kind!r}")
         return
+    from semdedup_core.ingest.demo import first_look_folder
+
     folder = demo_folder(kind)
     if _usable(folder):
         open_folder(folder)
         return
     st.session_state["sd_waiting_demo"] = kind
+    if _usable(first_look_folder(folder)):  # the first look of an unfinished build: open it meanwhile
+        open_folder(first_look_folder(folder))
     if not any(j["state"] == "running" and Path(j["out"]) == folder.resolve() for j in jobs.list_jobs()):
         try:
             jobs.start("demo", [kind], folder, label=f"{kind} demo")

@@ -14,7 +14,7 @@ from semdedup_core.explore.pairs import word_diff
 from . import jobs
 from .data import eps_max, load
 from .markdown import diff_markdown, error, escape_markdown
-from .state import NAV, PAGES, eps, set_eps
+from .state import NAV, PAGES, eps, first_look_of, set_eps, switch_to_full_run
 
 
 def fmt_int(n: int) -> str:
@@ -69,10 +69,36 @@ def sidebar(res: Results | None, eps_control: bool = False) -> None:
             st.caption("No results folder open.")
             return
         st.caption(f"**{escape_markdown(res.path.name)}** · {fmt_int(res.n_items)} items")
+        if first_look_of(res.run) is not None:
+            _first_look_status(res.run, res.n_items)
         if eps_control:
             e = eps_slider(res)
             n_rem = res.n_removed(e)
             st.caption(f"removes {fmt_int(n_rem)} ({n_rem / res.n_items:.1%}) at ε = {e:.4f}")
+
+
+@st.fragment(run_every=2.0)
+def _first_look_status(run: dict[str, Any], n_items: int) -> None:
+    """In the sidebar while a first look is open: how far the full run is, and the switch to it when done."""
+    full = switch_to_full_run(run)
+    if full is not None:
+        st.toast(f"The whole demo is ready: switched from the first look to all of {escape_markdown(full.name)}.")
+        st.rerun(scope="app")
+    of = first_look_of(run)
+    total = int(run["first_look"].get("items_total", 0))
+    building = [j for j in jobs.list_jobs() if j["state"] == "running" and of is not None and Path(j["out"]) == of]
+    if building:
+        info = building[0]["progress_info"] or {}
+        where = f"{info.get('stage', 'starting')} {fmt_int(info.get('done', 0))}/{fmt_int(info.get('total', 0))}"
+        st.caption(
+            f"First look: {fmt_int(n_items)} of {fmt_int(total)} items. The whole demo is being built ({where}) "
+            "and replaces this view when done."
+        )
+    else:
+        st.caption(
+            f"First look: {fmt_int(n_items)} of {fmt_int(total)} items. The whole demo is not being built now; "
+            "build it on Home."
+        )
 
 
 def _sync_eps(widget_key: str) -> None:

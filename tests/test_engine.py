@@ -262,15 +262,17 @@ def test_resume_keeps_the_precision_scoring_started_with(tmp_path, monkeypatch):
 
 
 def test_run_json_records_where_kmeans_really_ran():
-    """With faiss-cpu, k-means and assignment run on the CPU even when CUDA is asked for and present;
-    run.json records that, not the device that was asked for."""
+    """With faiss-cpu and CUDA asked for, k-means runs on torch's CUDA backend (not on faiss's CPU);
+    run.json records where it really ran, not the device that was asked for."""
     from semdedup_core.engine import kmeans
+    from semdedup_core.engine.device import cuda_available
 
     assert kmeans.faiss_device("cuda", faiss_has_gpu=False) == "cpu"  # faiss-cpu on a GPU machine
     assert kmeans.faiss_device("cuda", faiss_has_gpu=True) == "cuda"
     assert kmeans.faiss_device("cpu", faiss_has_gpu=True) == "cpu"
     assert kmeans.kmeans_device("cpu") == "cpu"
-    assert kmeans.kmeans_device("auto") == ("cuda" if kmeans.faiss_gpu_available() else "cpu")
+    assert kmeans.kmeans_device("auto") == ("cuda" if cuda_available() else "cpu")
+    assert kmeans.kmeans_device("auto", backend="faiss") == ("cuda" if kmeans.faiss_gpu_available() else "cpu")
 
 
 # -- the threshold API ------------------------------------------------------------------------------

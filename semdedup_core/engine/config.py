@@ -10,6 +10,7 @@ from ..errors import SemDedupError
 
 KEEP_POLICIES = ("hard", "easy", "random")
 DEVICES = ("auto", "cpu", "cuda")
+KMEANS_BACKENDS = ("auto", "faiss", "torch")
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
@@ -29,8 +30,12 @@ def _check_device(device: str) -> None:
 class ClusterConfig:
     """Spherical k-means parameters.
 
-    ``max_points_per_centroid`` bounds the training sample (faiss samples ``k * max_points_per_centroid``
-    points when there are more); every item is then assigned with the final normalised centroids.
+    ``max_points_per_centroid`` bounds the training sample (``k * max_points_per_centroid`` points are
+    sampled when there are more); every item is then assigned with the final normalised centroids.
+    ``backend``: ``faiss``, ``torch`` (:mod:`semdedup_core.engine.kmeans`), or ``auto`` — faiss on a CPU
+    and on a GPU when faiss has GPU support, torch on a GPU otherwise. The backends find different
+    (equally good) centroids, so the backend is part of a run's parameters; ``run.json`` records
+    which one ran (``backend``).
     """
 
     n_clusters: int
@@ -38,6 +43,7 @@ class ClusterConfig:
     seed: int = 0
     max_points_per_centroid: int = 256
     device: str = "auto"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         _check_int("n_clusters", self.n_clusters, 1)
@@ -45,6 +51,8 @@ class ClusterConfig:
         _check_int("seed", self.seed, 0, 2**31 - 1)
         _check_int("max_points_per_centroid", self.max_points_per_centroid, 1)
         _check_device(self.device)
+        if self.backend not in KMEANS_BACKENDS:
+            raise SemDedupError(f"backend must be one of {', '.join(KMEANS_BACKENDS)}, got {self.backend!r}")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,10 @@ def resolve_device(device: str) -> str:
 
 
 def faiss_gpu_available() -> bool:
-    """True when the installed faiss was built with GPU support and sees a GPU."""
-    import faiss
+    """True when the installed faiss was built with GPU support and sees a GPU (False without faiss)."""
+    try:
+        import faiss
+    except ImportError:
+        return False
 
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0

@@ -1,20 +1,39 @@
-"""Spherical k-means (faiss) and nearest-centroid assignment.
+"""Spherical k-means and nearest-centroid assignment, on faiss or on torch.
 
-Both functions take and return plain arrays and hold no global state, so a distributed backend can
-run them on workers unchanged.
+Both entry points take and return plain arrays and hold no global state, so a distributed backend can
+run them on workers unchanged. Two backends do the work:
+
+- ``faiss``: ``faiss.Kmeans(spherical=True)`` and an exact inner-product index — on the GPU when the
+  installed faiss was built with GPU support (``faiss-gpu``, see ``requirements-gpu.txt``), else on the
+  CPU. The default on a CPU.
+- ``torch``: the same algorithm written with torch matrix products (:func:`torch_kmeans`,
+  :func:`torch_assign`). On CUDA the products run in float16 with float32 accumulation, the points are
+  moved to the device once (or streamed chunk by chunk from pinned memory when they do not fit), and
+  no ``n × k`` matrix is ever held: similarities are computed a chunk of rows at a time. The default on
+  a GPU when faiss has no GPU support (the pinned ``faiss-cpu``); on a CPU it runs in float32 and is
+  what the tests check against faiss.
+
+:func:`kmeans_backend` says which one runs for a ``(device, backend)`` request, as recorded in
+``run.json`` (``faiss-cpu``, ``faiss-gpu``, ``torch-cpu``, ``torch-cuda``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
+from ..errors import SemDedupError
+from .config import KMEANS_BACKENDS
 from .device import faiss_gpu_available, resolve_device
 
 log = logging.getLogger(__name__)
 
 _ASSIGN_CHUNK = 1 << 17
+SPLIT_EPS = 1.0 / 1024  # the perturbation faiss gives the two halves of a split cluster
+REFINE_TOP = 4  # candidates re-scored in float32 when the similarities were computed in float16
 
 
 def _unit_rows(c: np.ndarray) -> np.ndarray:
@@ -24,11 +43,28 @@ def _unit_rows(c: np.ndarray) -> np.ndarray:
     return c / norms
 
 
-def kmeans_device(device: str = "auto") -> str:
-    """Where :func:`fit_centroids` and :func:`assign` really run for ``device``: ``cuda`` only when a GPU
-    is asked for (or found by ``auto``) *and* faiss was built with GPU support; ``cpu`` otherwise (the
-    pinned ``faiss-cpu`` runs k-means on the CPU even on a GPU machine). ``run.json`` records this."""
-    return faiss_device(resolve_device(device), faiss_gpu_available())
+def kmeans_backend(device: str = "auto", backend: str = "auto") -> str:
+    """What runs :func:`fit_centroids` and :func:`assign` for ``device`` and ``backend``:
+    ``faiss-cpu``, ``faiss-gpu``, ``torch-cpu`` or ``torch-cuda``.
+
+    ``auto`` on a CUDA device is faiss-gpu when the installed faiss can use the GPU, else torch-cuda
+    (the pinned faiss-cpu would run k-means on the CPU); ``auto`` on a CPU is faiss-cpu. ``faiss``
+    asked for on CUDA without a GPU build runs on the CPU (and says so here)."""
+    if backend not in KMEANS_BACKENDS:
+        raise SemDedupError(f"backend must be one of {', '.join(KMEANS_BACKENDS)}, got {backend!r}")
+    resolved = resolve_device(device)
+    if backend == "torch":
+        return f"torch-{resolved}"
+    if resolved == "cuda" and faiss_gpu_available():
+        return "faiss-gpu"
+    if backend == "auto" and resolved == "cuda":
+        return "torch-cuda"
+    return "faiss-cpu"
+
+
+def kmeans_device(device: str = "auto", backend: str = "auto") -> str:
+    """The device (``cpu`` or ``cuda``) that really runs k-means and assignment for this request."""
+    return "cpu" if kmeans_backend(device, backend).endswith("cpu") else "cuda"
 
 
 def faiss_device(resolved: str, faiss_has_gpu: bool) -> str:
@@ -44,16 +80,22 @@ def fit_centroids(
     seed: int = 0,
     max_points_per_centroid: int = 256,
     device: str = "auto",
+    backend: str = "auto",
 ) -> np.ndarray:
     """Fit spherical k-means on unit rows ``x`` and return ``k × d`` float32 unit centroids.
 
-    faiss samples ``n_clusters * max_points_per_centroid`` rows (seeded) when ``x`` has more; the
-    result is reproducible for a given seed, thread count and device.
+    Both backends train on at most ``n_clusters * max_points_per_centroid`` rows (a seeded sample when
+    ``x`` has more); the result is reproducible for a given seed, backend, thread count and device.
     """
+    which = kmeans_backend(device, backend)
+    if which.startswith("torch"):
+        n_max = n_clusters * max_points_per_centroid
+        if x.shape[0] > n_max:
+            x = x[np.sort(np.random.default_rng(seed).choice(x.shape[0], n_max, replace=False))]
+        return torch_kmeans(x, n_clusters, niter=niter, seed=seed, device=which.split("-")[1])
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
-    use_gpu = kmeans_device(device) == "cuda"
     km = faiss.Kmeans(
         x.shape[1],
         n_clusters,
@@ -62,23 +104,29 @@ def fit_centroids(
         spherical=True,
         max_points_per_centroid=max_points_per_centroid,
         min_points_per_centroid=1,
-        gpu=use_gpu,
+        gpu=which == "faiss-gpu",
         verbose=False,
     )
     km.train(x)
     return _unit_rows(km.centroids)
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def assign(
+    x: np.ndarray, centroids: np.ndarray, device: str = "auto", backend: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """Assign each unit row of ``x`` to its highest-cosine centroid.
 
-    Returns ``(labels int64, dist_to_centroid float32)`` with ``dist = 1 - cosine``. Works in chunks, so ``x`` may be a memory map larger than RAM.
+    Returns ``(labels int64, dist_to_centroid float32)`` with ``dist = 1 - cosine``. Works in chunks,
+    so ``x`` may be a memory map larger than RAM.
     """
+    which = kmeans_backend(device, backend)
+    if which.startswith("torch"):
+        return torch_assign(x, centroids, device=which.split("-")[1])
     import faiss
 
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     index: faiss.Index = faiss.IndexFlatIP(centroids.shape[1])
-    if kmeans_device(device) == "cuda":
+    if which == "faiss-gpu":
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(centroids)
     n = x.shape[0]
@@ -90,3 +138,194 @@ def assign(x: np.ndarray, centroids: np.ndarray, device: str = "auto") -> tuple[
         labels[start : start + len(chunk)] = idx[:, 0]
         dist[start : start + len(chunk)] = 1.0 - sims[:, 0]
     return labels, dist
+
+
+# -- the torch backend --------------------------------------------------------------------------------
+
+
+def compute_dtype(device: str) -> Any:
+    """The dtype of the similarity products: float16 on CUDA (float32 accumulation), float32 on a CPU."""
+    import torch
+
+    return torch.float16 if device == "cuda" else torch.float32
+
+
+def chunk_rows(n_cols: int, dim: int, budget_bytes: int, itemsize: int, n: int) -> int:
+    """Rows per chunk so that a chunk's ``rows × n_cols`` similarities, its rows and the float32 copies
+    made of them (staging, refinement candidates) stay within ``budget_bytes``."""
+    per_row = n_cols * itemsize + (4 + REFINE_TOP) * dim * 4
+    return int(max(1, min(n, max(256, budget_bytes // per_row))))
+
+
+def _default_budget(device: str) -> int:
+    return (1 << 30) if device == "cuda" else (128 << 20)
+
+
+def iter_chunks(x: np.ndarray, rows: int, device: str, dtype: Any) -> Iterator[tuple[int, Any]]:
+    """``(start, tensor)`` for consecutive row chunks of the host array ``x`` on ``device`` as ``dtype``.
+
+    On CUDA each chunk is copied once into one of two pinned staging buffers and sent by a non-blocking
+    copy on a side stream, so the host copy of the next chunk and its transfer overlap the device's
+    work on this one; the compute stream waits for each transfer, and a buffer is reused only after
+    its transfer has finished. On a CPU the chunks are views (converted if needed).
+    """
+    import torch
+
+    n, d = x.shape
+    if device != "cuda":
+        for s in range(0, n, rows):
+            yield s, torch.from_numpy(np.ascontiguousarray(x[s : s + rows])).to(dtype)
+        return
+    staging = [torch.empty((rows, d), dtype=torch.float32, pin_memory=True) for _ in range(2)]
+    copied: list[Any] = [None, None]
+    side = torch.cuda.Stream()
+    compute = torch.cuda.current_stream()
+    for i, s in enumerate(range(0, n, rows)):
+        buf = staging[i % 2]
+        if copied[i % 2] is not None:
+            copied[i % 2].synchronize()  # the transfer out of this buffer is done: safe to overwrite it
+        m = min(rows, n - s)
+        buf[:m].copy_(torch.from_numpy(np.ascontiguousarray(x[s : s + m], dtype=np.float32)))
+        with torch.cuda.stream(side):
+            chunk = buf[:m].to(device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(side)
+        copied[i % 2] = event
+        compute.wait_event(event)
+        chunk.record_stream(compute)  # allocated on the side stream, used on the compute stream
+        yield s, chunk.to(dtype)
+
+
+class _Points:
+    """The training points, on the device once when they fit in ``resident_bytes`` (else streamed from
+    the host chunk by chunk each iteration). Yields ``(start, chunk)`` in ``dtype``."""
+
+    def __init__(self, x: np.ndarray, rows: int, device: str, dtype: Any, resident_bytes: int | None):
+        import torch
+
+        self.x, self.rows, self.device, self.dtype = x, rows, device, dtype
+        self.resident: Any = None
+        size = x.shape[0] * x.shape[1] * torch.empty((), dtype=dtype).element_size()
+        if device == "cuda":
+            if resident_bytes is None:
+                free, _total = torch.cuda.mem_get_info()
+                resident_bytes = int(free * 0.6)
+            if size <= resident_bytes:
+                self.resident = torch.empty(x.shape, dtype=dtype, device=device)
+                for s, chunk in iter_chunks(x, rows, device, dtype):
+                    self.resident[s : s + len(chunk)] = chunk
+        else:
+            self.resident = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dtype)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        if self.resident is None:
+            yield from iter_chunks(self.x, self.rows, self.device, self.dtype)
+            return
+        for s in range(0, self.resident.shape[0], self.rows):
+            yield s, self.resident[s : s + self.rows]
+
+
+def split_empty_clusters(sums: Any, counts: Any) -> int:
+    """Give every empty cluster half of the largest cluster, as faiss does: the empty one takes a copy of
+    the largest one's centroid, the two are pushed apart by ``±SPLIT_EPS`` on alternating coordinates,
+    and its count is halved between them. ``sums`` holds centroids (or sums) to be normalised after.
+    Returns the number of clusters split. Works in place on torch tensors."""
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if not empty:
+        return 0
+    import torch
+
+    d = sums.shape[1]
+    sign = torch.ones(d, dtype=sums.dtype, device=sums.device)
+    sign[1::2] = -1
+    for ci in empty:
+        cj = int(torch.argmax(counts))
+        if int(counts[cj]) < 2:
+            break  # nothing left to split (fewer points than clusters); the centroid stays empty
+        sums[ci] = sums[cj] * (1 + SPLIT_EPS * sign)
+        sums[cj] = sums[cj] * (1 - SPLIT_EPS * sign)
+        half = counts[cj] // 2
+        counts[ci] = half
+        counts[cj] -= half
+    return len(empty)
+
+
+def torch_kmeans(
+    x: np.ndarray,
+    n_clusters: int,
+    *,
+    niter: int = 20,
+    seed: int = 0,
+    device: str = "cpu",
+    budget_bytes: int | None = None,
+    resident_bytes: int | None = None,
+) -> np.ndarray:
+    """Spherical k-means in torch on the unit rows ``x``: ``k × d`` float32 unit centroids.
+
+    Like faiss: the initial centroids are ``k`` distinct rows drawn with ``seed``; each of ``niter``
+    iterations assigns every row to its highest-cosine centroid, moves each centroid to the mean of its
+    rows, splits the largest cluster for each empty one, and normalises. Similarities are computed
+    ``rows × k`` at a time within ``budget_bytes`` (float16 products on CUDA), and the sums accumulate
+    in float32. ``resident_bytes`` caps the device memory the points may occupy (default: 60 % of
+    the free memory); beyond it they are streamed from pinned host memory every iteration.
+    """
+    import torch
+
+    n, d = x.shape
+    if not 1 <= n_clusters <= n:
+        raise SemDedupError(f"n_clusters must be between 1 and the number of items ({n}), got {n_clusters}")
+    dtype = compute_dtype(device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    rows = chunk_rows(n_clusters, d, budget_bytes or _default_budget(device), itemsize, n)
+    init = np.sort(np.random.default_rng(seed).choice(n, n_clusters, replace=False))
+    with torch.inference_mode():
+        points = _Points(x, rows, device, dtype, resident_bytes)
+        centroids = torch.from_numpy(_unit_rows(np.asarray(x[init]))).to(device)
+        for _ in range(niter):
+            c = centroids.to(dtype)
+            sums = torch.zeros((n_clusters, d), dtype=torch.float32, device=device)
+            counts = torch.zeros(n_clusters, dtype=torch.int64, device=device)
+            for _s, chunk in points:
+                labels = (chunk @ c.T).argmax(dim=1)
+                sums.index_add_(0, labels, chunk.float())
+                counts += torch.bincount(labels, minlength=n_clusters)
+            split_empty_clusters(sums, counts)
+            norms = sums.norm(dim=1, keepdim=True)
+            fresh = norms[:, 0] > 0
+            centroids = torch.where(fresh[:, None], sums / norms.clamp_min(1e-30), centroids)
+        return centroids.float().cpu().numpy()
+
+
+def torch_assign(
+    x: np.ndarray, centroids: np.ndarray, *, device: str = "cpu", budget_bytes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-centroid assignment in torch: ``(labels int64, dist float32)`` with ``dist = 1 − cosine``.
+
+    Rows go to the device a chunk at a time (pinned, non-blocking). On CUDA the similarities are
+    computed in float16 and the best ``REFINE_TOP`` candidates of each row re-scored in float32, so
+    labels and distances are those of float32 arithmetic (up to ties closer than float16 can tell).
+    """
+    import torch
+
+    n = x.shape[0]
+    k = centroids.shape[0]
+    dtype = compute_dtype(device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    rows = chunk_rows(k, x.shape[1], budget_bytes or _default_budget(device), itemsize, n)
+    with torch.inference_mode():
+        labels = torch.empty(n, dtype=torch.int64, device=device)
+        dist = torch.empty(n, dtype=torch.float32, device=device)
+        c32 = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(device)
+        c = c32.to(dtype)
+        for s, chunk in iter_chunks(x, rows, device, torch.float32):
+            sims = chunk.to(dtype) @ c.T
+            if dtype == torch.float32:
+                best, lab = sims.max(dim=1)
+            else:
+                cand = sims.topk(min(REFINE_TOP, k), dim=1).indices  # rows × t
+                exact = torch.einsum("rd,rtd->rt", chunk, c32[cand])
+                best, pick = exact.max(dim=1)
+                lab = cand.gather(1, pick[:, None])[:, 0]
+            labels[s : s + len(chunk)] = lab
+            dist[s : s + len(chunk)] = 1.0 - best.float()
+        return labels.cpu().numpy(), dist.cpu().numpy()

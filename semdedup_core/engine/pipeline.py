@@ -5,7 +5,9 @@ a previous (interrupted) run finished, times it and records it in ``run.json``. 
 live in ``DIR/.work`` and are written atomically, so a run killed at any moment and started again with
 the same arguments resumes where it stopped and ends with the same files. Scoring runs in shards of
 whole clusters (a cluster is never split) through an executor (this process or Ray); each shard is
-checkpointed as it arrives, and progress is counted there, where results arrive.
+checkpointed as it arrives, and progress is counted there, where results arrive. ``run.json`` records
+where each stage ran (``device``) and what ran it (``backend``: faiss-cpu, faiss-gpu, torch-cpu,
+torch-cuda).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .clusters import ClusterIndex
 from .config import ClusterConfig, DedupConfig, to_dict
 from .device import resolve_device
 from .executors import Executor, Task, get_executor
-from .kmeans import assign, fit_centroids, kmeans_device
+from .kmeans import assign, fit_centroids, kmeans_backend, kmeans_device
 from .pairwise import score_clusters
 from .schema import CENTROIDS, EMBEDDINGS, FORMAT_VERSION, ITEMS, RUN, WORK, ResultsFolder
 from .vectors import check_matrix, normalize_rows
@@ -63,6 +65,17 @@ def engine_params(cluster: ClusterConfig, config: DedupConfig) -> dict[str, Any]
     return params
 
 
+def params_match(recorded: dict[str, Any] | None, params: dict[str, Any]) -> bool:
+    """Whether a results folder's recorded parameters are ``params``. A parameter added after the folder
+    was written counts as its default there (the k-means ``backend``: ``auto``), so older folders resume."""
+    if not isinstance(recorded, dict):
+        return False
+    cluster = recorded.get("cluster")
+    if isinstance(cluster, dict) and "backend" not in cluster:
+        recorded = {**recorded, "cluster": {**cluster, "backend": "auto"}}
+    return recorded == params
+
+
 def fingerprint(x: np.ndarray, ids: np.ndarray | None) -> str:
     """A cheap identity of the input: shape, dtype, 1,024 evenly spaced rows and all ids."""
     h = hashlib.blake2b(digest_size=16)
@@ -77,18 +90,23 @@ def fingerprint(x: np.ndarray, ids: np.ndarray | None) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import faiss
     import pandas
     import pyarrow
     import torch
 
     from .._version import __version__
 
+    try:  # the torch k-means backend runs without faiss
+        import faiss
+
+        faiss_version = getattr(faiss, "__version__", "unknown")
+    except ImportError:
+        faiss_version = "not installed"
     return {
         "semdedup": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "faiss": getattr(faiss, "__version__", "unknown"),
+        "faiss": faiss_version,
         "torch": torch.__version__,
         "pandas": pandas.__version__,
         "pyarrow": pyarrow.__version__,
@@ -130,7 +148,7 @@ class _Run:
                     f"results folder {str(out)!r} was made from {old_shape[0]} × {old_shape[1]} embeddings, "
                     f"these are {n} × {d} (dimension or count mismatch); choose another --out folder"
                 )
-            if old.get("params") != params or old.get("input_fingerprint") != fp:
+            if not params_match(old.get("params"), params) or old.get("input_fingerprint") != fp:
                 raise SemDedupError(
                     f"results folder {str(out)!r} holds a run with other parameters or input; "
                     "choose another --out folder (or delete that folder yourself)"
@@ -296,10 +314,15 @@ def _kmeans(job: _Job, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         seed=cluster.seed,
         max_points_per_centroid=max(cluster.max_points_per_centroid, -(-n_sample // k)),
         device=cluster.device,
+        backend=cluster.backend,
     )
     io.save_npy(job.out / CENTROIDS, centroids)
     job.progress("kmeans", 1, 1)
-    return centroids, {"sample_size": int(n_sample), "device": kmeans_device(cluster.device)}
+    return centroids, {
+        "sample_size": int(n_sample),
+        "device": kmeans_device(cluster.device, cluster.backend),
+        "backend": kmeans_backend(cluster.device, cluster.backend),
+    }
 
 
 def _assign_path(job: _Job) -> Path:
@@ -312,17 +335,17 @@ def _load_assign(job: _Job) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _assign(job: _Job, x: np.ndarray, centroids: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
-    n, device = job.n, job.cluster.device
+    n, device, backend = job.n, job.cluster.device, job.cluster.backend
     job.progress("assign", 0, n)
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n, dtype=np.float32)
-    chunks = ((s, (x[s : s + ASSIGN_ROWS], centroids, device)) for s in range(0, n, ASSIGN_ROWS))
+    chunks = ((s, (x[s : s + ASSIGN_ROWS], centroids, device, backend)) for s in range(0, n, ASSIGN_ROWS))
     for s, (lab, dst) in job.executor.imap(assign, chunks):
         labels[s : s + len(lab)], dist[s : s + len(lab)] = lab, dst
         job.progress("assign", min(n, s + len(lab)), n)
     job.run.work.mkdir(parents=True, exist_ok=True)
     io.save_npz(_assign_path(job), labels=labels, dist=dist)
-    return (labels, dist), {"device": kmeans_device(device)}
+    return (labels, dist), {"device": kmeans_device(device, backend), "backend": kmeans_backend(device, backend)}
 
 
 def _score(
@@ -395,7 +418,8 @@ def _score(
         merge(first, last, r, ms, dup_local)
         done_clusters += last - first
         job.progress("score", done_clusters, k)
-    return (rank, max_sim, dup_idx), {"resumed_clusters": int(reused), "precision": precision, "device": device}
+    info = {"resumed_clusters": int(reused), "precision": precision, "device": device, "backend": f"torch-{device}"}
+    return (rank, max_sim, dup_idx), info
 
 
 def score_shard(
@@ -439,6 +463,12 @@ def _write(
             run.meta[key] = value
     stages = run.meta["stages"]
     run.meta["device"] = {name: stages[name]["device"] for name in ("kmeans", "assign", "score") if name in stages}
+    # what ran each stage: faiss-cpu / faiss-gpu / torch-cpu / torch-cuda (and the encoder's, for --input runs)
+    run.meta["backend"] = {
+        name: stages[name]["backend"]
+        for name in ("embed", "kmeans", "assign", "score")
+        if "backend" in stages.get(name, {})
+    }
     run.meta["executor"] = job.executor.name
     run.meta["status"] = "complete"
     job.progress("write", 1, 1)

@@ -147,7 +147,7 @@ def group_tree(
 def showcase_pairs(results: Results, eps: float, n: int = 6) -> pd.DataFrame:
     """The ``n`` most convincing removals at ``eps`` for people new to the method: at most one per
     cluster, preferring pairs whose earlier item is kept (no chain to explain) and, when a ``text``
-    column exists, texts that are not character-for-character identical; most similar first."""
+    column exists, texts that differ in more than whitespace; most similar first."""
     frame = pairs_frame(results, eps, sort="similarity")
     if frame.empty:
         return frame
@@ -156,7 +156,7 @@ def showcase_pairs(results: Results, eps: float, n: int = 6) -> pd.DataFrame:
     if "text" in results.items.columns:
         text = results.items["text"].to_numpy()
         same = np.array(
-            [str(text[a]).strip() == str(text[b]).strip() for a, b in zip(frame["row"], frame["dup_row"], strict=True)]
+            [str(text[a]).split() == str(text[b]).split() for a, b in zip(frame["row"], frame["dup_row"], strict=True)]
         )
     order = np.lexsort((-frame["max_sim"].to_numpy(), chained, same))
     frame = frame.iloc[order].drop_duplicates("cluster")

@@ -38,13 +38,14 @@ Progress = Callable[[str, int, int], None]
 
 
 def default_workers(device: str = "cpu") -> int:
-    """Image-decoding processes: on CUDA up to 8 (the GPU waits on decoding); on CPU the model already
+    """Image-decoding processes: on CUDA every core but one, up to 32 (a GPU embeds far faster than one
+    core decodes, so decoding is what it waits on; the main process feeds it); on CPU the model already
     uses every core, so one worker per four cores (at least one); more compete with it for the cores
     (bench/bench_embed.py on 2 cores: 1 worker 93–96 % of the bare forward pass; 2 workers 94 % when
     the machine is otherwise idle but as low as 58 % when anything else runs)."""
     cores = os.cpu_count() or 1
     if device == "cuda":
-        return max(1, min(8, cores))
+        return max(1, min(32, cores - 1))
     return max(1, min(4, cores // 4))
 
 
@@ -155,23 +156,32 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _chunk_batches(start: int, n: int, chunk: int, batch: int) -> Iterator[list[int]]:
-    """Index batches from ``start`` to ``n`` that never straddle a chunk boundary."""
-    i = start
-    while i < n:
-        end = min(n, (i // chunk + 1) * chunk, i + batch)
-        yield list(range(i, end))
-        i = end
+def _chunk_batches(
+    start: int, n: int, chunk: int, batch: int, skip: np.ndarray | None = None
+) -> Iterator[tuple[list[int], int]]:
+    """``(rows, end)``: batches of rows to embed from ``start`` to ``n`` that never straddle a chunk
+    boundary, leaving out the rows where ``skip`` is true (already known). ``end`` is where the batch
+    leaves off: the chunk's end for its last batch (an empty one when the whole chunk is skipped)."""
+    first = start
+    while first < n:
+        stop = min(n, (first // chunk + 1) * chunk)
+        rows = [i for i in range(first, stop) if skip is None or not skip[i]]
+        if not rows:
+            yield [], stop
+        for b in range(0, len(rows), batch):
+            part = rows[b : b + batch]
+            yield part, (stop if b + batch >= len(rows) else part[-1] + 1)
+        first = stop
 
 
 class _ChunkBatchSampler:
-    """:func:`_chunk_batches` as a re-iterable batch sampler (generated lazily: no list of all batches)."""
+    """:func:`_chunk_batches`' rows as a re-iterable batch sampler (generated lazily: no list of all batches)."""
 
-    def __init__(self, start: int, n: int, chunk: int, batch: int):
-        self.args = (start, n, chunk, batch)
+    def __init__(self, start: int, n: int, chunk: int, batch: int, skip: np.ndarray | None = None):
+        self.args = (start, n, chunk, batch, skip)
 
     def __iter__(self) -> Iterator[list[int]]:
-        return _chunk_batches(*self.args)
+        return (rows for rows, _end in _chunk_batches(*self.args))
 
     def __len__(self) -> int:
         return sum(1 for _ in _chunk_batches(*self.args))
@@ -249,14 +259,26 @@ def embed_items(
     workers: int,
     device: str,
     progress: Progress,
+    known: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """Fill ``state``'s array with the embeddings of ``items``, chunk by chunk, from the first unfinished one."""
+    """Fill ``state``'s array with the embeddings of ``items``, chunk by chunk, from the first unfinished one.
+
+    ``known``: ``(rows, vectors)`` already embedded elsewhere (see :func:`reusable_embeddings`); they are
+    written as they are and not embedded again."""
     n = len(items)
     chunk = state.chunk_size
     start = state.start
     progress("embed", start, n)
     if start >= n:
         return
+    skip = None
+    if known is not None and len(known[0]) and items.kind != "shards":
+        rows, vecs = known
+        raw = state.ensure(vecs.shape[1])
+        later = rows >= start
+        raw[rows[later]] = vecs[later]
+        skip = np.zeros(n, dtype=bool)
+        skip[rows] = True
     pending: list[dict[str, Any]] = []
     done = start
 
@@ -275,19 +297,19 @@ def embed_items(
     if items.kind == "shards":
         _copy_shards(items, state, record, after)
     elif items.modality == "image":
-        _embed_images(items, encoder, state, start, batch_size, workers, device, record, after)
+        _embed_images(items, encoder, state, start, batch_size, workers, device, record, after, skip)
     else:
-        _embed_texts(items, encoder, state, start, batch_size, record, after, lambda done: progress("embed", done, n))
+        _embed_texts(items, encoder, state, start, batch_size, record, after, lambda d: progress("embed", d, n), skip)
 
 
-def _embed_images(items, encoder, state, start, batch_size, workers, device, record, after) -> None:
+def _embed_images(items, encoder, state, start, batch_size, workers, device, record, after, skip=None) -> None:
     import torch
 
     n = len(items)
     dataset = _ImageDataset(items.paths, encoder.preprocess)
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=_ChunkBatchSampler(start, n, state.chunk_size, batch_size),
+        batch_sampler=_ChunkBatchSampler(start, n, state.chunk_size, batch_size, skip),
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=device == "cuda",
@@ -295,7 +317,7 @@ def _embed_images(items, encoder, state, start, batch_size, workers, device, rec
         prefetch_factor=4 if workers else None,
     )
     iter_loader = iter(loader)
-    for batch_idx in _chunk_batches(start, n, state.chunk_size, batch_size):
+    for _rows, end in _chunk_batches(start, n, state.chunk_size, batch_size, skip):
         ok, tensor, bad = next(iter_loader)
         for i, reason in bad:
             record(i, reason)
@@ -303,7 +325,7 @@ def _embed_images(items, encoder, state, start, batch_size, workers, device, rec
             vecs = encoder.encode(tensor)
             raw = state.ensure(vecs.shape[1])
             _store(raw, ok, vecs, record)
-        after(batch_idx[-1] + 1)
+        after(end)
 
 
 def _store(raw: np.ndarray, rows: list[int], vecs: np.ndarray, record: Callable[[int, str], None]) -> None:
@@ -321,13 +343,14 @@ def _store(raw: np.ndarray, rows: list[int], vecs: np.ndarray, record: Callable[
         raw[np.asarray(rows)] = vecs
 
 
-def _embed_texts(items, encoder, state, start, batch_size, record, after, tick) -> None:
+def _embed_texts(items, encoder, state, start, batch_size, record, after, tick, skip=None) -> None:
     n = len(items)
     texts = items.texts
     for chunk_start in range(start, n, state.chunk_size):
         chunk_end = min(n, chunk_start + state.chunk_size)
         # longest first within a chunk: batches of similar length pad least
-        order = sorted(range(chunk_start, chunk_end), key=lambda i: -len(texts[i]))
+        todo = [i for i in range(chunk_start, chunk_end) if skip is None or not skip[i]]
+        order = sorted(todo, key=lambda i: -len(texts[i]))
         for b in range(0, len(order), batch_size):
             rows = sorted(order[b : b + batch_size])
             try:
@@ -372,6 +395,45 @@ def _copy_shards(items, state, record, after) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# reusing the embeddings of an earlier run
+
+
+def reusable_embeddings(
+    folder: str | os.PathLike[str], items: Items, encoder_params: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows, vectors)``: the items of ``items`` that the finished results folder ``folder`` already
+    embedded with the same encoder — the same id *and* the same text (or image path) — with their
+    vectors from its ``embeddings.npy``. ``None`` when the folder is not finished, used another encoder
+    or shares no item. (Its vectors are unit length; every run normalises its rows anyway.)"""
+    import pandas as pd
+
+    from ..engine.schema import EMBEDDINGS, ITEMS
+
+    rf = ResultsFolder(folder)
+    if items.kind == "shards" or not rf.is_complete():
+        return None
+    meta = rf.read_run() or {}
+    if meta.get("embed", {}).get("encoder") != encoder_params:
+        log.info("not reusing %s: it was embedded with another encoder", folder)
+        return None
+    column = "path" if items.modality == "image" else "text"
+    content = items.paths if items.modality == "image" else items.texts
+    try:
+        old = pd.read_parquet(rf.file(ITEMS), columns=["id", column])
+    except (KeyError, ValueError, OSError):
+        return None
+    where = {(i, c): r for r, (i, c) in enumerate(zip(old["id"], old[column], strict=True))}
+    pairs = [(row, where.get((item_id, content[row]))) for row, item_id in enumerate(items.ids)]
+    pairs = [(row, old_row) for row, old_row in pairs if old_row is not None]
+    if not pairs:
+        return None
+    rows, old_rows = (np.array(v, dtype=np.int64) for v in zip(*pairs, strict=True))
+    vecs = np.asarray(np.load(rf.file(EMBEDDINGS), mmap_mode="r")[np.sort(old_rows)], dtype=np.float32)
+    vecs = vecs[np.argsort(np.argsort(old_rows))]  # back into the order of rows
+    return rows, vecs
+
+
+# ---------------------------------------------------------------------------------------------------
 # the whole run
 
 
@@ -399,15 +461,20 @@ def run_input(
     cluster: ClusterConfig,
     config: DedupConfig | None = None,
     progress: Progress | None = None,
+    reuse: str | os.PathLike[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Results:
     """Embed the items of ``input_path`` (image folder, table or embedding shards) and deduplicate them.
 
     Writes the results folder ``out`` (the same contract as :func:`semdedup_core.dedup`, plus
     ``errors.parquet``); ``run.json`` records the input, the encoder and its parameters under
     ``embed``, and ``counts.errors``. Running again with the same arguments resumes (embedding from
-    its last finished chunk) or returns the finished results.
+    its last finished chunk) or returns the finished results. ``reuse``: a finished results folder made
+    with the same encoder; its items (same id and text or image path) are not embedded again but
+    taken from it (:func:`reusable_embeddings`; ``run.json`` counts them as ``embed.reused``).
+    ``extra``: more facts for ``run.json``.
     """
-    from ..engine.pipeline import dedup, engine_params
+    from ..engine.pipeline import dedup, engine_params, params_match
     from ..engine.results import Results
 
     embed = embed or EmbedConfig()
@@ -437,7 +504,9 @@ def run_input(
     folder.check_writable()
     if folder.is_complete():
         meta = folder.finished_run()
-        if meta.get("embed", {}).get("identity") != identity or meta.get("params") != engine_params(cluster, config):
+        if meta.get("embed", {}).get("identity") != identity or not params_match(
+            meta.get("params"), engine_params(cluster, config)
+        ):
             raise SemDedupError(
                 f"results folder {str(out)!r} holds a run with another input, encoder or parameters; "
                 "choose another --out folder (or delete that folder yourself)"
@@ -446,6 +515,7 @@ def run_input(
 
     state = _EmbedState(out / WORK / "embed", identity, len(items), embed.chunk_size)
     workers = default_workers(device) if embed.workers is None else embed.workers
+    known = reusable_embeddings(reuse, items, enc_params) if reuse is not None else None
     if len(items):
         embed_items(
             items,
@@ -455,6 +525,7 @@ def run_input(
             workers=min(workers, max(0, len(items) // embed.batch_size)) if workers else 0,
             device=device,
             progress=progress,
+            known=known,
         )
     embed_seconds = time.perf_counter() - t0
     errors = items.errors + state.meta["errors"]
@@ -470,10 +541,11 @@ def run_input(
         )
     raw = state.raw
     assert raw is not None
+    runtime = encoder.runtime() if encoder is not None else {"backend": "precomputed"}
     x = raw if len(ok) == len(items) else raw[ok]
     ids = np.asarray(items.ids, dtype=object)[ok]
     columns = items.columns.iloc[ok].reset_index(drop=True)
-    extra = {
+    facts = {
         "input": items.source,
         "embed": {
             "identity": identity,
@@ -481,10 +553,14 @@ def run_input(
             "batch_size": embed.batch_size,
             "workers": workers,
             "device": device,
+            **runtime,
+            "reused": 0 if known is None else len(known[0]),
+            "reused_from": None if known is None else str(Path(reuse).resolve()),  # type: ignore[arg-type]
             "seconds": round(embed_seconds, 4),
         },
         "counts": {"input_items": items.n_input, "errors": len(errors), "skipped": items.skipped},
-        "stages": {"embed": {"done": True, "seconds": round(embed_seconds, 4)}},
+        "stages": {"embed": {"done": True, "seconds": round(embed_seconds, 4), "backend": runtime["backend"]}},
     }
+    facts.update(extra or {})
     log.info("embedded %d items (%d errors) in %.1fs", len(ok), len(errors), embed_seconds)
-    return dedup(x, ids, cluster=cluster, config=config, out=out, progress=progress, columns=columns, extra=extra)
+    return dedup(x, ids, cluster=cluster, config=config, out=out, progress=progress, columns=columns, extra=facts)

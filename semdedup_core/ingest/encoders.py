@@ -129,6 +129,38 @@ class _TorchEncoder:
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
+    @property
+    def channels_last(self) -> bool:
+        """Image convolutions on CUDA run in ``channels_last`` layout (faster with float16 tensor cores)."""
+        return self.device == "cuda" and self.modality == IMAGE
+
+    def _prepare(self, model: Any) -> Any:
+        """A loaded model made ready to run here: eval mode, on the device, ``channels_last`` for image
+        models on CUDA (and cuDNN's autotuner, since every batch has the same shape)."""
+        import torch
+
+        model = model.eval().to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        return model
+
+    def _to_device(self, batch: Any) -> Any:
+        """A preprocessed image batch on the device (non-blocking from the loader's pinned memory)."""
+        import torch
+
+        if self.channels_last:
+            return batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return batch.to(self.device, non_blocking=True)
+
+    def runtime(self) -> dict[str, Any]:
+        """How this encoder runs, for ``run.json``: backend, autocast dtype, memory layout."""
+        return {
+            "backend": f"torch-{self.device}",
+            "autocast": "float16" if self.device == "cuda" else None,
+            "channels_last": self.channels_last,
+        }
+
     def params(self) -> dict[str, Any]:
         return {"name": self.name, "modality": self.modality}
 
@@ -177,7 +209,7 @@ class EfficientNetLite0(_TorchEncoder):
         model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
         model.load_state_dict(map_lite0_weights(source, model.state_dict()))
         model.reset_classifier(0)
-        return model.eval().to(self.device)
+        return self._prepare(model)
 
     def encode(self, batch: Any) -> np.ndarray:
         import torch
@@ -185,7 +217,7 @@ class EfficientNetLite0(_TorchEncoder):
         if isinstance(batch, list):
             batch = torch.stack([self.preprocess(im) for im in batch])
         with torch.inference_mode(), self._autocast():
-            out = self.model(batch.to(self.device, non_blocking=True))
+            out = self.model(self._to_device(batch))
         return out.float().cpu().numpy()
 
 
@@ -396,7 +428,7 @@ class OpenClipEncoder(_TorchEncoder):
                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); pass a checkpoint of that architecture "
                 "saved by open_clip (a state dict)"
             ) from None
-        return model.eval().to(self.device)
+        return self._prepare(model)
 
     def encode(self, batch: Any) -> np.ndarray:
         import torch
@@ -406,7 +438,7 @@ class OpenClipEncoder(_TorchEncoder):
             if self.modality == IMAGE:
                 if isinstance(batch, list):
                     batch = torch.stack([self.preprocess(im) for im in batch])
-                out = model.encode_image(batch.to(self.device, non_blocking=True))
+                out = model.encode_image(self._to_device(batch))
             else:
                 if self._tokenizer is None:
                     import open_clip
