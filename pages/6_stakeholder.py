@@ -15,11 +15,18 @@ e = sa.eps()
 n = res.n_items
 n_rem = res.n_removed(e)
 st.title("Semantic duplicates in this dataset")
+first_look = res.run.get("first_look")
+if first_look:  # a part chosen to contain likely duplicates: its share says nothing about the collection
+    st.warning(
+        f"This is a first look at {sa.fmt_int(n)} of the {sa.fmt_int(first_look.get('items_total', 0))} items, "
+        "chosen so that it holds likely duplicates: its share of duplicates overstates the whole collection's. "
+        "The figures below are the whole demo's once it is built (it replaces this view by itself)."
+    )
 m1, m2, m3 = st.columns(3)
 m1.metric("items in the dataset", sa.fmt_int(n))
 m2.metric("semantic duplicates", f"{n_rem / n:.1%}", f"{sa.fmt_int(n_rem)} items", delta_color="off", delta_arrow="off")
 m3.metric("kept after deduplication", sa.fmt_int(n - n_rem))
-report_name, build_report = sa.report_file(res, e)
+report_name, build_report = sa.report_file(res, e, str(sa.audit.store(res).path))
 st.download_button(
     "Download the report (HTML)",
     data=build_report,

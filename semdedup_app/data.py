@@ -213,15 +213,22 @@ def export_bytes(
 
 
 # -- report and comparison ----------------------------------------------------------------------------
-def _report_bytes(res: Results, e: float) -> bytes:
-    return report.build_report(res, e).encode("utf-8")
+def _report_bytes(res: Results, e: float, labels: str | None) -> bytes:
+    from semdedup_core.audit.precision import summary_at
+
+    try:
+        audit = summary_at(res, e, labels)
+    except SemDedupError:  # a damaged sample or store is reported on Review; the report goes without it
+        audit = None
+    return report.build_report(res, e, audit=audit).encode("utf-8")
 
 
-def report_file(res: Results, e: float) -> tuple[str, Callable[[], bytes]]:
+def report_file(res: Results, e: float, labels: str | None = None) -> tuple[str, Callable[[], bytes]]:
     """``(file name, build)`` of the one-file HTML report at ``e``: ``build`` makes the file only when the
-    download button is clicked (Streamlit calls it then), the same bytes as ``python -m semdedup_core report``."""
+    download button is clicked (Streamlit calls it then), the same bytes as ``python -m semdedup_core report``
+    with ``--labels labels`` (the audited precision is in it when reviewers judged the run's sample)."""
     name = f"semdedup-report-{res.path.name if res.path is not None else 'run'}-eps{float(e):.4f}.html"
-    return name, functools.partial(_report_bytes, res, float(e))
+    return name, functools.partial(_report_bytes, res, float(e), labels)
 
 
 def comparison(res: Results, path_b: str | Path, e_a: float, e_b: float | None) -> compare.Comparison:

@@ -306,12 +306,16 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .audit.precision import summary_at
     from .engine.results import Results
     from .explore.report import write_report
 
     results = Results.load(args.results)
     eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
-    path = write_report(results, eps, args.out, examples=args.examples, borderline=args.borderline, groups=args.groups)
+    audit = summary_at(results, eps, args.labels)  # the audited precision, when reviewers judged a sample
+    path = write_report(
+        results, eps, args.out, examples=args.examples, borderline=args.borderline, groups=args.groups, audit=audit
+    )
     n_rem = int(results.n_removed(eps))
     print(
         f"report: {path} ({path.stat().st_size / 1024:,.0f} KB): {results.n_items:,} items, "
@@ -520,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--groups", type=int, default=4, metavar="N", help="largest groups of duplicates shown (default 4)"
+    )
+    report.add_argument(
+        "--labels",
+        metavar="STORE",
+        help="verdict store for the audited precision shown when reviewers judged the run's review sample "
+        "(default: DIR/labels.parquet)",
     )
 
     comp = sub.add_parser(

@@ -126,3 +126,28 @@ def test_report_refuses_what_the_sample_cannot_answer(audit_copy, tmp_path, caps
     assert main(["audit", "report", str(res.path), "--target", "1.5"]) == 2
     assert "target must be a precision" in capsys.readouterr().err
     assert not LabelStore(res.path / "labels.parquet").exists()  # reports never write
+
+
+def test_the_report_shows_the_audited_precision_once_reviewers_judged(audit_copy, tmp_path, capsys):
+    """`report` carries the audit's estimate at its ε (a "Checked by people" section) when verdicts exist,
+    and none before; at an ε beyond the sample's eps-max it stays silent rather than guess."""
+    import re
+
+    from semdedup_core.audit.precision import report as audit_report
+
+    res = audit_copy
+    assert main(["report", str(res.path), "--eps", "0.2", "--out", str(tmp_path / "before.html")]) == 0
+    assert 'id="audit"' not in (tmp_path / "before.html").read_text()
+    queue = tmp_path / "q.csv"
+    assert main(["audit", "sample", str(res.path), "--n", "30", "--out", str(queue)]) == 0
+    q = pd.read_csv(queue, dtype=str, keep_default_na=False)
+    q["verdict"] = ["duplicate"] * 24 + ["not_duplicate"] * 6
+    q.to_csv(queue, index=False)
+    assert main(["audit", "import", str(res.path), str(queue), "--reviewer", "ann"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(res.path), "--eps", "0.2", "--out", str(tmp_path / "after.html")]) == 0
+    html = (tmp_path / "after.html").read_text()
+    row = audit_report(res, eps=[0.2]).rows.iloc[0]
+    assert 'id="audit"' in html and re.search(rf"\b{row['precision'] * 100:.0f}\b", html), html[:2000]
+    assert main(["report", str(res.path), "--eps", "0.5", "--out", str(tmp_path / "beyond.html")]) == 0
+    assert 'id="audit"' not in (tmp_path / "beyond.html").read_text()

@@ -320,3 +320,22 @@ def report(
             f"`python -m semdedup_core audit sample {results.path} --n 400 --out queue.csv`"
         )
     return estimate(design, results.label_store(labels).resolved(), eps, target)
+
+
+def summary_at(
+    results: Results, eps: float, labels: LabelStore | str | None = None, target: float = DEFAULT_TARGET
+) -> dict[str, Any] | None:
+    """The audited precision at one ``eps`` for a report (a row of :func:`report` with ``target`` and
+    ``recommended_eps``), or ``None`` when no sample was drawn, nothing of it is judged, or ``eps`` lies
+    beyond the sample's eps-max (the sample says nothing there)."""
+    from .sample import load_design
+
+    design = load_design(results)
+    if design is None or eps > design.eps_max:
+        return None
+    rep = estimate(design, results.label_store(labels).resolved(), [eps], target)
+    if rep.sample["judged"] == 0:
+        return None
+    full = estimate(design, results.label_store(labels).resolved(), None, target)
+    row = rep.rows.iloc[0].to_dict()
+    return {**row, "target": rep.target, "recommended_eps": full.recommended_eps, "confidence": rep.level}

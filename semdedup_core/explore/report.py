@@ -489,6 +489,14 @@ def build_report(
         '<p class="small">Each item has one score, its similarity to the most similar earlier item of its '
         "cluster, so the whole curve comes from the same run: a looser ε removes more.</p></section>",
     ]
+    first_look = results.run.get("first_look")
+    if first_look:  # a part chosen to hold likely duplicates: its share says nothing about the collection
+        sections.insert(
+            1,
+            f'<p class="lead" id="first-look"><b>A first look:</b> {n:,} of the '
+            f"{int(first_look.get('items_total', 0)):,} items, chosen so that it holds likely duplicates; its "
+            "share of duplicates overstates the whole collection's.</p>",
+        )
     if audit is not None:
         sections.append(f'<section id="audit"><h2>Checked by people</h2>{_audit_section(audit, eps)}</section>')
     if examples:
