@@ -170,3 +170,61 @@ def brute_force_scores(emb: np.ndarray, items: pd.DataFrame) -> tuple[np.ndarray
             max_sim[rows[r]] = sims[r, j]
             dup_of[rows[r]] = ids[rows[j]]
     return max_sim, dup_of
+
+
+# -- hostile files and shared runs (issue 9: safe to share and hard to break) ----------------------
+
+
+def write_png_bomb(path: Path, width: int = 12_000, height: int = 12_000) -> Path:
+    """A grayscale PNG of ``width`` × ``height`` black pixels (144 megapixels by default) that is only a
+    few hundred KB on disk: a decompression bomb. Written row by row, never held in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte 0, then the pixels
+    body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_image_run(tmp_path_factory):
+    """A finished ``run --input`` results folder over a table of images (the table's folder is the run's
+    input root) with one image *outside* that folder (an absolute path to an exact copy of an inside
+    image, so it forms a pair), and captions holding bare URLs and an e-mail address.
+    Returns ``(results, outside_path)``."""
+    from PIL import Image
+
+    from semdedup_core import ClusterConfig, EmbedConfig, run_input
+
+    base = tmp_path_factory.mktemp("shared")
+    table_dir, outside_dir = base / "data", base / "secret"
+    (table_dir / "imgs").mkdir(parents=True)
+    outside_dir.mkdir()
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(8):
+        arr = _scene(rng)
+        Image.fromarray(arr).save(table_dir / "imgs" / f"s{i}.png")
+        rows.append({"id": f"s{i}", "path": f"imgs/s{i}.png", "caption": f"scene {i} see http://evil.example/{i}"})
+        if i < 2:  # a near-copy inside the folder
+            Image.fromarray(arr).resize((120, 90)).save(table_dir / "imgs" / f"c{i}.jpg", quality=70)
+            rows.append(
+                {"id": f"c{i}", "path": f"imgs/c{i}.jpg", "caption": f"copy {i} www.evil.example me@evil.example"}
+            )
+    outside = outside_dir / "private.png"
+    outside.write_bytes((table_dir / "imgs" / "s3.png").read_bytes())
+    rows.append({"id": "private", "path": str(outside), "caption": "an image outside the table's folder"})
+    pd.DataFrame(rows).to_parquet(table_dir / "table.parquet", index=False)
+    res = run_input(
+        table_dir / "table.parquet",
+        base / "run",
+        embed=EmbedConfig(image_column="path", text_column="caption", id_column="id", workers=0, batch_size=16),
+        cluster=ClusterConfig(2, seed=0),
+    )
+    return res, outside

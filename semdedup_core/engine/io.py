@@ -100,8 +100,8 @@ def read_ids(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
             )
         ids = df["id"].to_numpy(dtype=object)  # nulls stay nulls (check_ids refuses them): never "nan"
     else:
-        try:
-            text = path.read_text(encoding="utf-8")
+        try:  # bytes, not read_text: universal newlines would turn a "\r" inside an id into a line break
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise SemDedupError(f"ids file {str(path)!r} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
         lines = text.split("\n")

@@ -327,14 +327,15 @@ def run_demo(kind: str, out: str | os.PathLike[str] | None = None, *, progress: 
     out = Path(out) if out is not None else default_out(kind)
     if ResultsFolder(out).is_complete():
         return Results.load(out)
-    if kind == "text":
-        table = build_text_data()
-        embed = EmbedConfig(text_column="text", id_column="id")
-    else:
-        table = build_image_data()
-        embed = EmbedConfig(image_column="path", id_column="id")
-    import pyarrow.parquet as pq
+    with ResultsFolder(out).lock():  # one builder per demo folder (run_input takes it again)
+        if kind == "text":
+            table = build_text_data()
+            embed = EmbedConfig(text_column="text", id_column="id")
+        else:
+            table = build_image_data()
+            embed = EmbedConfig(image_column="path", id_column="id")
+        import pyarrow.parquet as pq
 
-    n = pq.ParquetFile(table).metadata.num_rows
-    cluster = ClusterConfig(n_clusters=demo_clusters(n), niter=20, seed=0)
-    return run_input(table, out, embed=embed, cluster=cluster, config=DedupConfig(), progress=progress)
+        n = pq.ParquetFile(table).metadata.num_rows
+        cluster = ClusterConfig(n_clusters=demo_clusters(n), niter=20, seed=0)
+        return run_input(table, out, embed=embed, cluster=cluster, config=DedupConfig(), progress=progress)
