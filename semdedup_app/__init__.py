@@ -4,7 +4,8 @@
 - :mod:`~semdedup_app.data` — cached views of the open results folder (one decorator, :mod:`~semdedup_app.cache`);
 - :mod:`~semdedup_app.widgets` — the sidebar, the ε slider, items and pairs;
 - :mod:`~semdedup_app.markdown` — dataset text shown literally;
-- :mod:`~semdedup_app.jobs` — runs started from the app, in background processes.
+- :mod:`~semdedup_app.jobs` — runs started from the app, in background processes;
+- :mod:`~semdedup_app.access` — the sharing policy: read-only mode, allowed roots, who may write what.
 
 Everything heavy lives in ``semdedup_core``, which never imports Streamlit.
 """
@@ -15,7 +16,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every page imports this package first: never reach a model hub
 
-from . import jobs  # noqa: E402
+from . import access, jobs  # noqa: E402
 from .data import (  # noqa: E402
     MAX_CLUSTER_OPTIONS,
     centroid_map,
@@ -55,11 +56,13 @@ from .state import (  # noqa: E402
     open_startup_folder,
     page_setup,
     set_eps,
+    shared_folders,
 )
 from .widgets import (  # noqa: E402
     current_results,
     eps_slider,
     fmt_int,
+    image,
     image_bytes,
     require_results,
     show_item,
@@ -69,6 +72,7 @@ from .widgets import (  # noqa: E402
 )
 
 __all__ = [
+    "access",
     "centroid_map",
     "cli_demo",
     "cli_results_dir",
@@ -89,6 +93,7 @@ __all__ = [
     "export_bytes",
     "fmt_int",
     "groups",
+    "image",
     "image_bytes",
     "item_map",
     "jobs",
@@ -111,6 +116,7 @@ __all__ = [
     "require_results",
     "score_histogram",
     "set_eps",
+    "shared_folders",
     "show_item",
     "show_pair",
     "show_pairs",

@@ -159,21 +159,31 @@ def bad_id_char(value: str) -> str | None:
 
 def first_bad_string(values: Any) -> int | None:
     """The position of the first string in ``values`` (an Arrow array or a pandas column of strings, nulls
-    allowed) holding a line break or NUL, or ``None``. The bytes are screened first (any control byte,
-    or a byte of the UTF-8 forms of U+0085, U+2028, U+2029); only a hit runs the regular expression."""
+    allowed) holding a line break or NUL, or ``None``. The bytes are screened first (two reductions: a
+    control byte, or any non-ASCII byte, for U+0085/U+2028/U+2029); only a hit runs the regex."""
     import pyarrow.compute as pc
 
     arr = strings(values)
-    if not any(_SUSPECT_BYTES[np.frombuffer(c.buffers()[2] or b"", np.uint8)].any() for c in arr.chunks):
+    if not any(_suspect(chunk) for chunk in arr.chunks):
         return None
     hit = pc.fill_null(pc.match_substring_regex(arr, _BAD_ID_RE2), False)
     first = pc.index(hit, True).as_py()
     return None if first < 0 else int(first)
 
 
-_SUSPECT_BYTES = np.zeros(256, dtype=bool)
-_SUSPECT_BYTES[:0x20] = True
-_SUSPECT_BYTES[[0x85, 0xA8, 0xA9]] = True
+def _suspect(chunk: Any) -> bool:
+    """Whether the bytes of a string array's values hold a control byte or a non-ASCII byte."""
+    import pyarrow as pa
+
+    if len(chunk) == 0 or chunk.null_count == len(chunk):
+        return False
+    _, offsets, data = chunk.buffers()
+    if data is None:
+        return False
+    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    bounds = np.frombuffer(offsets, width)[[chunk.offset, chunk.offset + len(chunk)]]
+    view = np.frombuffer(data, np.uint8)[int(bounds[0]) : int(bounds[1])]
+    return bool(len(view)) and (int(view.min()) < 0x20 or int(view.max()) >= 0x80)
 
 
 def strings(values: Any) -> Any:

@@ -281,8 +281,10 @@ def _read_pid(fd: int) -> int | None:
 SCORE_SLACK = 1e-3  # float32 scores of identical items may exceed 1 by a hair
 
 
-def _digits(values: np.ndarray) -> np.ndarray:
-    return np.searchsorted(10 ** np.arange(1, 19, dtype=np.int64), values, side="right") + 1
+def _digit_counts(n: int) -> np.ndarray:
+    """The number of decimal digits of each of ``0 .. n-1`` (1 for 0..9, 2 for 10..99, …)."""
+    bounds = [0, *(10**j for j in range(1, len(str(max(n - 1, 0))))), n]
+    return np.repeat(np.arange(1, len(bounds), dtype=np.int64), np.diff(bounds))
 
 
 def _rows_of(ids: Any, dup: Any, where: str) -> np.ndarray:
@@ -296,17 +298,23 @@ def _rows_of(ids: Any, dup: Any, where: str) -> np.ndarray:
     has = pc.is_valid(dup).to_numpy(zero_copy_only=False)
     present = pc.drop_null(dup)
     rows = np.full(n, -1, dtype=np.int64)
+    looks_numeric = ids[0].as_py() == "0" and ids[n - 1].as_py() == str(n - 1)  # else skip the full cast
     with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if not looks_numeric:
+            raise pa.ArrowInvalid("not the row numbers")
+        # "0".."n-1" exactly: the numbers, and as many bytes as their digits (no sign, no leading zero)
+        digits = _digit_counts(n)
         as_int = pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False)
         if np.array_equal(as_int, np.arange(n)) and np.array_equal(
-            pc.utf8_length(ids).to_numpy(zero_copy_only=False), _digits(as_int)
+            pc.binary_length(ids).to_numpy(zero_copy_only=False), digits
         ):
             targets = pc.cast(present, pa.int64()).to_numpy(zero_copy_only=False)
-            ok = (targets >= 0) & (targets < n)
-            if ok.all() and np.array_equal(pc.utf8_length(present).to_numpy(zero_copy_only=False), _digits(targets)):
+            if ((targets >= 0) & (targets < n)).all() and np.array_equal(
+                pc.binary_length(present).to_numpy(zero_copy_only=False), digits[targets]
+            ):
                 rows[has] = targets
                 return rows
-    both = pa.chunked_array([*ids.chunks, *present.cast(ids.type).chunks], ids.type)
+    both = pa.chunked_array([*ids.chunks, *present.chunks], ids.type)
     codes = pc.dictionary_encode(both).combine_chunks().indices.to_numpy(zero_copy_only=False)
     own = codes[:n]
     repeat = np.flatnonzero(own != np.arange(n))
@@ -368,7 +376,9 @@ def check_items(items: pd.DataFrame, run: dict[str, Any], where: str) -> tuple[n
     bad = io.first_bad_string(ids)
     if bad is not None:
         raise refuse(f"has an id with a line break or NUL in row {bad} ({ids[bad].as_py()!r})")
-    dup = io.strings(items["dup_of"]).cast(ids.type)
+    dup = io.strings(items["dup_of"])
+    if dup.type != ids.type:
+        dup = dup.cast(ids.type)
 
     k = counts.get("clusters")
     cluster = items["cluster"].to_numpy(np.int64)
@@ -381,12 +391,12 @@ def check_items(items: pd.DataFrame, run: dict[str, Any], where: str) -> tuple[n
         r = int(np.flatnonzero((cluster < 0) | (cluster >= k))[0])
         raise refuse(f"has cluster {int(cluster[r])} in row {r}; clusters must be between 0 and {k - 1}")
     for col in ("max_sim", "dist_to_centroid"):
-        values = items[col].to_numpy(np.float64, na_value=np.nan)
+        values = _floats(items[col])
         finite = np.isfinite(values)
         if not finite.all():
             r = int(np.flatnonzero(~finite)[0])
             raise refuse(f"has {col} {values[r]} in row {r}; scores must be finite numbers")
-    scores = items["max_sim"].to_numpy(np.float64)
+    scores = _floats(items["max_sim"])
     out = (scores < -1 - SCORE_SLACK) | (scores > 1 + SCORE_SLACK)
     if out.any():
         r = int(np.flatnonzero(out)[0])
@@ -428,6 +438,12 @@ def check_items(items: pd.DataFrame, run: dict[str, Any], where: str) -> tuple[n
             "item of the same cluster"
         )
     return dup_rows, ClusterIndex(order, offsets)
+
+
+def _floats(column: Any) -> np.ndarray:
+    """A float column as a numpy array without a copy where it is one already (nulls become NaN)."""
+    values = column.to_numpy()
+    return values if values.dtype.kind == "f" else column.to_numpy(np.float64, na_value=np.nan)
 
 
 def _repeated_rank(pos: np.ndarray) -> int:
