@@ -63,6 +63,32 @@ def test_second_writer_fails_at_once_naming_the_holder(tmp_path):
     assert res.n_items == 200 and not (folder / LOCK).exists()
 
 
+def test_run_input_and_the_demo_builder_refuse_a_locked_folder_before_any_work(tmp_path):
+    """Neither loads a model, builds demo data or embeds anything while another process writes the folder."""
+    from PIL import Image
+
+    from semdedup_core import run_demo, run_input
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (i * 50, 9, 9)).save(tmp_path / "imgs" / f"{i}.png")
+    folder = tmp_path / "out"
+    holder = hold_lock(folder)
+    try:
+        for call in (
+            lambda: run_input(tmp_path / "imgs", folder, cluster=ClusterConfig(1)),
+            lambda: run_demo("text", folder),
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(SemDedupError, match=f"being written by another run \\(pid {holder.pid}\\)"):
+                call()
+            assert time.monotonic() - t0 < 3
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK]  # nothing embedded, nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_the_holder_may_take_its_lock_again_but_another_thread_may_not(tmp_path):
     folder = ResultsFolder(tmp_path / "out")
     errors: list[Exception] = []

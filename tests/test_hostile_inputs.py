@@ -198,3 +198,23 @@ def test_app_thumbnails_refuse_the_same_files_without_hanging(tmp_path):
         t0 = time.monotonic()
         data, why = _in_thread(lambda p=path: sa.image(None, p))
         assert data is None and reason in why and time.monotonic() - t0 < 5
+
+
+def test_map_hover_labels_escape_ids_and_texts(tmp_path):
+    """Plotly renders a subset of HTML in hover labels: ids and texts go in escaped (shown literally)."""
+    import pandas as pd
+
+    import semdedup_app as sa
+    from semdedup_core.explore import maps
+
+    x = np.random.default_rng(1).normal(size=(12, 4)).astype(np.float32)
+    ids = [f"<a href='javascript:alert({i})'>x</a>" if i % 2 else f"<b>{i}</b>" for i in range(12)]
+    texts = pd.DataFrame({"text": ["<img src=x onerror=alert(1)> & more"] * 12})
+    res = dedup(x, ids, cluster=ClusterConfig(2), out=tmp_path / "r", columns=texts)
+    maps.compute_map(res, method="pca")
+    labels = sa.map_labels(res, "pca", res.n_items)
+    assert len(labels) == 12
+    for label in labels:
+        assert "<a " not in label and "<b>" not in label and "<img" not in label
+        assert label.count("<br>") == 1  # the one line break the label itself puts in
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; more" in labels[0]

@@ -414,18 +414,24 @@ def run_input(
             f"n_clusters must be between 1 and the number of usable items ({len(items)} of {items.n_input} in "
             f"{str(input_path)!r}), got {cluster.n_clusters}; pass a smaller --clusters"
         )
-    device = resolve_device(embed.device)
-    if items.kind == "shards":
-        if embed.encoder is not None or embed.pretrained is not None:
-            raise SemDedupError("--encoder/--pretrained do not apply to precomputed embedding shards; drop them")
-        encoder = None
-        enc_params: dict[str, Any] = {"name": "precomputed", "source": items.source.get("embeddings")}
-    else:
-        encoder = get_encoder(embed.encoder, modality=items.modality, pretrained=embed.pretrained, device=device)
-        enc_params = encoder.params()
-    identity = {**embed.identity(), "encoder": enc_params, "input": items.source, "fingerprint": items.fingerprint()}
+    # one writer per folder, from before the model loads to the end (dedup takes the lock again)
+    with ResultsFolder(out).lock() as folder:
+        device = resolve_device(embed.device)
+        if items.kind == "shards":
+            if embed.encoder is not None or embed.pretrained is not None:
+                raise SemDedupError("--encoder/--pretrained do not apply to precomputed embedding shards; drop them")
+            encoder = None
+            enc_params: dict[str, Any] = {"name": "precomputed", "source": items.source.get("embeddings")}
+        else:
+            encoder = get_encoder(embed.encoder, modality=items.modality, pretrained=embed.pretrained, device=device)
+            enc_params = encoder.params()
+        identity = {
+            **embed.identity(),
+            "encoder": enc_params,
+            "input": items.source,
+            "fingerprint": items.fingerprint(),
+        }
 
-    with ResultsFolder(out).lock() as folder:  # through embedding and the engine (dedup takes it again)
         if folder.is_complete():
             meta = folder.finished_run()
             same_params = meta.get("params") == engine_params(cluster, config)
