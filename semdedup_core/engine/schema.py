@@ -278,7 +278,7 @@ def _read_pid(fd: int) -> int | None:
 
 
 # -- what items.parquet must hold ---------------------------------------------------------------------
-SCORE_SLACK = 1e-3  # float32 scores of identical items may exceed 1 by a hair
+SCORE_SLACK = 0.01  # scores of identical items may exceed 1 by a hair (float16 scoring: by about 2e-3)
 
 
 def _digit_counts(n: int) -> np.ndarray:
