@@ -55,6 +55,7 @@ from .state import (  # noqa: E402
     open_or_build_demo,
     open_startup_folder,
     page_setup,
+    read_only,
     set_eps,
     shared_folders,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "page_setup",
     "PAGES",
     "pairs_frame",
+    "read_only",
     "parse_clusters",
     "removed_mask",
     "require_results",

@@ -20,6 +20,7 @@ from semdedup_core import SemDedupError
 from semdedup_core.engine.schema import ResultsFolder
 
 from . import access, jobs
+from .access import may_write_labels, read_only  # noqa: F401 - what pages ask (the Review page too)
 from .markdown import error
 
 EPS_DEFAULT = 0.05
@@ -68,9 +69,15 @@ def cli_results_dir(argv: list[str] | None = None) -> str | None:
 
 def shared_folders(depth: int = 2) -> list[Path]:
     """The results folders the app offers without a path box: the startup folders, then the results
-    folders at most ``depth`` levels under each allowed root (``$SEMDEDUP_ALLOWED_ROOTS``)."""
-    found = {Path(os.path.realpath(p)): None for p in access.startup_folders()}
-    for p in jobs.find_runs(access.allowed_roots(), depth=depth):
+    folders at most ``depth`` levels under each allowed root (``$SEMDEDUP_ALLOWED_ROOTS``); the scan is
+    cached for 30 s."""
+    return _shared_folders(tuple(map(str, access.startup_folders())), tuple(map(str, access.allowed_roots())), depth)
+
+
+@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+def _shared_folders(startup: tuple[str, ...], roots: tuple[str, ...], depth: int) -> list[Path]:
+    found = {Path(os.path.realpath(p)): None for p in startup}
+    for p in jobs.find_runs([Path(r) for r in roots], depth=depth):
         found.setdefault(Path(os.path.realpath(p)), None)
     return list(found)
 
