@@ -77,7 +77,7 @@ def test_read_only_via_the_environment_and_allowed_roots(text_results, tmp_path,
 
 
 def test_read_only_pages_write_nothing_into_the_results_folder(text_results, tmp_path):
-    folder = shutil.copytree(text_results.path, tmp_path / "run")
+    folder = shutil.copytree(text_results.path, tmp_path / "run", ignore=shutil.ignore_patterns("exports", "*map-*"))
     before = sorted(p.name for p in folder.iterdir())
     at = app("--read-only", "--results", str(folder))
     for page in PAGES:
@@ -102,7 +102,7 @@ def test_read_only_pages_write_nothing_into_the_results_folder(text_results, tmp
 def test_a_results_folder_that_cannot_be_written_still_shows_its_map(text_results, tmp_path):
     """Before, the map's write into a read-only folder failed and the Map page showed only an error. (The
     write is made to fail by a folder standing where the map file goes: this works for root too.)"""
-    folder = shutil.copytree(text_results.path, tmp_path / "run")
+    folder = shutil.copytree(text_results.path, tmp_path / "run", ignore=shutil.ignore_patterns("exports", "*map-*"))
     (folder / "map-pca.parquet").mkdir()
     (folder / "map-pca.parquet" / "keep").write_text("a folder in the way")
     at = app("--results", str(folder), page="map")
