@@ -194,37 +194,40 @@ def write_png_bomb(path: Path, width: int = 12_000, height: int = 12_000) -> Pat
 
 @pytest.fixture(scope="session")
 def shared_image_run(tmp_path_factory):
-    """A finished ``run --input`` results folder over a table of images (the table's folder is the run's
-    input root) with one image *outside* that folder (an absolute path to an exact copy of an inside
-    image, so it forms a pair), and captions holding bare URLs and an e-mail address.
-    Returns ``(results, outside_path)``."""
+    """A finished ``run --embeddings DIR`` results folder over img2dataset-style shards (the shards' folder
+    is the run's input root, as ``run.json`` records it) whose metadata names images beside them, plus one
+    image *outside* that folder (an absolute path to a copy of an inside image, embedded identically, so it
+    forms a pair), and captions holding bare URLs and an e-mail address. No model is needed: the shard
+    vectors are made here (near-copies planted). Returns ``(results, outside_path)``."""
     from PIL import Image
 
     from semdedup_core import ClusterConfig, EmbedConfig, run_input
 
     base = tmp_path_factory.mktemp("shared")
-    table_dir, outside_dir = base / "data", base / "secret"
-    (table_dir / "imgs").mkdir(parents=True)
+    data, outside_dir = base / "data", base / "secret"
+    for sub in ("imgs", "img_emb", "metadata"):
+        (data / sub).mkdir(parents=True)
     outside_dir.mkdir()
     rng = np.random.default_rng(3)
-    rows = []
+    rows, vecs = [], []
     for i in range(8):
-        arr = _scene(rng)
-        Image.fromarray(arr).save(table_dir / "imgs" / f"s{i}.png")
-        rows.append({"id": f"s{i}", "path": f"imgs/s{i}.png", "caption": f"scene {i} see http://evil.example/{i}"})
+        Image.fromarray(_scene(rng)).save(data / "imgs" / f"s{i}.png")
+        v = rng.normal(size=16)
+        rows.append({"key": f"s{i}", "path": f"imgs/s{i}.png", "caption": f"scene {i} see http://evil.example/{i}"})
+        vecs.append(v)
         if i < 2:  # a near-copy inside the folder
-            Image.fromarray(arr).resize((120, 90)).save(table_dir / "imgs" / f"c{i}.jpg", quality=70)
+            (data / "imgs" / f"c{i}.png").write_bytes((data / "imgs" / f"s{i}.png").read_bytes())
             rows.append(
-                {"id": f"c{i}", "path": f"imgs/c{i}.jpg", "caption": f"copy {i} www.evil.example me@evil.example"}
+                {"key": f"c{i}", "path": f"imgs/c{i}.png", "caption": f"copy {i} www.evil.example me@evil.example"}
             )
+            vecs.append(v + 0.05 * rng.normal(size=16))
     outside = outside_dir / "private.png"
-    outside.write_bytes((table_dir / "imgs" / "s3.png").read_bytes())
-    rows.append({"id": "private", "path": str(outside), "caption": "an image outside the table's folder"})
-    pd.DataFrame(rows).to_parquet(table_dir / "table.parquet", index=False)
+    outside.write_bytes((data / "imgs" / "s3.png").read_bytes())
+    rows.append({"key": "private", "path": str(outside), "caption": "an image outside the input folder"})
+    vecs.append(vecs[[r["key"] for r in rows].index("s3")])
+    np.save(data / "img_emb" / "img_emb_0.npy", np.asarray(vecs, dtype=np.float32))
+    pd.DataFrame(rows).to_parquet(data / "metadata" / "metadata_0.parquet", index=False)
     res = run_input(
-        table_dir / "table.parquet",
-        base / "run",
-        embed=EmbedConfig(image_column="path", text_column="caption", id_column="id", workers=0, batch_size=16),
-        cluster=ClusterConfig(2, seed=0),
+        data, base / "run", embed=EmbedConfig(image_column="path", text_column="caption"), cluster=ClusterConfig(2)
     )
     return res, outside

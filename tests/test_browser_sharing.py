@@ -33,6 +33,7 @@ def test_read_only_app_in_a_real_browser(shared_image_run, tmp_path):
         assert "outside this run's input folder" in column.inner_text()
         assert column.locator("img").count() == 0
         inside = page.locator('[data-testid="stColumn"]').filter(has_text="· s3 ·").last
+        inside.locator('[data-testid="stImage"] img').first.wait_for(timeout=15_000)
         assert inside.locator('[data-testid="stImage"] img').count() == 1
         # dataset text with bare URLs and an e-mail address is shown, but as text: no link anywhere
         page.get_by_text("evil", exact=False).first.wait_for(timeout=15_000)

@@ -116,7 +116,10 @@ def test_a_results_folder_that_cannot_be_written_still_shows_its_map(text_result
 
 def test_read_only_images_only_from_under_the_runs_input(shared_image_run, image_results, monkeypatch):
     res, outside = shared_image_run
-    assert access.input_roots(res.run) == [Path(res.run["input"]["path"]).resolve().parent]
+    assert res.run["input"]["kind"] == "shards"
+    assert access.input_roots(res.run) == [Path(res.run["input"]["path"]).resolve()]
+    table = {"input": {"kind": "table", "path": str(res.path / "t.parquet")}}  # a table: its folder
+    assert access.input_roots(table) == [res.path.resolve()] and access.input_roots({}) == []
     inside = res.items["path"][res.items["id"] == "s3"].iat[0]
     secret = res.items["path"][res.items["id"] == "private"].iat[0]
     assert secret == str(outside)
