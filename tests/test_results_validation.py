@@ -190,3 +190,23 @@ def test_the_app_refuses_a_damaged_folder_on_every_page(problem, text_results, t
 def plain(md: str) -> str:
     """The text a reader sees in escaped Markdown (backslash escapes and word joiners removed)."""
     return re.sub(r"\\(.)", r"\1", md).replace("\u2060", "")
+
+
+def test_items_written_as_a_folder_of_parts_are_checked_alike(text_results, tmp_path):
+    """SPEC: items.parquet may be a folder of parquet parts; the checks see one dataset (chunked columns)."""
+    folder = shutil.copytree(text_results.path, tmp_path / "parts", ignore=shutil.ignore_patterns("exports", "*map-*"))
+    items = pd.read_parquet(folder / "items.parquet")
+    (folder / "items.parquet").unlink()
+    (folder / "items.parquet").mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(items)), 3)):
+        items.iloc[part].to_parquet(folder / "items.parquet" / f"part-{i}.parquet", index=False)
+    res = Results.load(folder)
+    np.testing.assert_array_equal(res.dup_rows, text_results.dup_rows)
+    items.loc[len(items) - 1, "dup_of"] = "no-such-id"  # a damaged last part
+    items.iloc[part].to_parquet(folder / "items.parquet" / "part-2.parquet", index=False)
+    with pytest.raises(SemDedupError, match="dup_of 'no-such-id'"):
+        Results.load(folder)
+    items.loc[len(items) - 1, "id"] = "a\nb"
+    items.iloc[part].to_parquet(folder / "items.parquet" / "part-2.parquet", index=False)
+    with pytest.raises(SemDedupError, match=f"line break or NUL in row {len(items) - 1}"):
+        Results.load(folder)
