@@ -2,7 +2,9 @@
 ``SEMDEDUP_RESULTS=DIR``). The other pages are Streamlit's ``pages/`` files; every page, this one
 included, starts from the ``semdedup_app`` package (state, cached views, the sidebar and its navigation).
 
-Home: open a results folder, build an offline demo, or start a run in the background.
+Home: open a results folder, build an offline demo, or start a run in the background. In read-only mode
+(``-- --read-only``, for sharing the app) Home only lists the shared results folders: no path box, no
+demos to build, no runs (see :mod:`semdedup_app.access`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 import semdedup_app as sa  # sets HF_HUB_OFFLINE before any model can load
-from semdedup_app import jobs
+from semdedup_app import access, jobs
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
 from semdedup_core.engine.schema import ResultsFolder
@@ -52,6 +54,7 @@ if res is not None:
 
 
 # -- open a folder -------------------------------------------------------------------------------------
+READ_ONLY = access.read_only()
 st.subheader("Open a results folder")
 
 
@@ -61,11 +64,21 @@ def _open_typed() -> None:
         sa.open_folder(typed)
 
 
+if READ_ONLY:
+    st.caption("This explorer is read-only: it shows the results folders it shares; nothing is run or written.")
+    for i, path in enumerate(sa.shared_folders()[:50]):
+        a, b = st.columns([6, 1])
+        a.text(path.name)
+        if b.button("Open", key=f"home_shared_{i}"):
+            sa.open_folder(path)
+            st.rerun()
+    st.stop()
+
 with st.form("home_open"):
     st.text_input("Results folder", key="home_path", placeholder="/path/to/results")
     st.form_submit_button("Open", on_click=_open_typed)
 
-recent = jobs.recent_runs()
+recent = jobs.recent_runs()  # those the allowed roots admit
 if recent:
     st.caption("Recent runs")
     for i, path in enumerate(recent[:10]):
@@ -83,10 +96,9 @@ if st.session_state.get("sd_waiting_demo") and res is None:
         "2-core CPU takes a few minutes; the text demo opens a first look at part of it within about a minute). "
         "It opens here by itself; progress is below."
     )
-st.subheader("Offline demos")
-kinds = sa.demo_kinds()
-if not kinds:
-    st.info("The offline demos are not available in this installation (semdedup_core.demo is missing).")
+kinds = [k for k in sa.demo_kinds() if access.folder_allowed(sa.demo_folder(k))]
+if kinds:
+    st.subheader("Offline demos")
 building = {Path(j["out"]) for j in jobs.list_jobs() if j["state"] == "running"}
 for kind in kinds:
     folder = sa.demo_folder(kind)
@@ -130,6 +142,7 @@ if submitted:
         if not source.strip():
             raise SemDedupError("give the embeddings file or data to deduplicate")
         src = Path(source.strip()).expanduser()
+        access.check_run_target(src)  # an input outside the allowed roots is not read either
         if not src.exists():
             raise SemDedupError(f"input {str(src)!r} does not exist; give an existing file or folder")
         if src.suffix == ".npy":

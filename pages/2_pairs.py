@@ -104,7 +104,7 @@ else:
         cols = st.columns([max(1, d), 12])
         with cols[1], st.container(border=True):
             if d == 0:
-                sa.show_item(res, row, caption="kept")
+                sa.show_item(res, row, caption="kept", key=f"group_{row}")
             else:
                 path = [row]
                 while path[-1] != root and len(path) <= d:
@@ -114,6 +114,7 @@ else:
                     res,
                     row,
                     caption=f"{'↳ ' * d}removed, similarity {scores[row]:.4f} · chain {escape_markdown(chain)}",
+                    key=f"group_{row}",
                 )
     if len(tree) > 200:
         st.caption(f"Showing 200 of {len(tree):,} items in this group.")

@@ -1,10 +1,12 @@
-"""Export: the kept or removed items at the current ε, as downloads and as files in the results folder."""
+"""Export: the kept or removed items at the current ε, as downloads and (unless the explorer is read-only)
+as files in the results folder."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 import semdedup_app as sa
+from semdedup_app import access
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
 from semdedup_core.explore import export as sd_export
@@ -18,7 +20,8 @@ n_rem = res.n_removed(e)
 st.write(
     f"At ε = {e:.4f}: **{sa.fmt_int(res.n_items - n_rem)} kept**, **{sa.fmt_int(n_rem)} removed**. "
     "Exports are lists of ids (and paths) with each item's score (`max_sim`) and the earlier item it is "
-    "most similar to (`dup_of`). Your input data is never changed."
+    "most similar to (`dup_of`). Your input data is never changed. In CSV files a cell that a spreadsheet "
+    "would run as a formula (starting with `=`, `+`, `-`, `@`) is written with a `'` in front."
 )
 c1, c2, c3, c4 = st.columns(4)
 which = c1.radio("Items", sd_export.WHICH, key="exp_which", horizontal=True)
@@ -58,7 +61,9 @@ with d1:
             key="exp_download",
         )
 with d2:
-    if st.button("Write into the results folder", key="exp_write"):
+    if not access.may_write_results():
+        st.caption("This explorer is read-only: exports are downloads only.")
+    elif st.button("Write into the results folder", key="exp_write"):
         try:
             path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
             st.success(f"Wrote {escape_markdown(str(path))}")

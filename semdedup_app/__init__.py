@@ -6,6 +6,7 @@
 - :mod:`~semdedup_app.markdown` — dataset text shown literally;
 - :mod:`~semdedup_app.jobs` — runs started from the app, in background processes;
 - :mod:`~semdedup_app.audit` — the review sample, the labels store and the precision estimate.
+- :mod:`~semdedup_app.access` — the sharing policy: read-only mode, allowed roots, who may write what.
 
 Everything heavy lives in ``semdedup_core``, which never imports Streamlit.
 """
@@ -16,7 +17,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every page imports this package first: never reach a model hub
 
-from . import audit, jobs  # noqa: E402
+from . import access, audit, jobs  # noqa: E402
 from .data import (  # noqa: E402
     MAX_CLUSTER_OPTIONS,
     centroid_map,
@@ -60,13 +61,16 @@ from .state import (  # noqa: E402
     open_or_build_demo,
     open_startup_folder,
     page_setup,
+    read_only,
     set_eps,
+    shared_folders,
     switch_to_full_run,
 )
 from .widgets import (  # noqa: E402
     current_results,
     eps_slider,
     fmt_int,
+    image,
     image_bytes,
     require_results,
     show_item,
@@ -77,6 +81,7 @@ from .widgets import (  # noqa: E402
 
 __all__ = [
     "audit",
+    "access",
     "centroid_map",
     "cli_demo",
     "cli_results_dir",
@@ -100,6 +105,7 @@ __all__ = [
     "export_bytes",
     "fmt_int",
     "groups",
+    "image",
     "image_bytes",
     "item_map",
     "jobs",
@@ -118,12 +124,14 @@ __all__ = [
     "page_setup",
     "PAGES",
     "pairs_frame",
+    "read_only",
     "parse_clusters",
     "removed_mask",
     "report_file",
     "require_results",
     "score_histogram",
     "set_eps",
+    "shared_folders",
     "show_item",
     "show_pair",
     "show_pairs",

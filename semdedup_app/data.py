@@ -18,6 +18,7 @@ from semdedup_core import Results, SemDedupError
 from semdedup_core.explore import compare, curve, maps, pairs, report
 from semdedup_core.explore import export as sd_export
 
+from . import access
 from .cache import per_run, stamp
 from .markdown import escape_html
 
@@ -122,11 +123,14 @@ def _map_executor():
 
 
 class MapJob:
-    """A map being computed in the background: its future, and the step it is on since when."""
+    """A map being computed in the background: its future, and the step it is on since when. Its result,
+    ``(item map, centroid map)``, stays in memory with the job: read-only mode does not store maps in the
+    results folder, and a folder that cannot be written does not break the Map page."""
 
     def __init__(self, res: Results, method: str):
         self.step, self.since, self.started = "queued", time.monotonic(), time.monotonic()
-        self.future = _map_executor().submit(maps.compute_all, res, maps.MAX_POINTS, method, self._progress)
+        store = access.may_write_results()
+        self.future = _map_executor().submit(maps.compute_both, res, maps.MAX_POINTS, method, self._progress, store)
 
     def _progress(self, step: str) -> None:
         self.step, self.since = step, time.monotonic()
@@ -157,14 +161,22 @@ def item_map(res: Results, method: str = "umap", start: bool = True):
     if not start:
         return None
     job = map_job(res, method)
-    return job.future.result() if job.future.done() else None
+    return job.future.result()[0] if job.future.done() else None
+
+
+def _map_rows(res: Results, method: str) -> np.ndarray:
+    m = maps.load_map(res, maps.MAX_POINTS, method)
+    if m is None:
+        m = item_map(res, method, start=True)
+    if m is None:
+        raise SemDedupError("the map is not computed yet; open the Map page and wait for it")
+    return m["row"].to_numpy()
 
 
 @per_run(resource=True, max_entries=4)
 def map_labels(res: Results, method: str, n_rows: int) -> np.ndarray:
     """Hover labels (id and a snippet of the text or path, HTML-escaped) of the map's points, in map order."""
-    m = maps.load_map(res, maps.MAX_POINTS, method)
-    rows = m["row"].to_numpy()
+    rows = _map_rows(res, method)
     items = res.items
     col = "text" if "text" in items.columns else ("path" if "path" in items.columns else None)
     ids = items["id"].to_numpy()[rows]
@@ -191,8 +203,12 @@ def map_lines(res: Results, rows: np.ndarray, xy: np.ndarray, removed: np.ndarra
 
 
 def centroid_map(res: Results, method: str = "umap"):
-    """The centroid map once the background job (see :func:`item_map`) has written it, else ``None``."""
-    return maps.load_centroid_map(res, method)
+    """The centroid map once the background job (see :func:`item_map`) has made it, else ``None``."""
+    stored = maps.load_centroid_map(res, method)
+    if stored is not None:
+        return stored
+    job = map_job(res, method)
+    return job.future.result()[1] if job.future.done() else None
 
 
 # -- export -------------------------------------------------------------------------------------------

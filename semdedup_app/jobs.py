@@ -2,8 +2,11 @@
 progress file, described by a small job file so a browser refresh (or an app restart) finds it again;
 and the app's list of recently opened results folders.
 
-``python -m semdedup_app.jobs JOBFILE`` is the child process; :func:`start` launches it and
-:func:`list_jobs` reports each job's state (``running``, ``complete``, ``failed``, ``stopped``).
+``python -m semdedup_app.jobs JOBFILE`` is the child process; it holds the results folder's write lock
+for the whole job. :func:`start` launches it — at most :data:`MAX_RUNNING` at a time, never in
+read-only mode nor outside the allowed roots (:mod:`semdedup_app.access`), never into a folder another
+process is writing — and :func:`list_jobs` reports each job's state (``running``, ``complete``,
+``failed``, ``stopped``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from semdedup_core import SemDedupError
 from semdedup_core.engine import io
 from semdedup_core.engine.schema import RUN, FolderState, ResultsFolder
 
+from . import access
+
 APP_ROOT = Path(__file__).resolve().parents[1]  # the folder holding semdedup_app (and app.py)
 
 KINDS = ("cli", "demo")
+MAX_RUNNING = 2  # background runs at a time: each embeds or clusters with every core it can get
 
 
 def home() -> Path:
@@ -43,10 +49,25 @@ def start(kind: str, args: list[str], out: str | Path, label: str = "") -> dict[
     if kind not in KINDS:
         raise SemDedupError(f"job kind must be one of {', '.join(KINDS)}, got {kind!r}")
     out = Path(out).expanduser().resolve()
-    ResultsFolder(out).check_writable()
-    for job in list_jobs():
-        if job["state"] == "running" and Path(job["out"]) == out:
+    access.check_run_target(out)
+    folder = ResultsFolder(out)
+    folder.check_writable()
+    running = [job for job in list_jobs() if job["state"] == "running"]
+    for job in running:
+        if Path(job["out"]) == out:
             raise SemDedupError(f"a run into {str(out)!r} is already going (job {job['id']}); wait for it")
+    if len(running) >= MAX_RUNNING:
+        names = ", ".join(repr(j["label"]) for j in running)
+        raise SemDedupError(
+            f"{len(running)} runs are already going ({names}); at most {MAX_RUNNING} run at a time, "
+            "so wait for one to finish"
+        )
+    pid = folder.holder()
+    if pid is not None:
+        raise SemDedupError(
+            f"results folder {str(out)!r} is being written by another run (pid {pid}); wait for it to finish, "
+            "or choose another folder"
+        )
     jid = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = jobs_dir()
     d.mkdir(parents=True, exist_ok=True)
@@ -191,7 +212,7 @@ def recent_runs() -> list[Path]:
     }
     for p in find_runs([home() / "runs"]):
         seen.setdefault(p, None)
-    return list(seen)
+    return [p for p in seen if access.folder_allowed(p)]
 
 
 def _child(job_file: str) -> int:
@@ -199,17 +220,18 @@ def _child(job_file: str) -> int:
     rc_path = Path(job["progress"]).with_suffix(".rc")
     rc = 1
     try:
-        if job["kind"] == "demo":
-            from semdedup_core import run_demo
-            from semdedup_core.engine.progress import JsonFileProgress
+        with ResultsFolder(job["out"]).lock():  # the job's folder is this process's, start to end
+            if job["kind"] == "demo":
+                from semdedup_core import run_demo
+                from semdedup_core.engine.progress import JsonFileProgress
 
-            # a first look at part of the text demo opens while the rest is embedded
-            run_demo(job["args"][0], job["out"], progress=JsonFileProgress(job["progress"]), first_look=True)
-            rc = 0
-        else:
-            from semdedup_core.cli import main
+                # a first look at part of the text demo opens while the rest is embedded
+                run_demo(job["args"][0], job["out"], progress=JsonFileProgress(job["progress"]), first_look=True)
+                rc = 0
+            else:
+                from semdedup_core.cli import main
 
-            rc = main([*job["args"], "--out", job["out"], "--progress-file", job["progress"], "--quiet"])
+                rc = main([*job["args"], "--out", job["out"], "--progress-file", job["progress"], "--quiet"])
     except SemDedupError as exc:
         print(f"error: {exc}", file=sys.stderr)
     finally:

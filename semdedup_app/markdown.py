@@ -1,5 +1,6 @@
 """Text shown literally in Streamlit: every Markdown/HTML/LaTeX character of dataset text (and of
-paths and values in messages) escaped, and word diffs drawn with ``:colour-background[...]``."""
+paths and values in messages) escaped, bare URLs and e-mail addresses kept from becoming links, and word
+diffs drawn with ``:colour-background[...]``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import re
 from typing import Any
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'^])")
+# GitHub-flavoured Markdown turns bare "http://…", "www.…" and "name@host.tld" into links after escapes are
+# resolved, so escaping cannot stop it: an invisible WORD JOINER (U+2060) breaks each pattern instead
+_WJ = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(://)|\b(www)(?=\.)|(@)(?=[-\w])")
 
 
 def escape_markdown(text: str) -> str:
@@ -15,12 +20,21 @@ def escape_markdown(text: str) -> str:
     line breaks kept, indentation and runs of spaces kept visible (no code blocks)."""
     lines = []
     for line in str(text).replace("\r\n", "\n").split("\n"):
+        line = _AUTOLINK.sub(_break_link, line)
         esc = _MD_SPECIAL.sub(r"\\\1", line.replace("\t", "    "))
         esc = re.sub(r" {2,}", lambda m: " " + "\u00a0" * (len(m.group()) - 1), esc)
         if esc.startswith(" "):
             esc = "\u00a0" + esc[1:]
         lines.append(esc)
     return "  \n".join(lines)
+
+
+def _break_link(m: re.Match[str]) -> str:
+    if m.group(1):
+        return ":" + _WJ + "//"
+    if m.group(2):
+        return m.group(2) + _WJ
+    return "@" + _WJ
 
 
 def diff_markdown(tokens: list[tuple[str, bool]], colour: str) -> str:

@@ -3,14 +3,14 @@
 Keys shared by every page start with ``sd_``; a page's own keys start with the page's prefix
 (``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``, ``rev_``, ``cmp_``). :func:`ensure_session_state` sets them
 once per session; :func:`open_startup_folder` opens what the command line asked for (a results folder,
-or an offline demo — starting its build in the background when it is not built yet).
+or an offline demo — starting its build in the background when it is not built yet). What may be opened
+at all is :mod:`semdedup_app.access`'s to say; :func:`open_folder` asks it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import streamlit as st
 from semdedup_core import SemDedupError
 from semdedup_core.engine.schema import ResultsFolder
 
-from . import jobs
+from . import access, jobs
+from .access import may_write_labels, read_only  # noqa: F401 - what pages ask (the Review page too)
 from .markdown import error
 
 EPS_DEFAULT = 0.05
@@ -66,17 +67,30 @@ PAGES = {name: path for name, (path, _, _) in NAV.items()}
 
 
 def app_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """What follows ``streamlit run app.py --``: ``--results DIR`` and ``--demo text|images``."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--results")
-    parser.add_argument("--demo")
-    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return args
+    """What follows ``streamlit run app.py --``: ``--results DIR`` (repeatable), ``--demo text|images``,
+    ``--read-only``, ``--reviewer NAME`` (see :func:`semdedup_app.access.app_args`)."""
+    return access.app_args(argv)
 
 
 def cli_results_dir(argv: list[str] | None = None) -> str | None:
-    """``--results DIR`` after ``streamlit run app.py --``, else ``$SEMDEDUP_RESULTS``, else ``None``."""
-    return app_args(argv).results or os.environ.get("SEMDEDUP_RESULTS") or None
+    """The first ``--results DIR`` after ``streamlit run app.py --``, else ``$SEMDEDUP_RESULTS``, else ``None``."""
+    folders = access.startup_folders(argv)
+    return str(folders[0]) if folders else None
+
+
+def shared_folders(depth: int = 2) -> list[Path]:
+    """The results folders the app offers without a path box: the startup folders, then the results
+    folders at most ``depth`` levels under each allowed root (``$SEMDEDUP_ALLOWED_ROOTS``); the scan is
+    cached for 30 s."""
+    return _shared_folders(tuple(map(str, access.startup_folders())), tuple(map(str, access.allowed_roots())), depth)
+
+
+@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+def _shared_folders(startup: tuple[str, ...], roots: tuple[str, ...], depth: int) -> list[Path]:
+    found = {Path(os.path.realpath(p)): None for p in startup}
+    for p in jobs.find_runs([Path(r) for r in roots], depth=depth):
+        found.setdefault(Path(os.path.realpath(p)), None)
+    return list(found)
 
 
 def cli_demo(argv: list[str] | None = None) -> str | None:
@@ -106,7 +120,7 @@ def open_startup_folder() -> None:
         open_or_build_demo(cli_demo())
     elif st.session_state["sd_results_dir"] is None:
         for kind in ("text", *demo_kinds()):
-            if _usable(demo_folder(kind)):
+            if access.folder_allowed(demo_folder(kind)) and _usable(demo_folder(kind)):
                 open_folder(demo_folder(kind))
                 break
 
@@ -119,14 +133,21 @@ def page_setup(title: str) -> None:
     open_startup_folder()
 
 
-def open_folder(path: str | Path) -> None:
-    """Make ``path`` the open results folder (checked when a page loads it)."""
+def open_folder(path: str | Path) -> bool:
+    """Make ``path`` the open results folder (its contents are checked when a page loads it); refuse, with
+    an ``st.error``, a folder the sharing policy does not allow (:mod:`semdedup_app.access`)."""
+    try:
+        access.check_folder(path)
+    except SemDedupError as exc:
+        error(exc)
+        return False
     st.session_state["sd_results_dir"] = str(Path(path).expanduser())
     suggested = demo_eps(path)
     if suggested is not None:
         set_eps(suggested)
     st.session_state["sd_cluster"] = None
     st.session_state["pairs_page"] = 0
+    return True
 
 
 # -- ε ------------------------------------------------------------------------------------------------
@@ -226,6 +247,9 @@ def open_or_build_demo(kind: str) -> None:
     folder = demo_folder(kind)
     if _usable(folder):
         open_folder(folder)
+        return
+    if not access.may_start_runs():
+        error(f"the {kind} demo is not built, and this read-only explorer cannot build it; pass --results DIR")
         return
     st.session_state["sd_waiting_demo"] = kind
     if _usable(first_look_folder(folder)):  # the first look of an unfinished build: open it meanwhile

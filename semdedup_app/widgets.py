@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from semdedup_core import Results, SemDedupError
-from semdedup_core.explore.images import thumbnail
 from semdedup_core.explore.pairs import word_diff
+from semdedup_core.ingest import images
 
-from . import jobs
+from . import access, jobs
 from .data import eps_max, load
 from .markdown import diff_markdown, error, escape_markdown
 from .state import NAV, PAGES, eps, first_look_of, set_eps, switch_to_full_run
@@ -28,6 +29,7 @@ def current_results(show_error: bool = True) -> Results | None:
     if not path:
         return None
     try:
+        access.check_folder(path)
         res = load(path)
     except SemDedupError as exc:
         if show_error:
@@ -37,7 +39,7 @@ def current_results(show_error: bool = True) -> Results | None:
         if show_error:
             error(f"could not read the results folder {path!r}: {exc}; rerun into a new folder")
         return None
-    if st.session_state.get("sd_remembered") != str(res.path):  # for the recent-runs list on Home
+    if access.may_start_runs() and st.session_state.get("sd_remembered") != str(res.path):  # recent runs on Home
         try:
             jobs.remember(res.path)
         except OSError:
@@ -129,41 +131,94 @@ def eps_slider(res: Results, where: Any = st, widget_key: str = "sb_eps", label:
 
 
 # -- items and pairs ----------------------------------------------------------------------------------
+THUMB = 256  # thumbnail edge (px)
+FULL = 2048  # the full-size view's edge (px), built only when its popover opens
+MAX_DOWNLOAD = 100 * 2**20  # an original larger than this is not offered as a download
+
+
 @st.cache_data(max_entries=512, show_spinner=False)
-def _thumb(path: str, mtime: int, size: int) -> bytes | None:
-    return thumbnail(path, size)
-
-
-def image_bytes(path: Any, size: int = 256) -> bytes | None:
-    """A PNG thumbnail of the image at ``path`` (``size`` px), or ``None`` when it is missing or unreadable."""
+def _thumb(path: str, stamp: tuple[int, int, int, int], size: int) -> tuple[bytes | None, str | None]:
+    """``(PNG, None)`` or ``(None, reason)``; cached by the file's identity, size and time (``stamp``), so
+    an image is decoded once however often a page reruns, and again when its file changes."""
     try:
-        p = Path(str(path))
-        return _thumb(str(p), p.stat().st_mtime_ns, size)
-    except (OSError, ValueError):  # missing, or not a path at all
-        return None
+        return images.thumbnail_png(path, size), None
+    except images.ImageRefused as exc:
+        return None, f"not shown: {exc}"
+    except Exception as exc:  # a damaged file is that item's problem, never the page's
+        return None, f"unreadable image ({type(exc).__name__})"
+
+
+def image(res: Results | None, path: Any, size: int = THUMB) -> tuple[bytes | None, str | None]:
+    """A PNG of the image at ``path`` fitted into ``size`` px, or ``(None, why not)``: missing, unreadable,
+    refused by :mod:`semdedup_core.ingest.images` (a FIFO, too many pixels…), or — in read-only mode —
+    outside ``res``'s input folder (without ``res`` no image is shown there)."""
+    problem = access.image_problem(res.run if res is not None else {}, path)
+    if problem is not None:
+        return None, problem
+    try:
+        stamp = images.file_stamp(str(path))
+    except (OSError, ValueError):
+        return None, "image not found"
+    return _thumb(str(path), stamp, size)
+
+
+def image_bytes(path: Any, size: int = THUMB, res: Results | None = None) -> bytes | None:
+    """A PNG thumbnail of the image at ``path`` (``size`` px), or ``None`` when it is missing, unreadable
+    or not to be shown (see :func:`image`)."""
+    return image(res, path, size)[0]
+
+
+def _original(path: str) -> bytes:
+    with images.open_regular(path) as f:
+        return f.read(MAX_DOWNLOAD + 1)[:MAX_DOWNLOAD]
+
+
+def show_image(res: Results, path: Any, key: str, width: int = 180) -> None:
+    """A thumbnail, and a "Full size" popover that builds the large view only when it is opened (with a
+    download of the original file)."""
+    data, problem = image(res, path, max(THUMB, width))
+    if data is None:
+        st.warning(f"{escape_markdown(problem or 'image not found')}: {escape_markdown(str(path))}")
+        return
+    st.image(data, width=width)
+    pop = st.popover("Full size", key=f"{key}_full", on_change="rerun")
+    if pop.open:
+        with pop:
+            full, why = image(res, path, FULL)
+            if full is not None:
+                st.image(full)
+            else:
+                st.warning(escape_markdown(why or "unreadable image"))
+            st.caption(escape_markdown(str(path)))
+            with contextlib.suppress(OSError):
+                if Path(str(path)).stat().st_size <= MAX_DOWNLOAD:
+                    st.download_button(
+                        "Download the original",
+                        data=lambda p=str(path): _original(p),
+                        file_name=Path(str(path)).name,
+                        key=f"{key}_orig",
+                    )
 
 
 def show_item(
-    res: Results, row: int, *, caption: str = "", colour: str | None = None, tokens=None, image_width: int = 180
+    res: Results,
+    row: int,
+    *,
+    caption: str = "",
+    colour: str | None = None,
+    tokens=None,
+    image_width: int = 180,
+    key: str | None = None,
 ) -> None:
     """Draw one item: its image (thumbnail ``image_width`` px wide, full size on demand) or its text
     (escaped, with differing words highlighted when ``tokens`` from
-    :func:`semdedup_core.explore.pairs.word_diff` are given), or its id."""
+    :func:`semdedup_core.explore.pairs.word_diff` are given), or its id. ``key``: unique on the page when
+    the same row may be drawn twice (default ``item_ROW``)."""
     items = res.items
     item_id = items["id"].iat[row]
     st.caption(f"{caption} · {escape_markdown(item_id)} · cluster {int(items['cluster'].iat[row])}")
     if "path" in items.columns:
-        path = items["path"].iat[row]
-        data = image_bytes(path, size=max(256, image_width))
-        if data is None:
-            st.warning(f"image not found or unreadable: {escape_markdown(str(path))}")
-        else:
-            st.image(data, width=image_width)
-            with st.popover("Full size"):
-                full = image_bytes(path, size=2048)
-                if full is not None:
-                    st.image(full)
-                st.caption(escape_markdown(str(path)))
+        show_image(res, items["path"].iat[row], key or f"item_{row}", width=image_width)
     if "text" in items.columns:
         text = items["text"].iat[row]
         if tokens is not None and colour:
@@ -187,6 +242,9 @@ def show_pair(
     ``pairs_frame`` decided), with the similarity and its margin over 1 − ε. ``captions``: the two
     items' captions (earlier item, item) instead of kept/removed; ``image_width``: thumbnails' width."""
     items = res.items
+    if not 0 <= dup < res.n_items:  # Results.load refuses such folders; never show a wrong partner
+        st.warning(f"item {escape_markdown(str(items['id'].iat[row]))} has no earlier item to show")
+        return
     tok_removed = tok_kept = None
     if "text" in items.columns:
         a, b = items["text"].iat[dup], items["text"].iat[row]
@@ -194,13 +252,29 @@ def show_pair(
     left, mid, right = st.columns([5, 2, 5])
     earlier, later = captions or ("earlier (also removed)" if dup_removed else "kept", "removed")
     with left:
-        show_item(res, dup, caption=earlier, colour="green", tokens=tok_kept, image_width=image_width)
+        show_item(
+            res,
+            dup,
+            caption=earlier,
+            colour="green",
+            tokens=tok_kept,
+            image_width=image_width,
+            key=f"pair_{row}_{dup}_kept",
+        )
     with mid:
         st.metric(
             "similarity", f"{sim:.4f}", delta=f"{sim - (1 - e):+.4f} vs 1−ε", delta_color="off", delta_arrow="off"
         )
     with right:
-        show_item(res, row, caption=later, colour="red", tokens=tok_removed, image_width=image_width)
+        show_item(
+            res,
+            row,
+            caption=later,
+            colour="red",
+            tokens=tok_removed,
+            image_width=image_width,
+            key=f"pair_{row}_{dup}_removed",
+        )
 
 
 def show_pairs(res: Results, frame: Any, e: float, marks: list[str | None] | None = None) -> None:

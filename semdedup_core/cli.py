@@ -659,6 +659,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a disk that is full or a folder that may not be written: the user's to fix
+        where = f" ({exc.filename!s})" if exc.filename else ""
+        print(f"{parser.prog}: error: {exc.strerror or exc}{where}; check the paths and free space", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

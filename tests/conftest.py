@@ -279,3 +279,64 @@ def audit_copy(text_results, tmp_path):
     dest = tmp_path / "run"
     shutil.copytree(text_results.path, dest)
     return Results.load(dest)
+
+
+# -- hostile files and shared runs (issue 9: safe to share and hard to break) ----------------------
+
+
+def write_png_bomb(path: Path, width: int = 12_000, height: int = 12_000) -> Path:
+    """A grayscale PNG of ``width`` × ``height`` black pixels (144 megapixels by default) that is only a
+    few hundred KB on disk: a decompression bomb. Written row by row, never held in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte 0, then the pixels
+    body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_image_run(tmp_path_factory):
+    """A finished ``run --embeddings DIR`` results folder over img2dataset-style shards (the shards' folder
+    is the run's input root, as ``run.json`` records it) whose metadata names images beside them, plus one
+    image *outside* that folder (an absolute path to a copy of an inside image, embedded identically, so it
+    forms a pair), and captions holding bare URLs and an e-mail address. No model is needed: the shard
+    vectors are made here (near-copies planted). Returns ``(results, outside_path)``."""
+    from PIL import Image
+
+    from semdedup_core import ClusterConfig, EmbedConfig, run_input
+
+    base = tmp_path_factory.mktemp("shared")
+    data, outside_dir = base / "data", base / "secret"
+    for sub in ("imgs", "img_emb", "metadata"):
+        (data / sub).mkdir(parents=True)
+    outside_dir.mkdir()
+    rng = np.random.default_rng(3)
+    rows, vecs = [], []
+    for i in range(8):
+        Image.fromarray(_scene(rng)).save(data / "imgs" / f"s{i}.png")
+        v = rng.normal(size=16)
+        rows.append({"key": f"s{i}", "path": f"imgs/s{i}.png", "caption": f"scene {i} see http://evil.example/{i}"})
+        vecs.append(v)
+        if i < 2:  # a near-copy inside the folder
+            (data / "imgs" / f"c{i}.png").write_bytes((data / "imgs" / f"s{i}.png").read_bytes())
+            rows.append(
+                {"key": f"c{i}", "path": f"imgs/c{i}.png", "caption": f"copy {i} www.evil.example me@evil.example"}
+            )
+            vecs.append(v + 0.05 * rng.normal(size=16))
+    outside = outside_dir / "private.png"
+    outside.write_bytes((data / "imgs" / "s3.png").read_bytes())
+    rows.append({"key": "private", "path": str(outside), "caption": "an image outside the input folder"})
+    vecs.append(vecs[[r["key"] for r in rows].index("s3")])
+    np.save(data / "img_emb" / "img_emb_0.npy", np.asarray(vecs, dtype=np.float32))
+    pd.DataFrame(rows).to_parquet(data / "metadata" / "metadata_0.parquet", index=False)
+    res = run_input(
+        data, base / "run", embed=EmbedConfig(image_column="path", text_column="caption"), cluster=ClusterConfig(2)
+    )
+    return res, outside

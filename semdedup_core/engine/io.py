@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,30 +90,49 @@ def read_ids(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
     if path.suffix == ".parquet":
         import pandas as pd
 
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise SemDedupError(f"ids file {str(path)!r} is not a readable parquet file ({exc}); check it") from None
         if "id" not in df.columns:
             raise SemDedupError(
                 f"ids file {str(path)!r} has no 'id' column (columns: {', '.join(map(str, df.columns))}); add one"
             )
-        ids = df["id"].astype(str).to_numpy(dtype=object)
+        ids = df["id"].to_numpy(dtype=object)  # nulls stay nulls (check_ids refuses them): never "nan"
     else:
-        text = path.read_text(encoding="utf-8")
+        try:  # bytes, not read_text: universal newlines would turn a "\r" inside an id into a line break
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SemDedupError(f"ids file {str(path)!r} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
-        ids = np.array([line.rstrip("\r") for line in lines], dtype=object)
+        ids = np.array([line[:-1] if line.endswith("\r") else line for line in lines], dtype=object)
     return check_ids(ids, n_items, source=str(path))
 
 
 def check_ids(ids: Any, n_items: int, source: str = "ids") -> np.ndarray:
-    ids = np.asarray([str(i) for i in ids], dtype=object)
-    if len(ids) != n_items:
+    """``ids`` as an object array of strings; raise naming the position of a missing (null) or empty id,
+    an id holding a line break or NUL (one id would become two lines of a TXT export), or a repeated id."""
+    import pandas as pd
+
+    raw = np.asarray(list(ids), dtype=object)
+    if len(raw) != n_items:
         raise SemDedupError(
-            f"{source} holds {len(ids)} ids but the embeddings have {n_items} rows; give one id per row, in order"
+            f"{source} holds {len(raw)} ids but the embeddings have {n_items} rows; give one id per row, in order"
         )
+    null = np.flatnonzero(pd.isna(raw))
+    if len(null):
+        raise SemDedupError(f"{source} has a missing (null) id at position {int(null[0])}; every item needs an id")
+    ids = np.asarray([str(i) for i in raw], dtype=object)
     empty = np.flatnonzero(ids == "")
     if len(empty):
         raise SemDedupError(f"{source} has an empty id at position {int(empty[0])}; every item needs an id")
+    pos = first_bad_string(ids)
+    if pos is not None:
+        raise SemDedupError(
+            f"{source} has an id with a line break or NUL at position {pos} ({ids[pos]!r}); ids must be one line each"
+        )
     uniq, counts = np.unique(ids.astype(str), return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
@@ -121,3 +141,59 @@ def check_ids(ids: Any, n_items: int, source: str = "ids") -> np.ndarray:
             f"{len(dup)} ids repeated); ids must be unique"
         )
     return ids
+
+
+# -- strings that must stay on one line (ids, paths) ------------------------------------------------
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+"""Every character that some tool reads as the end of a line (Python's ``str.splitlines`` set)."""
+_BAD_ID = re.compile(r"[\x00\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # NUL or LINE_BREAKS
+_BAD_ID_RE2 = r"[\x00\n\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"  # the same, for Arrow's RE2
+
+
+def bad_id_char(value: str) -> str | None:
+    """The first line break or NUL in ``value`` (as ``repr`` shows it), or ``None``: an id or path with
+    one would turn one line of a TXT list into two."""
+    m = _BAD_ID.search(value)
+    return repr(m.group())[1:-1] if m else None
+
+
+def first_bad_string(values: Any) -> int | None:
+    """The position of the first string in ``values`` (an Arrow array or a pandas column of strings, nulls
+    allowed) holding a line break or NUL, or ``None``. The bytes are screened first (two reductions: a
+    control byte, or any non-ASCII byte, for U+0085/U+2028/U+2029); only a hit runs the regex."""
+    import pyarrow.compute as pc
+
+    arr = strings(values)
+    if not any(_suspect(chunk) for chunk in arr.chunks):
+        return None
+    hit = pc.fill_null(pc.match_substring_regex(arr, _BAD_ID_RE2), False)
+    first = pc.index(hit, True).as_py()
+    return None if first < 0 else int(first)
+
+
+def _suspect(chunk: Any) -> bool:
+    """Whether the bytes of a string array's values hold a control byte or a non-ASCII byte."""
+    import pyarrow as pa
+
+    if len(chunk) == 0 or chunk.null_count == len(chunk):
+        return False
+    _, offsets, data = chunk.buffers()
+    if data is None:
+        return False
+    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    bounds = np.frombuffer(offsets, width)[[chunk.offset, chunk.offset + len(chunk)]]
+    view = np.frombuffer(data, np.uint8)[int(bounds[0]) : int(bounds[1])]
+    return bool(len(view)) and (int(view.min()) < 0x20 or int(view.max()) >= 0x80)
+
+
+def strings(values: Any) -> Any:
+    """``values`` (a pandas column of strings, nulls allowed, or an Arrow array) as an Arrow
+    ``ChunkedArray`` of strings, without copying an Arrow-backed column."""
+    import pyarrow as pa
+
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, from_pandas=True)
+    if isinstance(arr, pa.Array):
+        arr = pa.chunked_array([arr])
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.large_string())
+    return arr

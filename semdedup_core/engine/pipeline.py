@@ -8,6 +8,10 @@ whole clusters (a cluster is never split) through an executor (this process or R
 checkpointed as it arrives, and progress is counted there, where results arrive. ``run.json`` records
 where each stage ran (``device``) and what ran it (``backend``: faiss-cpu, faiss-gpu, torch-cpu,
 torch-cuda).
+
+A run holds the folder's write lock (:meth:`ResultsFolder.lock`) from before it reads ``run.json`` to
+its end, so a second writer fails at once; scratch files carry a hash of the parameters and input
+that made them (:func:`work_key`) and are never reused by a run with other ones.
 """
 
 from __future__ import annotations
@@ -89,6 +93,15 @@ def fingerprint(x: np.ndarray, ids: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+def work_key(params: dict[str, Any], fp: str, n: int, d: int) -> str:
+    """A short hash of what scratch results depend on: the parameters, the input fingerprint and shape.
+    Scratch files are named with it, so a file left by a run with other parameters is never read."""
+    import json
+
+    blob = json.dumps({"params": params, "input": fp, "shape": [n, d]}, sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=6).hexdigest()
+
+
 def library_versions() -> dict[str, str]:
     import pandas
     import pyarrow
@@ -138,6 +151,7 @@ class _Run:
         self.out = out
         self.started = False  # run.json written (not before the input has been validated)
         self.work = out / WORK
+        self.key = work_key(params, fp, n, d)
         folder = ResultsFolder(out)
         folder.check_writable()
         old = folder.read_run()
@@ -264,26 +278,27 @@ def dedup(
     ids = io.check_ids(ids, n) if ids is not None else None
     if columns is not None and len(columns) != n:
         raise SemDedupError(f"columns has {len(columns)} rows but there are {n} items; give one row per item")
-    resolve_device(config.device)
-    resolve_device(cluster.device)
     if out is None:
         import tempfile
 
         out = tempfile.mkdtemp(prefix="semdedup-")
         log.info("writing results to %s", out)
-    run = _Run(Path(out), engine_params(cluster, config), fingerprint(embeddings, ids), n, d)
-    if run.complete:
-        log.info("results folder %s is complete; nothing to do", out)
-        return Results.load(out)
-    job = _Job(run, embeddings, ids, columns, cluster, config, get_executor(executor), progress or _noop)
+    with ResultsFolder(out).lock():  # one writer at a time, from reading run.json to the end
+        resolve_device(config.device)
+        resolve_device(cluster.device)
+        run = _Run(Path(out), engine_params(cluster, config), fingerprint(embeddings, ids), n, d)
+        if run.complete:
+            log.info("results folder %s is complete; nothing to do", out)
+            return Results.load(out)
+        job = _Job(run, embeddings, ids, columns, cluster, config, get_executor(executor), progress or _noop)
 
-    x = run.stage("normalize", lambda: _normalize(job), load=lambda: np.load(job.out / EMBEDDINGS))
-    centroids = run.stage("kmeans", lambda: _kmeans(job, x), load=lambda: np.load(job.out / CENTROIDS))
-    labels, dist = run.stage("assign", lambda: _assign(job, x, centroids), load=lambda: _load_assign(job))
-    scores = run.stage("score", lambda: _score(job, x, labels, dist))  # finished shards are reused inside
-    run.stage("write", lambda: _write(job, labels, dist, scores, extra))
-    shutil.rmtree(run.work, ignore_errors=True)
-    return Results.load(out)
+        x = run.stage("normalize", lambda: _normalize(job), load=lambda: np.load(job.out / EMBEDDINGS))
+        centroids = run.stage("kmeans", lambda: _kmeans(job, x), load=lambda: np.load(job.out / CENTROIDS))
+        labels, dist = run.stage("assign", lambda: _assign(job, x, centroids), load=lambda: _load_assign(job))
+        scores = run.stage("score", lambda: _score(job, x, labels, dist))  # finished shards are reused inside
+        run.stage("write", lambda: _write(job, labels, dist, scores, extra))
+        shutil.rmtree(run.work, ignore_errors=True)
+        return Results.load(out)
 
 
 # -- the stages: each returns (value, facts for run.json) ---------------------------------------------
@@ -326,7 +341,7 @@ def _kmeans(job: _Job, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def _assign_path(job: _Job) -> Path:
-    return job.run.work / "assign.npz"
+    return job.run.work / f"assign-{job.run.key}.npz"
 
 
 def _load_assign(job: _Job) -> tuple[np.ndarray, np.ndarray]:
@@ -368,8 +383,10 @@ def _score(
     max_sim = np.empty(job.n, dtype=np.float32)
     dup_idx = np.empty(job.n, dtype=np.int64)
 
+    key = f"{run.key}-{precision}"  # shards of other parameters, input or precision are never read
+
     def shard_path(first: int, last: int) -> Path:
-        return shard_dir / f"shard-{first:07d}-{last:07d}.npz"
+        return shard_dir / f"shard-{first:07d}-{last:07d}-{key}.npz"
 
     def merge(first: int, last: int, r: np.ndarray, ms: np.ndarray, dup_local: np.ndarray) -> None:
         members = order[int(offsets[first]) : int(offsets[last])]

@@ -13,7 +13,7 @@ from ..errors import SemDedupError
 from .clusters import ClusterIndex
 from .labels import LabelStore
 from .rules import Audited, audited_scores, check_eps, check_rule, removed_by_score, removed_kept_only
-from .schema import CENTROIDS, EMBEDDINGS, ITEMS, ResultsFolder, check_columns
+from .schema import CENTROIDS, EMBEDDINGS, ITEMS, ResultsFolder, check_items
 
 __all__ = ["Results", "check_eps"]
 
@@ -36,14 +36,28 @@ class Results:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> Results:
-        """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used."""
+        """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used.
+
+        ``items.parquet`` is checked before anything uses it (:func:`~semdedup_core.engine.schema.check_items`:
+        types, unique ids, finite scores, ``0 ≤ cluster < k``, every ``dup_of`` an earlier item of the
+        same cluster); a folder that fails is refused in one line naming the problem."""
         import pandas as pd
 
         folder = ResultsFolder(path)
         run = folder.finished_run()
-        items = pd.read_parquet(folder.file(ITEMS))
-        check_columns(list(items.columns), str(folder.path))
-        return cls(items, run, folder.path)
+        try:
+            items = pd.read_parquet(folder.file(ITEMS))
+        except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            raise SemDedupError(
+                f"could not read items.parquet in {str(folder.path)!r} ({type(exc).__name__}: {reason}); "
+                "rerun into a new folder"
+            ) from None
+        dup_rows, clusters = check_items(items, run, str(folder.path))
+        res = cls(items, run, folder.path)
+        res.__dict__["dup_rows"] = dup_rows  # computed by the checks: the cached properties below
+        res.__dict__["clusters"] = clusters
+        return res
 
     # -- sizes -----------------------------------------------------------------------------------
     @property

@@ -1,5 +1,7 @@
 """The results folder: its file names, format version and columns, and the one owner of the rules
-about what a folder on disk is (missing, empty, somebody else's, a run in progress, a finished run).
+about what a folder on disk is (missing, empty, somebody else's, a run in progress, a finished run),
+who may write it (one writer at a time: :meth:`ResultsFolder.lock`) and what its ``items.parquet``
+must hold to be read (:func:`check_items`).
 
 The engine writes what this module names; :class:`~semdedup_core.engine.results.Results` reads it;
 the ingest pipeline, the demos and the app's jobs ask :class:`ResultsFolder` before they write.
@@ -7,13 +9,25 @@ the ingest pipeline, the demos and the app's jobs ask :class:`ResultsFolder` bef
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..errors import SemDedupError
 from . import io
+from .clusters import ClusterIndex
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT_VERSION = 1
 
@@ -23,6 +37,7 @@ EMBEDDINGS = "embeddings.npy"
 RUN = "run.json"
 ERRORS = "errors.parquet"
 WORK = ".work"  # scratch space of an unfinished run; removed when the run completes
+LOCK = ".lock"  # the writer's lock (fcntl.flock) with its pid, removed when the writer is done
 EXPORTS = "exports"
 LABELS = "labels.parquet"  # the default verdict store (engine/labels.py); a store elsewhere may be shared by runs
 AUDIT = "audit"  # the audit's recorded sample design: audit/sample.parquet (semdedup_core/audit)
@@ -35,7 +50,12 @@ is renamed (``text_input``) so that it cannot be mistaken for them."""
 
 # what a folder may already hold before a run has written run.json: the scratch space, and the
 # errors.parquet that run_input writes before the engine starts
-_PRE_RUN = (WORK, ERRORS)
+_PRE_RUN = (WORK, ERRORS, LOCK)
+
+# the locks this process holds: (folder, thread) -> [fd, depth]; a holder may take its lock again
+# (run_input holds it around dedup, an app job around the CLI)
+_HELD: dict[tuple[str, int], list[int]] = {}
+_HELD_GUARD = threading.Lock()
 
 
 class FolderState(enum.Enum):
@@ -70,6 +90,8 @@ class ResultsFolder:
     def state(self) -> FolderState:
         p = self.path
         if not p.exists():
+            if any(a.exists() and not a.is_dir() for a in p.parents):  # a/file/sub
+                return FolderState.FILE
             return FolderState.MISSING
         if not p.is_dir():
             return FolderState.FILE
@@ -91,7 +113,7 @@ class ResultsFolder:
         to find finished). Somebody else's files are never touched."""
         state = self.state()
         if state is FolderState.FILE:
-            raise SemDedupError(f"output {str(self.path)!r} is a file; pass a folder for --out")
+            raise SemDedupError(f"output {str(self.path)!r} is a file (or inside one); pass a folder for --out")
         if state is FolderState.FOREIGN:
             raise SemDedupError(
                 f"output folder {str(self.path)!r} exists and is not a semdedup results folder; "
@@ -101,6 +123,101 @@ class ResultsFolder:
             raise SemDedupError(
                 f"results folder {str(self.path)!r} has an unreadable run.json; choose another --out folder"
             )
+
+    def holder(self) -> int | None:
+        """The pid of the process writing this folder now, or ``None`` when nobody holds its lock."""
+        lock = self.path / LOCK
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_pid(fd) or -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[ResultsFolder]:
+        """Hold the exclusive write lock of this folder (``DIR/.lock``, ``fcntl.flock``, the holder's pid
+        written in it) for the duration of the ``with`` block.
+
+        A second writer fails at once with :class:`SemDedupError` naming the folder and the holder's pid.
+        The kernel releases the lock when its process dies, so a killed run never blocks a resume (its
+        ``.lock`` file stays, unlocked, until the next writer is done). The folder is checked with
+        :meth:`check_writable` first (somebody else's folder is never written) and created when missing;
+        a folder this call created and that stays empty is removed again.
+        The same thread may take the lock again while it holds it (``run_input`` around ``dedup``)."""
+        self.check_writable()
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SemDedupError(
+                f"cannot create the results folder {str(self.path)!r} ({exc}); choose another"
+            ) from None
+        key = (os.path.realpath(self.path), threading.get_ident())
+        with _HELD_GUARD:
+            entry = _HELD.get(key)
+            if entry is not None:
+                entry[1] += 1
+        if entry is not None:
+            try:
+                yield self
+            finally:
+                with _HELD_GUARD:
+                    entry[1] -= 1
+            return
+        fd = self._acquire()
+        with _HELD_GUARD:
+            _HELD[key] = [fd, 1]
+        try:
+            yield self
+        finally:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
+            # the lock file goes while still held (a writer that opened it meanwhile sees another inode
+            # and tries again), and a folder this call created and left empty goes too
+            with contextlib.suppress(OSError):
+                (self.path / LOCK).unlink()
+                if created and not any(self.path.iterdir()):
+                    self.path.rmdir()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _acquire(self) -> int:
+        lock = self.path / LOCK
+        while True:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise SemDedupError(
+                    f"cannot write the lock file {str(lock)!r} ({exc}); choose a folder you may write"
+                ) from None
+            try:
+                _flock_soon(fd)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                who = f"pid {pid}" if pid else "another process"
+                raise SemDedupError(
+                    f"results folder {str(self.path)!r} is being written by another run ({who}); "
+                    "wait for it to finish, or choose another --out folder"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file its last holder removed while we opened it
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+            os.close(fd)
 
     def finished_run(self) -> dict[str, Any]:
         """``run.json`` of a finished run of this format; raises :class:`SemDedupError` saying why not."""
@@ -139,3 +256,201 @@ def check_columns(columns: list[str], where: str) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise SemDedupError(f"items.parquet in {where!r} lacks columns {missing}; rerun with this version")
+
+
+def _flock_soon(fd: int, tries: int = 4, pause: float = 0.05) -> None:
+    """``flock(LOCK_EX | LOCK_NB)``, tried a few times over a moment: a :meth:`ResultsFolder.holder`
+    probe holds a shared lock for microseconds and must not turn a writer away. Raises
+    ``BlockingIOError`` when the lock stays taken."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# -- what items.parquet must hold ---------------------------------------------------------------------
+SCORE_SLACK = 0.01  # scores of identical items may exceed 1 by a hair (float16 scoring: by about 2e-3)
+
+
+def _digit_counts(n: int) -> np.ndarray:
+    """The number of decimal digits of each of ``0 .. n-1`` (1 for 0..9, 2 for 10..99, …)."""
+    bounds = [0, *(10**j for j in range(1, len(str(max(n - 1, 0))))), n]
+    return np.repeat(np.arange(1, len(bounds), dtype=np.int64), np.diff(bounds))
+
+
+def _rows_of(ids: Any, dup: Any, where: str) -> np.ndarray:
+    """Check ``ids`` are unique and map each non-null ``dup`` to its row (``-1`` for null); raise naming the
+    first id that repeats or the first ``dup_of`` that is no id. One hash pass over the strings, or none
+    when the ids are the row numbers ``"0".."n-1"`` (the engine's default)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(ids)
+    has = pc.is_valid(dup).to_numpy(zero_copy_only=False)
+    present = pc.drop_null(dup)
+    rows = np.full(n, -1, dtype=np.int64)
+    looks_numeric = ids[0].as_py() == "0" and ids[n - 1].as_py() == str(n - 1)  # else skip the full cast
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if not looks_numeric:
+            raise pa.ArrowInvalid("not the row numbers")
+        # "0".."n-1" exactly: the numbers, and as many bytes as their digits (no sign, no leading zero)
+        digits = _digit_counts(n)
+        as_int = pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False)
+        if np.array_equal(as_int, np.arange(n)) and np.array_equal(
+            pc.binary_length(ids).to_numpy(zero_copy_only=False), digits
+        ):
+            targets = pc.cast(present, pa.int64()).to_numpy(zero_copy_only=False)
+            if ((targets >= 0) & (targets < n)).all() and np.array_equal(
+                pc.binary_length(present).to_numpy(zero_copy_only=False), digits[targets]
+            ):
+                rows[has] = targets
+                return rows
+    both = pa.chunked_array([*ids.chunks, *present.chunks], ids.type)
+    codes = pc.dictionary_encode(both).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    own = codes[:n]
+    repeat = np.flatnonzero(own != np.arange(n))
+    if len(repeat):
+        r = int(repeat[0])
+        first = int(np.flatnonzero(own[:r] == own[r])[0])
+        raise SemDedupError(
+            f"items.parquet in {where!r} has the id {ids[r].as_py()!r} twice (rows {first} and {r}); "
+            "ids must be unique: rerun into a new folder"
+        )
+    targets = codes[n:]
+    missing = np.flatnonzero(targets >= n)
+    if len(missing):
+        j = int(np.flatnonzero(has)[missing[0]])
+        raise SemDedupError(
+            f"items.parquet in {where!r}: dup_of {present[int(missing[0])].as_py()!r} of the item in row {j} "
+            f"({ids[j].as_py()!r}) is not an id of this folder; the folder is damaged, rerun into a new folder"
+        )
+    rows[has] = targets
+    return rows
+
+
+def check_items(items: pd.DataFrame, run: dict[str, Any], where: str) -> tuple[np.ndarray, ClusterIndex]:
+    """Refuse an ``items.parquet`` (``where``: its folder) that the engine could not have written, in one
+    line naming the first problem: column types, null/repeated ids or ids with a line break or NUL,
+    scores that are not finite, ``cluster`` outside ``0 ≤ cluster < k``, ranks that are not ``0..size-1``
+    in each cluster, and a ``dup_of`` that is missing, in another cluster or not *earlier* (lower rank) —
+    so no chain of ``dup_of`` can loop. Vectorised (one hash pass over the ids at most).
+
+    Returns what the checks computed and readers need: ``dup_rows`` (the row of each ``dup_of``, -1 for
+    none) and the :class:`ClusterIndex` of the rows in rank order.
+    """
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    def refuse(problem: str) -> SemDedupError:
+        return SemDedupError(f"items.parquet in {where!r} {problem}; the folder is damaged, rerun into a new folder")
+
+    check_columns(list(items.columns), where)
+    n = len(items)
+    counts = run.get("counts", {}) if isinstance(run.get("counts"), dict) else {}
+    if counts.get("items") is not None and counts["items"] != n:
+        raise refuse(f"has {n} rows but run.json counts {counts['items']} items")
+    if n == 0:
+        raise refuse("has no rows")
+    for col, test, kind in (
+        ("id", pd.api.types.is_string_dtype, "strings"),
+        ("dup_of", lambda d: pd.api.types.is_string_dtype(d) or items["dup_of"].isna().all(), "strings"),
+        ("cluster", pd.api.types.is_integer_dtype, "integers"),
+        ("rank", pd.api.types.is_integer_dtype, "integers"),
+        ("max_sim", pd.api.types.is_float_dtype, "floats"),
+        ("dist_to_centroid", pd.api.types.is_float_dtype, "floats"),
+    ):
+        if not test(items[col].dtype):
+            raise refuse(f"has column {col!r} of type {items[col].dtype}, not {kind}")
+    ids = io.strings(items["id"])
+    if ids.null_count:
+        raise refuse(f"has a missing (null) id in row {int(np.flatnonzero(items['id'].isna().to_numpy())[0])}")
+    bad = io.first_bad_string(ids)
+    if bad is not None:
+        raise refuse(f"has an id with a line break or NUL in row {bad} ({ids[bad].as_py()!r})")
+    dup = io.strings(items["dup_of"])
+    if dup.type != ids.type:
+        dup = dup.cast(ids.type)
+
+    k = counts.get("clusters")
+    cluster = items["cluster"].to_numpy(np.int64)
+    if k is None:
+        k = int(cluster.max()) + 1
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+        raise refuse(f"comes with a cluster count of {k!r} in run.json; it must be between 1 and {n}")
+    lo, hi = int(cluster.min()), int(cluster.max())
+    if lo < 0 or hi >= k:
+        r = int(np.flatnonzero((cluster < 0) | (cluster >= k))[0])
+        raise refuse(f"has cluster {int(cluster[r])} in row {r}; clusters must be between 0 and {k - 1}")
+    for col in ("max_sim", "dist_to_centroid"):
+        values = _floats(items[col])
+        finite = np.isfinite(values)
+        if not finite.all():
+            r = int(np.flatnonzero(~finite)[0])
+            raise refuse(f"has {col} {values[r]} in row {r}; scores must be finite numbers")
+    scores = _floats(items["max_sim"])
+    out = (scores < -1 - SCORE_SLACK) | (scores > 1 + SCORE_SLACK)
+    if out.any():
+        r = int(np.flatnonzero(out)[0])
+        raise refuse(f"has max_sim {scores[r]} in row {r}; a cosine similarity lies between -1 and 1")
+
+    rank = items["rank"].to_numpy(np.int64)
+    sizes = np.bincount(cluster, minlength=k)
+    offsets = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    wrong = (rank < 0) | (rank >= sizes[cluster])
+    pos = offsets[cluster] + np.where(wrong, 0, rank)
+    order = np.full(n, -1, dtype=np.int64)
+    order[pos] = np.arange(n)
+    if wrong.any() or (order < 0).any():
+        r = int(np.flatnonzero(wrong)[0]) if wrong.any() else _repeated_rank(pos)
+        raise refuse(
+            f"has rank {int(rank[r])} in row {r} (cluster {int(cluster[r])} of {int(sizes[cluster[r]])} items); "
+            "the ranks of a cluster must be 0, 1, 2, … each once"
+        )
+
+    has = pc.is_valid(dup).to_numpy(zero_copy_only=False)
+    first = rank == 0
+    if (has == first).any():
+        r = int(np.flatnonzero(has == first)[0])
+        what = "has a dup_of" if first[r] else "has no dup_of"
+        raise refuse(f"row {r} (rank {int(rank[r])}) {what}; exactly the items after the first of a cluster have one")
+    if (scores[first] != -1.0).any():
+        r = int(np.flatnonzero(first & (scores != -1.0))[0])
+        raise refuse(f"row {r} is the first of its cluster but has max_sim {scores[r]} (it must be -1)")
+    dup_rows = _rows_of(ids, dup, where)
+    src = np.flatnonzero(has)
+    tgt = dup_rows[src]
+    bad = (cluster[tgt] != cluster[src]) | (rank[tgt] >= rank[src])
+    if bad.any():
+        r, t = int(src[bad][0]), int(tgt[bad][0])
+        raise refuse(
+            f"row {r} ({ids[r].as_py()!r}, cluster {int(cluster[r])}, rank {int(rank[r])}) has dup_of "
+            f"{ids[t].as_py()!r} (cluster {int(cluster[t])}, rank {int(rank[t])}); dup_of must be an earlier "
+            "item of the same cluster"
+        )
+    return dup_rows, ClusterIndex(order, offsets)
+
+
+def _floats(column: Any) -> np.ndarray:
+    """A float column as a numpy array without a copy where it is one already (nulls become NaN)."""
+    values = column.to_numpy()
+    return values if values.dtype.kind == "f" else column.to_numpy(np.float64, na_value=np.nan)
+
+
+def _repeated_rank(pos: np.ndarray) -> int:
+    """The first row whose (cluster, rank) slot an earlier row already took."""
+    seen = np.zeros(len(pos), dtype=bool)
+    _, first = np.unique(pos, return_index=True)
+    seen[first] = True
+    return int(np.flatnonzero(~seen)[0])

@@ -2,6 +2,11 @@
 
 An export is a list of ids (and paths, when the run has a ``path`` column) — never a deletion. Files are
 written atomically into ``<results>/exports/``; the user's input data is never touched.
+
+Safe to open anywhere: a CSV cell that a spreadsheet would run as a formula (text starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return) is written with a single quote in front (``'=1+1``), as
+OWASP advises; Parquet and TXT keep every value verbatim. A TXT export lists one value per line, so a
+value holding a line break or NUL is refused (naming its row) instead of becoming two lines.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
     """``frame`` encoded as ``csv``, ``parquet`` or ``txt`` (one ``txt_column`` value per line)."""
     _check("removed", fmt)
     if fmt == "csv":
-        return frame.to_csv(index=False).encode("utf-8")
+        # CRLF line ends (RFC 4180): the csv writer then quotes every cell holding a "\r" or "\n"
+        return neutralize_formulas(frame).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
     if fmt == "parquet":
         buf = _io.BytesIO()
         frame.to_parquet(buf, index=False)
@@ -71,7 +77,41 @@ def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
     if txt_column not in frame.columns:
         raise SemDedupError(f"txt_column {txt_column!r} is not a column of this run; use one of {list(frame.columns)}")
     values = frame[txt_column].astype(str)
+    bad = io.first_bad_string(values.to_numpy(dtype=object))
+    if bad is not None:
+        what = f"{txt_column} {values.iat[bad]!r}"
+        if txt_column != "id" and "id" in frame.columns:
+            what += f" of item {frame['id'].iat[bad]!r}"
+        raise SemDedupError(
+            f"{what} holds a line break or NUL, which a TXT list of one value per line cannot hold; "
+            "export as csv or parquet"
+        )
     return ("".join(v + "\n" for v in values)).encode("utf-8")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet runs as a formula when a CSV cell starts with it."""
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that starts like a formula (:data:`FORMULA_STARTS`) prefixed with a
+    single quote, so a spreadsheet shows it as text; numbers and other cells are left as they are."""
+    import pandas as pd
+
+    out = frame.copy()
+    for col in out.columns:
+        values = out[col]
+        if values.dtype.kind in "biufcmM":  # numbers and dates: never a formula
+            continue
+        if pd.api.types.is_string_dtype(values.dtype):
+            risky = values.str.startswith(FORMULA_STARTS, na=False).to_numpy(dtype=bool)
+        else:
+            risky = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS)).to_numpy(dtype=bool)
+        if risky.any():
+            text = values.astype("object")
+            text[risky] = "'" + text[risky].astype(str)
+            out[col] = text
+    return out
 
 
 def file_name(eps: float, which: str, fmt: str, txt_column: str = "id", rule: str = "paper") -> str:

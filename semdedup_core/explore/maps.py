@@ -1,7 +1,10 @@
 """2-D maps of a run: a UMAP of the items (a stratified sample beyond ``max_points``) and of the centroids.
 
 Computed once per run and method and cached in the results folder (``map-umap.parquet`` +
-``map-umap.json``, ``centroid_map-umap.parquet``; ``-pca`` for the quick PCA projection), so the app never recomputes them on a widget change.
+``map-umap.json``, ``centroid_map-umap.parquet``; ``-pca`` for the quick PCA projection), so the app never
+recomputes them on a widget change. With ``store=False`` (the app's read-only mode), or when the folder
+cannot be written (a read-only file system, another user's folder), a map is returned without being
+stored; the caller keeps it in memory.
 """
 
 from __future__ import annotations
@@ -120,15 +123,38 @@ def load_map(
 
 
 def compute_all(
-    results: Results, max_points: int = MAX_POINTS, method: str = "umap", progress: Callable[[str], None] | None = None
+    results: Results,
+    max_points: int = MAX_POINTS,
+    method: str = "umap",
+    progress: Callable[[str], None] | None = None,
+    store: bool = True,
 ) -> pd.DataFrame:
-    """The item map and the centroid map (both cached in the folder); returns the item map.
-    ``progress(step)`` is told each step as it starts (``sample``, ``umap``/``pca``, ``centroids``)."""
-    frame = compute_map(results, max_points=max_points, method=method, progress=progress)
+    """The item map and the centroid map (both cached in the folder when ``store`` and it can be written);
+    returns the item map (:func:`compute_both` returns both). ``progress(step)`` is told each step as it
+    starts (``sample``, ``umap``/``pca``, ``centroids``)."""
+    return compute_both(results, max_points, method, progress, store)[0]
+
+
+def compute_both(
+    results: Results,
+    max_points: int = MAX_POINTS,
+    method: str = "umap",
+    progress: Callable[[str], None] | None = None,
+    store: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(item map, centroid map)``, as :func:`compute_all` computes (and stores) them."""
+    frame = compute_map(results, max_points=max_points, method=method, progress=progress, store=store)
     if progress:
         progress("centroids")
-    centroid_map(results, method=method)
-    return frame
+    return frame, centroid_map(results, method=method, store=store)
+
+
+def _store(write: Callable[[], None], what: str) -> None:
+    """Write a cached map into the results folder, or only log why not (the map is still returned)."""
+    try:
+        write()
+    except OSError as exc:
+        log.warning("the %s is kept in memory only: the results folder cannot be written (%s)", what, exc)
 
 
 def compute_map(
@@ -137,8 +163,9 @@ def compute_map(
     method: str = "umap",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    store: bool = True,
 ) -> pd.DataFrame:
-    """Compute the item map, write it into the results folder and return it (or the cached one)."""
+    """Compute the item map, write it into the results folder (``store``) and return it (or the cached one)."""
     import pandas as pd
 
     cached = load_map(results, max_points, method, seed)
@@ -155,9 +182,14 @@ def compute_map(
         progress(method)
     xy = embed_2d(x, method=method, seed=seed)
     frame = pd.DataFrame({"row": rows, "x": xy[:, 0], "y": xy[:, 1]})
-    if results.path is not None:
-        io.write_parquet(results.path / MAP_FILE.format(method=method), frame)
-        io.write_json(results.path / MAP_META.format(method=method), _meta(results, max_points, method, seed))
+    if results.path is not None and store:
+        folder = results.path
+
+        def write() -> None:
+            io.write_parquet(folder / MAP_FILE.format(method=method), frame)
+            io.write_json(folder / MAP_META.format(method=method), _meta(results, max_points, method, seed))
+
+        _store(write, "map")
     return frame
 
 
@@ -175,8 +207,9 @@ def load_centroid_map(results: Results, method: str = "umap") -> pd.DataFrame | 
     return frame if len(frame) == len(results.centroids) else None
 
 
-def centroid_map(results: Results, method: str = "umap", seed: int = 0) -> pd.DataFrame:
-    """A 2-D map of the centroids (``cluster``, ``x``, ``y``, ``size``), cached in the results folder."""
+def centroid_map(results: Results, method: str = "umap", seed: int = 0, store: bool = True) -> pd.DataFrame:
+    """A 2-D map of the centroids (``cluster``, ``x``, ``y``, ``size``), cached in the results folder
+    (``store``)."""
     import pandas as pd
 
     cached = load_centroid_map(results, method)
@@ -187,6 +220,6 @@ def centroid_map(results: Results, method: str = "umap", seed: int = 0) -> pd.Da
     sizes[: results.clusters.n_clusters] = results.clusters.sizes[: len(sizes)]
     xy = embed_2d(results.centroids, method=method, seed=seed)
     frame = pd.DataFrame({"cluster": np.arange(len(sizes)), "x": xy[:, 0], "y": xy[:, 1], "size": sizes})
-    if path is not None:
-        io.write_parquet(path, frame)
+    if path is not None and store:
+        _store(lambda: io.write_parquet(path, frame), "centroid map")
     return frame

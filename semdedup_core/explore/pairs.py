@@ -34,14 +34,21 @@ def chain_roots(dup_row: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, n
     """
     n = len(dup_row)
     idx = np.arange(n, dtype=np.int64)
+    if len(dup_row) and (dup_row.min() < -1 or dup_row.max() >= n):
+        raise SemDedupError(f"dup_row must hold rows between -1 and {n - 1}; the results are damaged")
     parent = np.where(removed & (dup_row >= 0), dup_row, idx)
     depth = (parent != idx).astype(np.int64)
-    while True:  # pointer jumping: O(log chain length) passes
+    for _ in range(max(1, int(n).bit_length()) + 1):  # pointer jumping: a chain of n halves in log2(n) passes
         grand = parent[parent]
         if np.array_equal(grand, parent):
-            return parent, depth
+            # a chain ends at a kept item; one that ends at a removed item with a dup_of went round a loop
+            if not (removed[parent] & (dup_row[parent] >= 0)).any():
+                return parent, depth
+            break
         depth = depth + depth[parent]
         parent = grand
+    # only a loop of dup_of never reaches a kept item (Results.load refuses folders with one)
+    raise SemDedupError("the dup_of links form a loop, so a chain has no kept item; the results folder is damaged")
 
 
 def pairs_frame(

@@ -415,22 +415,23 @@ def run_demo(
     out = Path(out) if out is not None else default_out(kind)
     if ResultsFolder(out).is_complete():
         return Results.load(out)
-    if kind == "text":
-        table = build_text_data()
-        embed = EmbedConfig(text_column="text", id_column="id")
-    else:
-        table = build_image_data()
-        embed = EmbedConfig(image_column="path", id_column="id")
-    import pyarrow.parquet as pq
+    with ResultsFolder(out).lock():  # one builder per demo folder (run_input takes it again)
+        if kind == "text":
+            table = build_text_data()
+            embed = EmbedConfig(text_column="text", id_column="id")
+        else:
+            table = build_image_data()
+            embed = EmbedConfig(image_column="path", id_column="id")
+        import pyarrow.parquet as pq
 
-    n = pq.ParquetFile(table).metadata.num_rows
-    reuse = None
-    if first_look and FIRST_LOOK_ITEMS.get(kind, n) < n:
-        reuse = _run_first_look(kind, table, n, out, embed, progress)
-        if progress is not None:
-            progress("embed", 0, n)  # the whole collection next (its first chunks are mostly reused)
-    cluster = ClusterConfig(n_clusters=demo_clusters(n), niter=20, seed=0)
-    return run_input(table, out, embed=embed, cluster=cluster, config=DedupConfig(), progress=progress, reuse=reuse)
+        n = pq.ParquetFile(table).metadata.num_rows
+        reuse = None
+        if first_look and FIRST_LOOK_ITEMS.get(kind, n) < n:
+            reuse = _run_first_look(kind, table, n, out, embed, progress)
+            if progress is not None:
+                progress("embed", 0, n)  # the whole collection next (its first chunks are mostly reused)
+        cluster = ClusterConfig(n_clusters=demo_clusters(n), niter=20, seed=0)
+        return run_input(table, out, embed=embed, cluster=cluster, config=DedupConfig(), progress=progress, reuse=reuse)
 
 
 def _run_first_look(kind: str, table: Path, n: int, out: Path, embed: Any, progress: Any) -> Path:

@@ -4,9 +4,11 @@ Embeddings stream into a memory-mapped array in the results folder's scratch spa
 in chunks of ``chunk_size`` items; after each chunk the array is flushed and ``state.json`` records it
 (atomically), so a killed run starts again from the last finished chunk. Images are decoded and
 preprocessed by ``DataLoader`` worker processes while the main process runs the model under
-``torch.inference_mode`` (and float16 autocast on CUDA). An item that cannot be used (unreadable,
-truncated or non-image file, missing path, empty or huge text, duplicate id, NaN row) is recorded in
-``errors.parquet`` and left out; only a run where nothing is usable fails.
+``torch.inference_mode`` (and float16 autocast on CUDA). Images are opened by
+:mod:`semdedup_core.ingest.images` (regular files only, a pixel limit checked before decoding). An item
+that cannot be used (unreadable, truncated, oversize or non-image file, a FIFO, a link out of the image
+folder, missing path, empty or huge text, duplicate id, NaN row) is recorded in ``errors.parquet`` and
+left out; only a run where nothing is usable fails.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from ..engine.device import resolve_device
 from ..engine.schema import ERRORS, WORK, ResultsFolder
 from ..errors import SemDedupError
 from .encoders import get_encoder
+from .images import ImageRefused, open_image
 from .inputs import Items, load_input
+
+__all__ = ["EmbedConfig", "open_image", "run_input"]
 
 if TYPE_CHECKING:
     from ..engine.results import Results
@@ -100,42 +105,23 @@ class EmbedConfig:
 # decoding
 
 
-def open_image(path: str) -> Any:
-    """Decode an image fully to RGB (first frame of an animation or multi-page file).
-
-    Truncated files raise (``LOAD_TRUNCATED_IMAGES`` stays off); transparency is composited on white.
-    """
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.seek(0)
-        im.draft("RGB", (448, 448))  # JPEG: decode at a reduced scale when far larger than needed
-        im.load()
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            arr = np.asarray(im, dtype=np.float32)
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-            return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(canvas, rgba).convert("RGB")
-        return im.convert("RGB")
-
-
 class _ImageDataset:
-    """``dataset[i] -> (i, tensor or None, reason or None)``: decoding never raises."""
+    """``dataset[i] -> (i, tensor or None, reason or None)``: decoding never raises. ``root``: the image
+    folder the paths must stay in (symbolic links out of it are not followed), or ``None`` (tables)."""
 
-    def __init__(self, paths: list[str], preprocess: Callable[[Any], Any]):
+    def __init__(self, paths: list[str], preprocess: Callable[[Any], Any], root: str | None = None):
         self.paths = paths
         self.preprocess = preprocess
+        self.root = root
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
         try:
-            return i, self.preprocess(open_image(self.paths[i])), None
+            return i, self.preprocess(open_image(self.paths[i], root=self.root)), None
+        except ImageRefused as exc:
+            return i, None, f"unreadable image ({exc})"
         except Exception as exc:  # any decoding problem is that item's error, never the run's
             msg = str(exc).splitlines()[0][:300] if str(exc) else ""
             return i, None, f"unreadable image ({type(exc).__name__}: {msg})"
@@ -306,7 +292,8 @@ def _embed_images(items, encoder, state, start, batch_size, workers, device, rec
     import torch
 
     n = len(items)
-    dataset = _ImageDataset(items.paths, encoder.preprocess)
+    root = items.source.get("path") if items.kind == "folder" else None
+    dataset = _ImageDataset(items.paths, encoder.preprocess, root)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=_ChunkBatchSampler(start, n, state.chunk_size, batch_size, skip),
@@ -489,78 +476,87 @@ def run_input(
         id_column=embed.id_column,
         max_text_chars=embed.max_text_chars,
     )
-    device = resolve_device(embed.device)
-    if items.kind == "shards":
-        if embed.encoder is not None or embed.pretrained is not None:
-            raise SemDedupError("--encoder/--pretrained do not apply to precomputed embedding shards; drop them")
-        encoder = None
-        enc_params: dict[str, Any] = {"name": "precomputed", "source": items.source.get("embeddings")}
-    else:
-        encoder = get_encoder(embed.encoder, modality=items.modality, pretrained=embed.pretrained, device=device)
-        enc_params = encoder.params()
-    identity = {**embed.identity(), "encoder": enc_params, "input": items.source, "fingerprint": items.fingerprint()}
-
-    folder = ResultsFolder(out)
-    folder.check_writable()
-    if folder.is_complete():
-        meta = folder.finished_run()
-        if meta.get("embed", {}).get("identity") != identity or not params_match(
-            meta.get("params"), engine_params(cluster, config)
-        ):
-            raise SemDedupError(
-                f"results folder {str(out)!r} holds a run with another input, encoder or parameters; "
-                "choose another --out folder (or delete that folder yourself)"
-            )
-        return Results.load(out)
-
-    state = _EmbedState(out / WORK / "embed", identity, len(items), embed.chunk_size)
-    workers = default_workers(device) if embed.workers is None else embed.workers
-    known = reusable_embeddings(reuse, items, enc_params) if reuse is not None else None
-    if len(items):
-        embed_items(
-            items,
-            encoder,
-            state,
-            batch_size=embed.batch_size,
-            workers=min(workers, max(0, len(items) // embed.batch_size)) if workers else 0,
-            device=device,
-            progress=progress,
-            known=known,
-        )
-    embed_seconds = time.perf_counter() - t0
-    errors = items.errors + state.meta["errors"]
-    failed = {e["id"] for e in state.meta["errors"]}
-    ok = np.array([i for i, item_id in enumerate(items.ids) if item_id not in failed], dtype=np.int64)
-    out.mkdir(parents=True, exist_ok=True)
-    write_errors(out / ERRORS, errors)
-    if len(ok) == 0:
-        reasons = sorted({e["reason"].split(" (")[0] for e in errors})[:3]
+    if 0 < len(items) < cluster.n_clusters:  # before any embedding: the count is known from the listing
         raise SemDedupError(
-            f"nothing usable in {str(input_path)!r}: all {items.n_input} items failed ({'; '.join(reasons)}); "
-            f"see {str(out / ERRORS)!r}"
+            f"n_clusters must be between 1 and the number of usable items ({len(items)} of {items.n_input} in "
+            f"{str(input_path)!r}), got {cluster.n_clusters}; pass a smaller --clusters"
         )
-    raw = state.raw
-    assert raw is not None
-    runtime = encoder.runtime() if encoder is not None else {"backend": "precomputed"}
-    x = raw if len(ok) == len(items) else raw[ok]
-    ids = np.asarray(items.ids, dtype=object)[ok]
-    columns = items.columns.iloc[ok].reset_index(drop=True)
-    facts = {
-        "input": items.source,
-        "embed": {
-            "identity": identity,
+    # one writer per folder, from before the model loads to the end (dedup takes the lock again)
+    with ResultsFolder(out).lock() as folder:
+        device = resolve_device(embed.device)
+        if items.kind == "shards":
+            if embed.encoder is not None or embed.pretrained is not None:
+                raise SemDedupError("--encoder/--pretrained do not apply to precomputed embedding shards; drop them")
+            encoder = None
+            enc_params: dict[str, Any] = {"name": "precomputed", "source": items.source.get("embeddings")}
+        else:
+            encoder = get_encoder(embed.encoder, modality=items.modality, pretrained=embed.pretrained, device=device)
+            enc_params = encoder.params()
+        identity = {
+            **embed.identity(),
             "encoder": enc_params,
-            "batch_size": embed.batch_size,
-            "workers": workers,
-            "device": device,
-            **runtime,
-            "reused": 0 if known is None else len(known[0]),
-            "reused_from": None if known is None else str(Path(reuse).resolve()),  # type: ignore[arg-type]
-            "seconds": round(embed_seconds, 4),
-        },
-        "counts": {"input_items": items.n_input, "errors": len(errors), "skipped": items.skipped},
-        "stages": {"embed": {"done": True, "seconds": round(embed_seconds, 4), "backend": runtime["backend"]}},
-    }
-    facts.update(extra or {})
-    log.info("embedded %d items (%d errors) in %.1fs", len(ok), len(errors), embed_seconds)
-    return dedup(x, ids, cluster=cluster, config=config, out=out, progress=progress, columns=columns, extra=facts)
+            "input": items.source,
+            "fingerprint": items.fingerprint(),
+        }
+
+        if folder.is_complete():
+            meta = folder.finished_run()
+            same_params = params_match(meta.get("params"), engine_params(cluster, config))
+            if meta.get("embed", {}).get("identity") != identity or not same_params:
+                raise SemDedupError(
+                    f"results folder {str(out)!r} holds a run with another input, encoder or parameters; "
+                    "choose another --out folder (or delete that folder yourself)"
+                )
+            return Results.load(out)
+
+        state = _EmbedState(out / WORK / "embed", identity, len(items), embed.chunk_size)
+        workers = default_workers(device) if embed.workers is None else embed.workers
+        known = reusable_embeddings(reuse, items, enc_params) if reuse is not None else None
+        if len(items):
+            embed_items(
+                items,
+                encoder,
+                state,
+                batch_size=embed.batch_size,
+                workers=min(workers, max(0, len(items) // embed.batch_size)) if workers else 0,
+                device=device,
+                progress=progress,
+                known=known,
+            )
+        embed_seconds = time.perf_counter() - t0
+        errors = items.errors + state.meta["errors"]
+        failed = {e["id"] for e in state.meta["errors"]}
+        ok = np.array([i for i, item_id in enumerate(items.ids) if item_id not in failed], dtype=np.int64)
+        out.mkdir(parents=True, exist_ok=True)
+        write_errors(out / ERRORS, errors)
+        if len(ok) == 0:
+            reasons = sorted({e["reason"].split(" (")[0] for e in errors})[:3]
+            raise SemDedupError(
+                f"nothing usable in {str(input_path)!r}: all {items.n_input} items failed ({'; '.join(reasons)}); "
+                f"see {str(out / ERRORS)!r}"
+            )
+        raw = state.raw
+        assert raw is not None
+        runtime = encoder.runtime() if encoder is not None else {"backend": "precomputed"}
+        x = raw if len(ok) == len(items) else raw[ok]
+        ids = np.asarray(items.ids, dtype=object)[ok]
+        columns = items.columns.iloc[ok].reset_index(drop=True)
+        facts = {
+            "input": items.source,
+            "embed": {
+                "identity": identity,
+                "encoder": enc_params,
+                "batch_size": embed.batch_size,
+                "workers": workers,
+                "device": device,
+                **runtime,
+                "reused": 0 if known is None else len(known[0]),
+                "reused_from": None if known is None else str(Path(reuse).resolve()),  # type: ignore[arg-type]
+                "seconds": round(embed_seconds, 4),
+            },
+            "counts": {"input_items": items.n_input, "errors": len(errors), "skipped": items.skipped},
+            "stages": {"embed": {"done": True, "seconds": round(embed_seconds, 4), "backend": runtime["backend"]}},
+        }
+        facts.update(extra or {})
+        log.info("embedded %d items (%d errors) in %.1fs", len(ok), len(errors), embed_seconds)
+        return dedup(x, ids, cluster=cluster, config=config, out=out, progress=progress, columns=columns, extra=facts)

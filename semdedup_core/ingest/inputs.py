@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.io import bad_id_char
 from ..engine.schema import RESERVED_COLUMNS as RESERVED
 from ..errors import SemDedupError
+from .images import file_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
@@ -116,7 +118,10 @@ def load_input(
 
 
 def load_image_folder(folder: Path) -> Items:
-    """Every image file under ``folder`` (recursive, sorted; hidden files and folders left out)."""
+    """Every image file under ``folder`` (recursive, sorted; hidden files and folders left out; links to
+    folders not followed). A file whose name holds a line break is an error row at once; a file that must
+    not be decoded (a symbolic link to a file outside ``folder``, a FIFO, device or socket, an empty or
+    oversize file) becomes one when the embedder opens it (:mod:`semdedup_core.ingest.images`)."""
     import pandas as pd
 
     folder = folder.resolve()
@@ -135,9 +140,14 @@ def load_image_folder(folder: Path) -> Items:
             f"folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); pass a folder of images "
             "or a table with --image-column"
         )
-    pairs = sorted((f.relative_to(folder).as_posix(), str(f)) for f in files)
-    ids = [i for i, _ in pairs]
-    paths = [p for _, p in pairs]
+    ids, paths, errors = [], [], []
+    for rel, path in sorted((f.relative_to(folder).as_posix(), str(f)) for f in files):
+        bad = bad_id_char(rel)
+        if bad is not None:
+            errors.append(_err(rel, path, f"unreadable image (the file name holds a line break or NUL: '{bad}')"))
+        else:
+            ids.append(rel)
+            paths.append(path)
     columns = pd.DataFrame({"path": paths})
     return Items(
         kind="folder",
@@ -145,6 +155,7 @@ def load_image_folder(folder: Path) -> Items:
         ids=ids,
         columns=columns,
         paths=paths,
+        errors=errors,
         n_input=len(files),
         skipped=skipped,
         source={"kind": "folder", "path": str(folder)},
@@ -162,9 +173,29 @@ def read_table(path: Path) -> Any:
             return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype_backend="numpy_nullable")
         return pd.read_json(path, lines=True, dtype=False)
     except Exception as exc:
-        raise SemDedupError(
-            f"table {str(path)!r} could not be read ({type(exc).__name__}: {exc}); check its format"
-        ) from None
+        where = _bad_jsonl_line(path) if suffix == ".jsonl" else None
+        reason = where or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise SemDedupError(f"table {str(path)!r} could not be read ({reason}); check its format") from None
+
+
+def _bad_jsonl_line(path: Path) -> str | None:
+    """``line N is not a JSON object (…)`` for the first line of a JSONL file that is not, else ``None``."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}"
+                if not isinstance(value, dict):
+                    return f"line {number} is not a JSON object but {type(value).__name__}"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return None
 
 
 def _carried(df: Any, used: list[str]) -> Any:
@@ -198,6 +229,11 @@ def _ids_with_errors(raw_ids: list[Any], paths: list[Any]) -> tuple[list[str | N
             ids.append(None)
             continue
         s = str(raw)
+        bad = bad_id_char(s)
+        if bad is not None:
+            errors.append(_err(s, p, f"the id holds a line break or NUL ('{bad}'; row {row})"))
+            ids.append(None)
+            continue
         if s in seen:
             errors.append(_err(s, p, f"duplicate id (row {row}; first at row {seen[s]})"))
             ids.append(None)
@@ -257,8 +293,14 @@ def load_table(
             if re.match(r"^[a-z][a-z0-9+.-]*://", str(v).strip(), re.I):
                 errors.append(_err(item_id, v, "a URL, not a local file; download the images first (e.g. img2dataset)"))
                 continue
-            if not os.path.isfile(p):
-                errors.append(_err(item_id, p, "file not found"))
+            bad = bad_id_char(p)
+            if bad is not None:
+                errors.append(_err(item_id, p, f"the image path holds a line break or NUL ('{bad}')"))
+                continue
+            problem = file_problem(p)
+            if problem is not None:
+                reason = "file not found" if problem.startswith("file not found") else f"unreadable image ({problem})"
+                errors.append(_err(item_id, p, reason))
                 continue
         elif texts_all is not None:
             t = texts_all[row]

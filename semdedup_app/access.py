@@ -1,0 +1,187 @@
+"""Who may open and write what in this explorer: the sharing policy, in one place. Every page asks here.
+
+- **Read-only mode** (``streamlit run app.py -- --read-only``, or ``SEMDEDUP_READ_ONLY=1``): the app opens
+  only the folders it was started with (``--results DIR``, repeatable) and the results folders under
+  ``SEMDEDUP_ALLOWED_ROOTS``; there is no path box, no run, no demo building and no write into a
+  results folder (exports are downloads, maps stay in memory); images are shown only from under the
+  run's own input (its image folder, or the folder of its table).
+- **Allowed roots** (``SEMDEDUP_ALLOWED_ROOTS``, folders separated by ``os.pathsep``): outside read-only
+  mode the app still opens typed paths and starts runs, but refuses any path outside these folders.
+- **Labels** (the audit's Review page): a verdict is written only by a named reviewer in read-only mode
+  (``--reviewer NAME``, repeatable, or ``SEMDEDUP_REVIEWERS=a,b``) and never into a shared results
+  folder (a store elsewhere: ``--labels STORE``) — ask :func:`may_write_labels`.
+
+Paths are compared after resolving symbolic links, so a link cannot lead out of an allowed folder.
+Nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from semdedup_core import SemDedupError
+
+READ_ONLY_ENV = "SEMDEDUP_READ_ONLY"
+ROOTS_ENV = "SEMDEDUP_ALLOWED_ROOTS"
+REVIEWERS_ENV = "SEMDEDUP_REVIEWERS"
+RESULTS_ENV = "SEMDEDUP_RESULTS"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """What follows ``streamlit run app.py --``: ``--results DIR`` (repeatable), ``--demo text|images``,
+    ``--read-only``, ``--reviewer NAME`` (repeatable). Unknown arguments are ignored."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--results", action="append", default=[])
+    parser.add_argument("--demo")
+    parser.add_argument("--read-only", action="store_true")
+    parser.add_argument("--reviewer", action="append", default=[])
+    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    return args
+
+
+def read_only(argv: Sequence[str] | None = None) -> bool:
+    """Whether the app runs in read-only (sharing) mode."""
+    return app_args(argv).read_only or os.environ.get(READ_ONLY_ENV, "").strip().lower() in _TRUE
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def startup_folders(argv: Sequence[str] | None = None) -> list[Path]:
+    """The folders the app was started with: each ``--results DIR``, else ``$SEMDEDUP_RESULTS`` (several
+    separated by ``os.pathsep``), as given (``~`` expanded)."""
+    given = app_args(argv).results or [p for p in os.environ.get(RESULTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(p).expanduser() for p in given]
+
+
+def allowed_roots() -> list[Path]:
+    """``$SEMDEDUP_ALLOWED_ROOTS`` as resolved folders (empty when unset)."""
+    return [_real(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+
+
+def folder_allowed(path: str | os.PathLike[str], argv: Sequence[str] | None = None) -> bool:
+    """Whether the app may open ``path`` as a results folder."""
+    real = _real(path)
+    if any(real == _real(p) for p in startup_folders(argv)):
+        return True
+    roots = allowed_roots()
+    if roots:
+        return any(_inside(real, root) for root in roots)
+    return not read_only(argv)
+
+
+def check_folder(path: str | os.PathLike[str], argv: Sequence[str] | None = None) -> None:
+    """Raise :class:`SemDedupError` naming ``path`` and the way out unless :func:`folder_allowed`."""
+    if folder_allowed(path, argv):
+        return
+    roots = allowed_roots()
+    if roots:
+        where = ", ".join(str(r) for r in roots)
+        raise SemDedupError(
+            f"{str(path)!r} is outside the folders this explorer may use ({where}); pick a folder under them, "
+            f"or ask whoever runs the app to add it to {ROOTS_ENV}"
+        )
+    raise SemDedupError(
+        f"{str(path)!r} is not one of the results folders this read-only explorer shares; open one of those "
+        "listed on Home"
+    )
+
+
+def may_start_runs(argv: Sequence[str] | None = None) -> bool:
+    """Runs and demo builds (background jobs) are allowed outside read-only mode only."""
+    return not read_only(argv)
+
+
+def may_write_results(argv: Sequence[str] | None = None) -> bool:
+    """Writing into a results folder (exports, cached maps) is allowed outside read-only mode only."""
+    return not read_only(argv)
+
+
+def check_run_target(path: str | os.PathLike[str], argv: Sequence[str] | None = None) -> None:
+    """Raise unless the app may start a background job that writes ``path`` (or reads it, for an input):
+    never in read-only mode, and only under the allowed roots when they are set."""
+    if not may_start_runs(argv):
+        raise SemDedupError("this explorer is read-only: it cannot start runs or build demos")
+    roots = allowed_roots()
+    if roots and not any(_inside(_real(path), root) for root in roots):
+        where = ", ".join(str(r) for r in roots)
+        raise SemDedupError(
+            f"{str(path)!r} is outside the folders this explorer may use ({where}); pick a folder under them"
+        )
+
+
+# -- images ---------------------------------------------------------------------------------------------
+def input_roots(run: dict[str, Any]) -> list[Path]:
+    """The folders a run read its items from (``run.json``'s ``input``): the image folder, the folder of
+    the table, or the embeddings folder. Empty for runs on an embedding matrix (no input recorded)."""
+    source = run.get("input") if isinstance(run.get("input"), dict) else {}
+    path = source.get("path")
+    if not isinstance(path, str) or not path:
+        return []
+    p = Path(path)
+    return [_real(p.parent if source.get("kind") == "table" else p)]
+
+
+def image_problem(run: dict[str, Any], path: Any, argv: Sequence[str] | None = None) -> str | None:
+    """Why the app must not show the image at ``path`` of a run, or ``None``. Outside read-only mode any
+    image is shown; in it, only those under the run's input roots (symbolic links resolved)."""
+    if path is None or (isinstance(path, float) and path != path) or str(path) == "":
+        return "no image path"
+    if not read_only(argv):
+        return None
+    roots = input_roots(run)
+    if not roots:
+        return "not shown: this run records no input folder"
+    if not any(_inside(_real(str(path)), root) for root in roots):
+        return "not shown: outside this run's input folder"
+    return None
+
+
+# -- labels (the audit's Review page) -------------------------------------------------------------------
+def reviewers(argv: Sequence[str] | None = None) -> frozenset[str]:
+    """The reviewers named at start (``--reviewer NAME``, ``$SEMDEDUP_REVIEWERS`` comma-separated)."""
+    names = list(app_args(argv).reviewer) + os.environ.get(REVIEWERS_ENV, "").split(",")
+    return frozenset(n.strip() for n in names if n.strip())
+
+
+def labels_problem(
+    reviewer: str | None, store: str | os.PathLike[str] | None, results_dir: str | os.PathLike[str] | None = None
+) -> str | None:
+    """Why ``reviewer`` may not write verdicts into ``store`` (the labels file; ``None``: the default one in
+    ``results_dir``), or ``None`` when they may. Outside read-only mode anyone may. In read-only mode only
+    a reviewer named at start, and only into a store outside the shared results folders."""
+    if not read_only():
+        return None
+    if not reviewer or reviewer.strip() not in reviewers():
+        return "this explorer is read-only: only the reviewers named when it was started may record verdicts"
+    target = store if store is not None else (Path(results_dir) / "labels.parquet" if results_dir else None)
+    if target is None:
+        return "no labels store is set; start the explorer with a labels store outside the results folders"
+    real = _real(target)
+    shared = [*(_real(p) for p in startup_folders()), *allowed_roots()]
+    if results_dir is not None:
+        shared.append(_real(results_dir))
+    if any(_inside(real, folder) for folder in shared):
+        return (
+            "this explorer is read-only: verdicts cannot be written into a shared results folder; "
+            "use a labels store elsewhere"
+        )
+    return None
+
+
+def may_write_labels(
+    reviewer: str | None, store: str | os.PathLike[str] | None, results_dir: str | os.PathLike[str] | None = None
+) -> bool:
+    """Whether ``reviewer`` may record verdicts into ``store`` (see :func:`labels_problem`)."""
+    return labels_problem(reviewer, store, results_dir) is None

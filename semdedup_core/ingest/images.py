@@ -1,0 +1,156 @@
+"""Opening image files that cannot hurt: the one way the embedder and the app's thumbnails read images.
+
+A file is decoded only when it is a regular, non-empty file (checked with ``fstat`` on the opened
+descriptor, opened with ``O_NONBLOCK``: a FIFO, a device or a socket named ``x.jpg`` never blocks a read),
+inside ``root`` when one is given (a symbolic link out of an image folder is not followed), and of at
+most :data:`MAX_PIXELS` decoded pixels — read from the header before anything is decoded (PIL's
+``Image.open`` is lazy), after ``draft`` has picked a reduced JPEG scale. A 17 KB PNG that would decode
+to 144 megapixels is refused in microseconds instead of costing a gigabyte. Everything refused raises
+:class:`ImageRefused` with a one-line reason; decoding errors raise what PIL raises.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import stat
+import warnings
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+MAX_PIXELS = 40_000_000
+"""Decoded pixels an image may have: 40 megapixels (≈ 120 MB as RGB), well under PIL's own bomb limits
+(a warning at 89 M, an error at 179 M). Bigger JPEGs pass when ``draft`` decodes them at a reduced scale."""
+
+
+class ImageRefused(ValueError):
+    """A file that is not decoded (not a regular file, empty, a link out of its folder, too many pixels)."""
+
+
+def inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether ``path``, with every symbolic link resolved, lies under ``root`` (resolved too)."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def file_problem(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> str | None:
+    """Why ``path`` must not be decoded (without opening it), or ``None``: a symbolic link to a file outside
+    ``root``, a broken link, not a regular file (FIFO, device, socket, folder), or an empty file."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if root is not None and not inside(path, root):
+                return "a symbolic link to a file outside the input folder (not followed)"
+            st = os.stat(path)
+    except FileNotFoundError:
+        return "file not found (or a broken link)"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({type(exc).__name__}: {exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({_kind(st.st_mode)})"
+    if st.st_size == 0:
+        return "an empty file (0 bytes)"
+    return None
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a plain file"
+
+
+def open_regular(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> BinaryIO:
+    """Open ``path`` for binary reading, or raise :class:`ImageRefused` (see :func:`file_problem`). The
+    type is checked on the opened descriptor, so nothing swapped in after a check is read either."""
+    if root is not None and not inside(path, root):
+        raise ImageRefused("a symbolic link to a file outside the input folder (not followed)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise ImageRefused("file not found (or a broken link)") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageRefused(f"not a regular file ({_kind(st.st_mode)})")
+        if st.st_size == 0:
+            raise ImageRefused("an empty file (0 bytes)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_image(
+    path: str | os.PathLike[str],
+    *,
+    size: int | None = 448,
+    root: str | os.PathLike[str] | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> Any:
+    """Decode an image to RGB (first frame of an animation or multi-page file), or raise.
+
+    ``size``: the smallest edge the caller needs; a JPEG is decoded at the smallest scale that still
+    gives it (``draft``) and any image far larger is reduced by a whole factor (``Image.reduce``) right
+    after decoding. ``None`` decodes at full size. Truncated files raise (``LOAD_TRUNCATED_IMAGES`` stays
+    off); transparency is composited on white.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    with open_regular(path, root) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+        try:
+            im = Image.open(f)
+        except Image.DecompressionBombError as exc:
+            raise ImageRefused(f"too many pixels to decode safely ({exc})") from None
+        except UnidentifiedImageError:  # named by its path, not by the descriptor it was read through
+            raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}") from None
+        with im:
+            im.seek(0)
+            if size is not None:
+                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when far larger than needed
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageRefused(
+                    f"{w} × {h} pixels ({w * h / 1e6:.0f} megapixels) is more than the limit of "
+                    f"{max_pixels / 1e6:.0f} megapixels"
+                )
+            im.load()
+            factor = min(w, h) // (2 * size) if size is not None else 0
+            if factor >= 2 and im.mode in ("L", "LA", "RGB", "RGBA", "CMYK", "I", "F"):
+                im = im.reduce(factor)
+            return _to_rgb(im)
+
+
+def _to_rgb(im: Any) -> Any:
+    from PIL import Image
+
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def thumbnail_png(path: str | os.PathLike[str], size: int, root: str | os.PathLike[str] | None = None) -> bytes:
+    """A PNG of the image at ``path`` fitted into ``size`` × ``size`` pixels (never enlarged), decoded
+    as :func:`open_image` does; raises what it raises."""
+    im = open_image(path, size=size, root=root)
+    im.thumbnail((size, size))
+    buf = _io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
+    """``(device, inode, size, mtime_ns)`` of the file ``path`` leads to: a cache key that changes when
+    its bytes do."""
+    st = Path(path).stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
