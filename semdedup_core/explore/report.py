@@ -24,10 +24,10 @@ import numpy as np
 
 from .._version import __version__
 from ..engine import io
+from ..engine.images import data_uri, thumbnail
 from ..engine.rules import check_eps
 from ..errors import SemDedupError
 from . import curve, pairs
-from .images import data_uri, thumbnail
 
 if TYPE_CHECKING:
     from ..engine.results import Results

@@ -5,7 +5,7 @@ in chunks of ``chunk_size`` items; after each chunk the array is flushed and ``s
 (atomically), so a killed run starts again from the last finished chunk. Images are decoded and
 preprocessed by ``DataLoader`` worker processes while the main process runs the model under
 ``torch.inference_mode`` (and float16 autocast on CUDA). Images are opened by
-:mod:`semdedup_core.ingest.images` (regular files only, a pixel limit checked before decoding). An item
+:mod:`semdedup_core.engine.images` (regular files only, a pixel limit checked before decoding). An item
 that cannot be used (unreadable, truncated, oversize or non-image file, a FIFO, a link out of the image
 folder, missing path, empty or huge text, duplicate id, NaN row) is recorded in ``errors.parquet`` and
 left out; only a run where nothing is usable fails.
@@ -26,10 +26,10 @@ import numpy as np
 from ..engine import io
 from ..engine.config import ClusterConfig, DedupConfig, _check_device, _check_int
 from ..engine.device import resolve_device
+from ..engine.images import ImageRefused, open_image
 from ..engine.schema import ERRORS, WORK, ResultsFolder
 from ..errors import SemDedupError
 from .encoders import get_encoder
-from .images import ImageRefused, open_image
 from .inputs import Items, load_input
 
 __all__ = ["EmbedConfig", "open_image", "run_input"]

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.images import file_problem
 from ..engine.io import bad_id_char
 from ..engine.schema import RESERVED_COLUMNS as RESERVED
 from ..errors import SemDedupError
-from .images import file_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
@@ -121,7 +121,7 @@ def load_image_folder(folder: Path) -> Items:
     """Every image file under ``folder`` (recursive, sorted; hidden files and folders left out; links to
     folders not followed). A file whose name holds a line break is an error row at once; a file that must
     not be decoded (a symbolic link to a file outside ``folder``, a FIFO, device or socket, an empty or
-    oversize file) becomes one when the embedder opens it (:mod:`semdedup_core.ingest.images`)."""
+    oversize file) becomes one when the embedder opens it (:mod:`semdedup_core.engine.images`)."""
     import pandas as pd
 
     folder = folder.resolve()

@@ -1,4 +1,5 @@
-"""Opening image files that cannot hurt: the one way the embedder and the app's thumbnails read images.
+"""Opening image files that cannot hurt: the one way the embedder, the app's thumbnails and the report's
+embedded pictures read images.
 
 A file is decoded only when it is a regular, non-empty file (checked with ``fstat`` on the opened
 descriptor, opened with ``O_NONBLOCK``: a FIFO, a device or a socket named ``x.jpg`` never blocks a read),
@@ -139,14 +140,54 @@ def _to_rgb(im: Any) -> Any:
     return im.convert("RGB")
 
 
-def thumbnail_png(path: str | os.PathLike[str], size: int, root: str | os.PathLike[str] | None = None) -> bytes:
-    """A PNG of the image at ``path`` fitted into ``size`` × ``size`` pixels (never enlarged), decoded
-    as :func:`open_image` does; raises what it raises."""
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+
+def thumbnail_bytes(
+    path: str | os.PathLike[str],
+    size: int,
+    root: str | os.PathLike[str] | None = None,
+    fmt: str = "PNG",
+    quality: int = 85,
+) -> bytes:
+    """The image at ``path`` fitted into ``size`` × ``size`` pixels (never enlarged), decoded as
+    :func:`open_image` does, encoded as RGB ``PNG`` or ``JPEG`` (``quality``); raises what it raises.
+    The same file gives the same bytes."""
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
     im = open_image(path, size=size, root=root)
     im.thumbnail((size, size))
     buf = _io.BytesIO()
-    im.save(buf, format="PNG")
+    if fmt == "JPEG":
+        im.save(buf, format="JPEG", quality=quality, optimize=True)
+    else:
+        im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def thumbnail_png(path: str | os.PathLike[str], size: int, root: str | os.PathLike[str] | None = None) -> bytes:
+    """:func:`thumbnail_bytes` as PNG."""
+    return thumbnail_bytes(path, size, root)
+
+
+def thumbnail(path: Any, size: int = 256, fmt: str = "PNG", quality: int = 85) -> bytes | None:
+    """:func:`thumbnail_bytes`, or ``None`` when the file is missing, refused or not a readable image
+    (for pictures that are shown when they can be: the report's)."""
+    try:
+        return thumbnail_bytes(str(path), size, fmt=fmt, quality=quality)
+    except ValueError as exc:
+        if "fmt must be" in str(exc):
+            raise
+        return None
+    except Exception:  # missing, truncated, not an image, refused: no picture
+        return None
+
+
+def data_uri(data: bytes, fmt: str = "PNG") -> str:
+    """``data:image/...;base64,...`` for thumbnail bytes (an image inside an HTML file)."""
+    import base64
+
+    return f"data:{FORMATS[fmt]};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
