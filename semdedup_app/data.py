@@ -14,7 +14,7 @@ import streamlit as st
 
 from semdedup_core import Results, SemDedupError
 from semdedup_core.explore import export as sd_export
-from semdedup_core.explore import maps, pairs
+from semdedup_core.explore import leakage, maps, pairs
 
 from .cache import per_run, stamp
 from .markdown import escape_html
@@ -113,6 +113,23 @@ def parse_clusters(text: str, n_clusters: int) -> tuple[int, ...]:
             )
         out.append(int(part))
     return tuple(sorted(set(out)))
+
+
+# -- leakage (runs with a reference set) ---------------------------------------------------------------
+@per_run(resource=True, max_entries=16)
+def leak_pairs(res: Results, e: float, sort: str = "borderline"):
+    """Items leaked at ``e`` beside their reference item (see :func:`semdedup_core.explore.leakage.leak_pairs`)."""
+    return leakage.leak_pairs(res, float(e), sort=sort)
+
+
+@per_run(max_entries=16)
+def leak_clusters(res: Results, e: float):
+    return leakage.leak_clusters(res, float(e))
+
+
+@per_run(max_entries=4)
+def ref_sim_histogram(res: Results) -> tuple[np.ndarray, np.ndarray]:
+    return leakage.ref_sim_histogram(res)
 
 
 # -- maps (computed in the background, cached in the results folder) ----------------------------------

@@ -1,7 +1,7 @@
 """Session state, navigation and what opens when a session starts.
 
 Keys shared by every page start with ``sd_``; a page's own keys start with the page's prefix
-(``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``). :func:`ensure_session_state` sets them
+(``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``, ``leak_``). :func:`ensure_session_state` sets them
 once per session; :func:`open_startup_folder` opens what the command line asked for (a results folder,
 or an offline demo — starting its build in the background when it is not built yet).
 """
@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "map_method": "umap",
     "thr_conservative": False,
     "exp_rule": "paper",
+    "leak_sort": "borderline",
+    "leak_page": 0,
+    "leak_per_page": 10,
 }
 # Streamlit's multipage layout: app.py is Home, the others are the files in pages/ (their URL is the
 # file name without its number: /threshold, /pairs, ...). (file, label, icon) in navigation order.
@@ -50,6 +53,7 @@ NAV = {
     "map": ("pages/4_map.py", "Map", ":material/scatter_plot:"),
     "export": ("pages/5_export.py", "Export", ":material/download:"),
     "stakeholder": ("pages/6_stakeholder.py", "Stakeholder view", ":material/campaign:"),
+    "leakage": ("pages/7_leakage.py", "Leakage", ":material/policy:"),
 }
 PAGES = {name: path for name, (path, _, _) in NAV.items()}
 

@@ -125,11 +125,18 @@ def image_bytes(path: Any, size: int = 256) -> bytes | None:
 
 
 def show_item(res: Results, row: int, *, caption: str = "", colour: str | None = None, tokens=None) -> None:
-    """Draw one item: its image (thumbnail, full size on demand) or its text (escaped, with differing
-    words highlighted when ``tokens`` from :func:`semdedup_core.explore.pairs.word_diff` are given), or its id."""
-    items = res.items
+    """Draw one item of the run: its image (thumbnail, full size on demand) or its text (escaped, with
+    differing words highlighted when ``tokens`` from :func:`semdedup_core.explore.pairs.word_diff` are
+    given), or its id."""
+    show_record(res.items, row, caption=caption, colour=colour, tokens=tokens)
+
+
+def show_record(items: Any, row: int, *, caption: str = "", colour: str | None = None, tokens=None) -> None:
+    """:func:`show_item` for a row of any frame with an ``id`` (and maybe ``cluster``, ``path``, ``text``)
+    column: the run's items or its reference set."""
     item_id = items["id"].iat[row]
-    st.caption(f"{caption} · {escape_markdown(item_id)} · cluster {int(items['cluster'].iat[row])}")
+    where = f" · cluster {int(items['cluster'].iat[row])}" if "cluster" in items.columns else ""
+    st.caption(f"{caption} · {escape_markdown(item_id)}{where}")
     if "path" in items.columns:
         path = items["path"].iat[row]
         data = image_bytes(path)
@@ -153,22 +160,28 @@ def show_item(res: Results, row: int, *, caption: str = "", colour: str | None =
 def show_pair(res: Results, row: int, dup: int, sim: float, e: float, dup_removed: bool) -> None:
     """A removed item beside the item it duplicates (``dup_removed``: that item is removed too, as
     ``pairs_frame`` decided), with the similarity and its margin over 1 − ε."""
-    items = res.items
-    tok_removed = tok_kept = None
-    if "text" in items.columns:
-        a, b = items["text"].iat[dup], items["text"].iat[row]
-        tok_kept, tok_removed = word_diff(str(a) if a is not None else "", str(b) if b is not None else "")
-    left, mid, right = st.columns([5, 2, 5])
-    with left:
-        show_item(
-            res, dup, caption="earlier (also removed)" if dup_removed else "kept", colour="green", tokens=tok_kept
-        )
+    earlier = "earlier (also removed)" if dup_removed else "kept"
+    show_compare((res.items, dup, earlier), (res.items, row, "removed"), sim, e)
+
+
+def show_compare(left: tuple[Any, int, str], right: tuple[Any, int, str], sim: float, e: float) -> None:
+    """Two records side by side — ``(frame, row, caption)`` each: the one that stays on the left (green),
+    the one flagged on the right (red), differing words highlighted when both have text — with their
+    similarity and its margin over 1 − ε between them."""
+    (lf, lrow, lcap), (rf, rrow, rcap) = left, right
+    tok_left = tok_right = None
+    if "text" in lf.columns and "text" in rf.columns:
+        a, b = lf["text"].iat[lrow], rf["text"].iat[rrow]
+        tok_left, tok_right = word_diff(str(a) if a is not None else "", str(b) if b is not None else "")
+    c1, mid, c2 = st.columns([5, 2, 5])
+    with c1:
+        show_record(lf, lrow, caption=lcap, colour="green", tokens=tok_left)
     with mid:
         st.metric(
             "similarity", f"{sim:.4f}", delta=f"{sim - (1 - e):+.4f} vs 1−ε", delta_color="off", delta_arrow="off"
         )
-    with right:
-        show_item(res, row, caption="removed", colour="red", tokens=tok_removed)
+    with c2:
+        show_record(rf, rrow, caption=rcap, colour="red", tokens=tok_right)
 
 
 def show_pairs(res: Results, frame: Any, e: float) -> None:

@@ -188,6 +188,7 @@ def test_public_surface_is_declared():
         "ClusterConfig",
         "DedupConfig",
         "EmbedConfig",
+        "ReferenceConfig",
         "Results",
         "SemDedupError",
         "dedup",

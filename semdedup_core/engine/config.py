@@ -76,6 +76,34 @@ class DedupConfig:
             raise SemDedupError(f"precision must be auto, float32 or float16, got {self.precision!r}")
 
 
+DEFAULT_REFERENCE_PROBE = 12
+"""Clusters each reference item is filed under besides its nearest one. The smallest count that found
+≥ 99 % of the true leaks (nearest reference cosine > 0.9) in every topic-clustered setting that
+``bench/bench_leakage.py --strategies`` measures, with a margin (the hardest setting: 99.0 % at 8,
+99.5 % at 12)."""
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """How a run's items are compared with a reference (held-out) set to find leaks.
+
+    Each reference item is filed under its nearest centroid and the ``probe`` next nearest ones; each
+    item of the run is compared with the reference items filed under its own cluster. ``probe=None``
+    compares every item with every reference item (exact; for small sets). ``block_size``,
+    ``max_block_bytes`` and the device come from the run's :class:`DedupConfig`.
+    """
+
+    probe: int | None = DEFAULT_REFERENCE_PROBE
+
+    def __post_init__(self) -> None:
+        if self.probe is not None:
+            _check_int("reference probe", self.probe, 0)
+
+    @property
+    def exact(self) -> bool:
+        return self.probe is None
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass."""
     return dataclasses.asdict(cfg)

@@ -10,8 +10,16 @@ import numpy as np
 
 from ..errors import SemDedupError
 from .clusters import ClusterIndex
-from .rules import check_eps, check_rule, removed_by_score, removed_kept_only
-from .schema import CENTROIDS, EMBEDDINGS, ITEMS, ResultsFolder, check_columns
+from .rules import check_eps, check_rule, leaked_by_score, removed_by_score, removed_kept_only, threshold
+from .schema import (
+    CENTROIDS,
+    EMBEDDINGS,
+    ITEMS,
+    REFERENCE,
+    REFERENCE_EMBEDDINGS,
+    ResultsFolder,
+    check_columns,
+)
 
 __all__ = ["Results", "check_eps"]
 
@@ -171,6 +179,72 @@ class Results:
             {"cluster": np.arange(k), "size": size, "removed": n_rem, "mean_score": mean, "max_score": s_max}
         )
         return table[table["size"] > 0].reset_index(drop=True)
+
+    # -- leakage (runs with a reference set) -----------------------------------------------------
+    @property
+    def has_reference(self) -> bool:
+        """Whether this run was compared with a reference (held-out) set: ``ref_sim``/``ref_id`` exist."""
+        return "ref_sim" in self.items.columns
+
+    def _need_reference(self) -> None:
+        if not self.has_reference:
+            raise SemDedupError(
+                f"the run in {str(self.path)!r} has no reference set; run it with --reference HELD_OUT "
+                "(embeddings or raw data) to look for leaks"
+            )
+
+    @functools.cached_property
+    def reference(self) -> Any:
+        """The reference set: ``id``, ``cluster`` (its nearest centroid) and carried ``text``/``path``."""
+        import pandas as pd
+
+        self._need_reference()
+        return pd.read_parquet(self._file(REFERENCE))
+
+    @functools.cached_property
+    def reference_embeddings(self) -> np.ndarray:
+        """The reference set's unit embeddings, in :attr:`reference` order, memory-mapped."""
+        self._need_reference()
+        return np.load(self._file(REFERENCE_EMBEDDINGS), mmap_mode="r")
+
+    @functools.cached_property
+    def ref_rows(self) -> np.ndarray:
+        """Row in :attr:`reference` of each item's ``ref_id``, or -1 where none was compared."""
+        import pandas as pd
+
+        self._need_reference()
+        rows = np.full(self.n_items, -1, dtype=np.int64)
+        ref = self.items["ref_id"]
+        has = ref.notna().to_numpy()
+        if has.any():
+            rows[has] = pd.Index(self.reference["id"].astype(str)).get_indexer(ref[has].astype(str))
+        return rows
+
+    @functools.cached_property
+    def _ref_scores(self) -> np.ndarray:
+        self._need_reference()
+        return self.items["ref_sim"].to_numpy(dtype=np.float32)
+
+    @functools.cached_property
+    def _sorted_ref_scores(self) -> np.ndarray:
+        return np.sort(self._ref_scores.astype(np.float64))
+
+    def leaked_mask(self, eps: float) -> np.ndarray:
+        """Boolean mask (input order) of the items leaked at ``eps``: ``ref_sim > 1 − eps``."""
+        return leaked_by_score(self._ref_scores, check_eps(eps))
+
+    def n_leaked(self, eps: float | np.ndarray) -> int | np.ndarray:
+        """How many items are leaked at ``eps`` (a number or an array of them), O(log n) each."""
+        e = np.asarray(eps, dtype=np.float64)
+        for value in np.ravel(e):
+            check_eps(float(value))
+        below = np.searchsorted(self._sorted_ref_scores, threshold(e), side="right")  # ref_sim <= 1 - eps stay
+        leaked = self.n_items - below
+        return int(leaked) if np.ndim(leaked) == 0 else leaked
+
+    def leaked(self, eps: float) -> Any:
+        """The rows of ``items`` leaked at ``eps``."""
+        return self.items[self.leaked_mask(eps)]
 
     def __repr__(self) -> str:
         return f"Results({str(self.path)!r}, items={self.n_items}, clusters={self.n_clusters})"

@@ -9,6 +9,10 @@ it removes the paper's rule removes too. An item whose ``dup_of`` the paper's ru
 both rules, so only chain members (whose ``dup_of`` is itself removed) need their similarities again;
 those are computed in bounded blocks from the stored embeddings.
 
+Leakage uses the same filter over another column: an item is *leaked* at ε iff ``ref_sim > 1 − ε``,
+its similarity to the most similar reference (held-out) item it was compared with
+(:func:`leaked_by_score`).
+
 Scores are stored as float32; every comparison is made in float64 against ``1 − ε`` computed in
 float64, so a count, a mask, a page and an export always agree at the boundary.
 """
@@ -53,6 +57,12 @@ def removed_by_score(scores: np.ndarray | float, eps: float) -> np.ndarray | boo
     if np.ndim(scores) == 0:
         return bool(float(scores) > threshold(eps))
     return np.asarray(scores).astype(np.float64, copy=False) > threshold(eps)
+
+
+def leaked_by_score(ref_sim: np.ndarray | float, eps: float) -> np.ndarray | bool:
+    """Leakage at ``eps``: ``ref_sim > 1 − ε`` — the very filter of :func:`removed_by_score`, over the
+    similarity to the nearest reference item (−1.0 where none was compared, never leaked)."""
+    return removed_by_score(ref_sim, eps)
 
 
 def removed_kept_only(

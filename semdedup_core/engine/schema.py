@@ -24,10 +24,17 @@ RUN = "run.json"
 ERRORS = "errors.parquet"
 WORK = ".work"  # scratch space of an unfinished run; removed when the run completes
 EXPORTS = "exports"
+REFERENCE = "reference.parquet"  # with a reference set: its ids, nearest cluster and carried text/path
+REFERENCE_EMBEDDINGS = "reference_embeddings.npy"  # m × d float32 unit rows, in reference.parquet's order
 
 REQUIRED_COLUMNS = ("id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of")
 """The engine's columns of ``items.parquet``, first and in this order."""
-RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "path", "text", "ref_sim", "ref_id")
+REFERENCE_ITEM_COLUMNS = ("ref_sim", "ref_id")
+"""With a reference set, right after the engine's columns: the similarity to the most similar reference
+item compared (−1.0 where none was) and its id (null where none)."""
+REFERENCE_CARRIED = ("text", "path")
+"""The carried columns of a reference set kept in ``reference.parquet`` (after ``id`` and ``cluster``)."""
+RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "path", "text", *REFERENCE_ITEM_COLUMNS)
 """Column names with a meaning in a results folder: a carried input column of one of these names
 is renamed (``text_input``) so that it cannot be mistaken for them."""
 

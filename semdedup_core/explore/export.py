@@ -1,7 +1,9 @@
-"""Lists of kept or removed items at one ε, as CSV, Parquet or TXT.
+"""Lists of kept, removed or leaked items at one ε, as CSV, Parquet or TXT.
 
 An export is a list of ids (and paths, when the run has a ``path`` column) — never a deletion. Files are
-written atomically into ``<results>/exports/``; the user's input data is never touched.
+written atomically into ``<results>/exports/``; the user's input data is never touched. ``leaked`` (runs
+with a reference set) lists the items whose similarity to a reference item exceeds 1 − ε, each with
+that reference item's id (and path) and the similarity.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ if TYPE_CHECKING:
     from ..engine.results import Results
 
 FORMATS = ("csv", "parquet", "txt")
-WHICH = ("removed", "kept")
+WHICH = ("removed", "kept", "leaked")
 EXPORT_DIR = EXPORTS
 COLUMNS = ("id", "path", "cluster", "max_sim", "dup_of")
+LEAKED_COLUMNS = ("id", "path", "cluster", "ref_sim", "ref_id", "ref_path")
 
 
 def _check(which: str, fmt: str | None = None) -> None:
     if which not in WHICH:
-        raise SemDedupError(f"which must be 'removed' or 'kept', got {which!r}")
+        raise SemDedupError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     if fmt is not None and fmt not in FORMATS:
         raise SemDedupError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
@@ -36,13 +39,33 @@ def _check(which: str, fmt: str | None = None) -> None:
 def export_frame(results: Results, eps: float, which: str = "removed", rule: str = "paper") -> pd.DataFrame:
     """The ``which`` items at ``eps``: ``id``, ``path`` (when the run has one), ``cluster``, ``max_sim``
     (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item).
-    ``rule``: ``paper`` (SemDeDup's) or ``kept-only`` (see :mod:`semdedup_core.engine.rules`)."""
+    ``rule``: ``paper`` (SemDeDup's) or ``kept-only`` (see :mod:`semdedup_core.engine.rules`).
+    ``leaked``: ``id``, ``path``, ``cluster``, ``ref_sim`` (similarity to the most similar reference
+    item), ``ref_id`` and ``ref_path`` (that reference item's, when the reference set has paths)."""
     _check(which)
+    if which == "leaked":
+        return leaked_frame(results, eps, rule)
     mask = results.removed_mask(eps, rule)
     if which == "kept":
         mask = ~mask
     cols = [c for c in COLUMNS if c in results.items.columns]
     return results.items.loc[mask, cols].reset_index(drop=True)
+
+
+def leaked_frame(results: Results, eps: float, rule: str = "paper") -> pd.DataFrame:
+    """The items leaked at ``eps`` (``ref_sim > 1 − eps``) with their reference item, in input order."""
+    if rule != "paper":
+        raise SemDedupError(
+            f"--rule {rule} applies to removed and kept items; leaked items are those whose similarity to a "
+            "reference item exceeds 1 - eps whatever the rule: drop --rule"
+        )
+    mask = results.leaked_mask(eps)
+    frame = results.items.loc[mask, [c for c in LEAKED_COLUMNS[:5] if c in results.items.columns]]
+    frame = frame.reset_index(drop=True)
+    if "path" in results.reference.columns:
+        rows = results.ref_rows[mask]
+        frame["ref_path"] = results.reference["path"].to_numpy()[rows]
+    return frame
 
 
 def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
@@ -65,7 +88,7 @@ def file_name(eps: float, which: str, fmt: str, txt_column: str = "id", rule: st
     ``removed-eps0.0500-kept-only.csv`` under the conservative rule)."""
     _check(which, fmt)
     suffix = f"-{txt_column}" if fmt == "txt" and txt_column != "id" else ""
-    suffix += "" if rule == "paper" else f"-{rule}"
+    suffix += "" if rule == "paper" or which == "leaked" else f"-{rule}"
     return f"{which}-eps{check_eps(eps):.4f}{suffix}.{fmt}"
 
 
