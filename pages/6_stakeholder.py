@@ -18,8 +18,14 @@ m1, m2, m3 = st.columns(3)
 m1.metric("items in the dataset", sa.fmt_int(n))
 m2.metric("semantic duplicates", f"{n_rem / n:.1%}", f"{sa.fmt_int(n_rem)} items", delta_color="off", delta_arrow="off")
 m3.metric("kept after deduplication", sa.fmt_int(n - n_rem))
+where = (
+    "same cluster of meaning"
+    if not res.probe
+    else f"its own cluster of meaning and the {res.probe} nearest ones, so near-copies on either side of a "
+    "cluster boundary count too"
+)
 st.markdown(
-    f"Every item was compared with the similar items around it (same cluster of meaning). "
+    f"Every item was compared with the similar items around it ({where}). "
     f"**{n_rem / n:.1%} of the items are near-copies of another item** — cosine similarity above "
     f"{1 - e:.3f} (ε = {e:.4f}). Removing them keeps the information while training on less, "
     "repetitive data; the SemDeDup paper removed half of LAION this way at a cost of under half a point "

@@ -161,13 +161,17 @@ def show_pair(res: Results, row: int, dup: int, sim: float, e: float, dup_remove
     """A removed item beside the item it duplicates (``dup_removed``: that item is removed too, as
     ``pairs_frame`` decided), with the similarity and its margin over 1 − ε."""
     earlier = "earlier (also removed)" if dup_removed else "kept"
-    show_compare((res.items, dup, earlier), (res.items, row, "removed"), sim, e)
+    cluster = res.items["cluster"]
+    note = "↔ across clusters (found by the probe)" if cluster.iat[row] != cluster.iat[dup] else ""
+    show_compare((res.items, dup, earlier), (res.items, row, "removed"), sim, e, note=note)
 
 
-def show_compare(left: tuple[Any, int, str], right: tuple[Any, int, str], sim: float, e: float) -> None:
+def show_compare(
+    left: tuple[Any, int, str], right: tuple[Any, int, str], sim: float, e: float, *, note: str = ""
+) -> None:
     """Two records side by side — ``(frame, row, caption)`` each: the one that stays on the left (green),
     the one flagged on the right (red), differing words highlighted when both have text — with their
-    similarity and its margin over 1 − ε between them."""
+    similarity and its margin over 1 − ε between them (and ``note`` under it)."""
     (lf, lrow, lcap), (rf, rrow, rcap) = left, right
     tok_left = tok_right = None
     if "text" in lf.columns and "text" in rf.columns:
@@ -180,6 +184,8 @@ def show_compare(left: tuple[Any, int, str], right: tuple[Any, int, str], sim: f
         st.metric(
             "similarity", f"{sim:.4f}", delta=f"{sim - (1 - e):+.4f} vs 1−ε", delta_color="off", delta_arrow="off"
         )
+        if note:
+            st.caption(note)
     with c2:
         show_record(rf, rrow, caption=rcap, colour="red", tokens=tok_right)
 

@@ -43,6 +43,15 @@ def add_dedup_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto uses CUDA when present (default auto)")
     g.add_argument(
+        "--probe",
+        type=int,
+        default=0,
+        metavar="P",
+        help="also compare each item with the earlier items (in one global keep order) of the P clusters whose "
+        "centroids are nearest to it, finding near-copies split across cluster boundaries at about 1+P times "
+        "the pairwise cost; 0 = the paper's rule, within clusters only (default 0)",
+    )
+    g.add_argument(
         "--block-size",
         type=int,
         default=None,
@@ -114,7 +123,9 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ClusterConfig, DedupCon
         max_points_per_centroid=args.sample_per_centroid,
         device=args.device,
     )
-    config = DedupConfig(keep=args.keep, seed=args.seed, device=args.device, block_size=args.block_size)
+    config = DedupConfig(
+        keep=args.keep, seed=args.seed, device=args.device, block_size=args.block_size, probe=args.probe
+    )
     return cluster, config
 
 
@@ -133,11 +144,18 @@ def print_summary(results: Any, out: Any = None) -> None:
         print(f"errors: {counts['errors']:,} items left out (see errors.parquet)", file=out)
     if counts.get("skipped"):
         print(f"skipped: {counts['skipped']:,} files not named like images", file=out)
+    if results.probe:
+        print(
+            f"compared: {run.get('comparison', {}).get('description', '')} "
+            f"({run['stages']['score'].get('comparisons', 0):,} similarities)",
+            file=out,
+        )
     for eps in SUMMARY_EPS:
         n_rem = results.n_removed(eps)
         print(
             f"eps {eps:<5} (similarity > {1 - eps:.2f}): removes {n_rem:,} ({n_rem / results.n_items:.1%}), "
-            f"keeps {results.n_items - n_rem:,}",
+            f"keeps {results.n_items - n_rem:,}"
+            + (f", {_across(results, eps):,} across clusters" if results.probe else ""),
             file=out,
         )
     if results.has_reference:
@@ -149,6 +167,10 @@ def print_summary(results: Any, out: Any = None) -> None:
     stages = run.get("stages", {})
     timing = ", ".join(f"{k} {v.get('seconds', 0):.1f}s" for k, v in stages.items())
     print(f"seconds: {timing}", file=out)
+
+
+def _across(results: Any, eps: float) -> int:
+    return int((results.removed_mask(eps) & results.cross_cluster).sum())
 
 
 def embed_config_from_args(args: argparse.Namespace) -> Any:

@@ -1,4 +1,4 @@
-"""The SemDeDup run, one function per stage: normalise → k-means → assign → score → [leakage] → write.
+"""The SemDeDup run, one function per stage: normalise → k-means → assign → [probe] → score → [leakage] → write.
 
 :func:`dedup` checks the input, then hands each stage to :meth:`_Run.stage`, which skips a stage that
 a previous (interrupted) run finished, times it and records it in ``run.json``. Intermediate arrays
@@ -6,6 +6,11 @@ live in ``DIR/.work`` and are written atomically, so a run killed at any moment 
 the same arguments resumes where it stopped and ends with the same files. Scoring runs in shards of
 whole clusters (a cluster is never split) through an executor (this process or Ray); each shard is
 checkpointed as it arrives, and progress is counted there, where results arrive.
+
+With ``probe = P > 0`` the ``probe`` stage finds each item's ``P`` nearest other clusters (``probes.npy``)
+and the score stage compares each item with the earlier items, in one global keep order, of its own
+and its probed clusters (:func:`~semdedup_core.engine.probe.global_order`); ``probe = 0`` runs the
+paper's rule through the very code it always did.
 
 With a reference (held-out) set, the ``leakage`` stage finds each item's most similar reference item:
 every reference item is filed under its nearest centroid and the ``probe`` next nearest ones, and each
@@ -36,12 +41,13 @@ from .device import resolve_device
 from .executors import Executor, Task, get_executor
 from .kmeans import assign, fit_centroids, kmeans_device
 from .pairwise import match_in_clusters, score_clusters
-from .probe import nearest_centroids
+from .probe import global_order, nearest_centroids, probe_groups
 from .schema import (
     CENTROIDS,
     EMBEDDINGS,
     FORMAT_VERSION,
     ITEMS,
+    PROBES,
     REFERENCE,
     REFERENCE_CARRIED,
     REFERENCE_EMBEDDINGS,
@@ -81,6 +87,8 @@ def engine_params(
     for key in ("device", "block_size", "max_block_bytes"):
         params["dedup"].pop(key)
     params["cluster"].pop("device")
+    if not config.probe:  # the paper's rule: recorded as it always was, so older folders resume
+        params["dedup"].pop("probe")
     if reference is not None:
         params["reference"] = to_dict(reference)
     return params
@@ -342,7 +350,11 @@ def dedup(
     x = run.stage("normalize", lambda: _normalize(job), load=lambda: np.load(job.out / EMBEDDINGS))
     centroids = run.stage("kmeans", lambda: _kmeans(job, x), load=lambda: np.load(job.out / CENTROIDS))
     labels, dist = run.stage("assign", lambda: _assign(job, x, centroids), load=lambda: _load_assign(job))
-    scores = run.stage("score", lambda: _score(job, x, labels, dist))  # finished shards are reused inside
+    if config.probe:
+        probes = run.stage("probe", lambda: _probe(job, x, labels, centroids), load=lambda: np.load(job.out / PROBES))
+        scores = run.stage("score", lambda: _score_probed(job, x, labels, dist, probes))
+    else:
+        scores = run.stage("score", lambda: _score(job, x, labels, dist))  # finished shards are reused inside
     leaks = run.stage("leakage", lambda: _leakage(job, x, labels, centroids)) if ref is not None else None
     run.stage("write", lambda: _write(job, labels, dist, scores, extra, leaks))
     shutil.rmtree(run.work, ignore_errors=True)
@@ -528,6 +540,94 @@ def score_shard(
     return score_clusters(emb, dist, offsets, cluster_ids, keep, seed, **options)
 
 
+def _probe(job: _Job, x: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each item's own cluster and its ``probe`` nearest other clusters (``probes.npy``)."""
+    n, device = job.n, job.cluster.device
+    job.progress("probe", 0, n)
+    probes = nearest_centroids(x, centroids, job.config.probe, own=labels, device=device)
+    io.save_npy(job.out / PROBES, probes)
+    job.progress("probe", n, n)
+    return probes, {"device": kmeans_device(device), "probe": int(probes.shape[1] - 1)}
+
+
+def _score_probed(
+    job: _Job, x: np.ndarray, labels: np.ndarray, dist: np.ndarray, probes: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+    """The score with probing: each item against the items earlier in the global keep order that lie in
+    its own or its probed clusters. Shards are whole clusters of queries (fewer items per shard the more
+    clusters each probes, so a task's targets stay bounded); each task gets its queries and the members
+    of every cluster they probe, and returns each query's best score and the global position of its
+    partner."""
+    config, n = job.config, job.n
+    k = job.cluster.n_clusters
+    pos = global_order(dist, config.keep, config.seed)  # each item's position in the global order
+    by_pos = np.empty(n, dtype=np.int64)
+    by_pos[pos] = np.arange(n)
+    groups = ClusterIndex.build(labels, k, rank=pos)  # each cluster's members in global order
+    order, offsets = groups.order, groups.offsets
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(offsets[:-1], groups.sizes)
+    device = resolve_device(config.device)
+    precision = _stage_precision(job, "score", device)
+    max_sim = np.full(n, -1.0, dtype=np.float32)
+    dup_idx = np.full(n, -1, dtype=np.int64)
+
+    def merge(first: int, last: int, ms: np.ndarray, dup_pos: np.ndarray) -> None:
+        members = order[int(offsets[first]) : int(offsets[last])]
+        max_sim[members] = ms
+        dup_idx[members] = np.where(dup_pos >= 0, by_pos[np.maximum(dup_pos, 0)], -1)
+
+    options = _kernel_options(config, precision)
+
+    def task(first: int, last: int) -> tuple[Any, ...]:
+        members = order[int(offsets[first]) : int(offsets[last])]
+        clusters, local = probe_groups(probes[members])
+        parts = [groups.members(c) for c in clusters]
+        targets = np.concatenate(parts)
+        target_offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in parts], out=target_offsets[1:])
+        return x[members], pos[members], local, x[targets], target_offsets, pos[targets], options
+
+    sizes = groups.sizes
+    comparisons = int(sizes[probes].sum())  # query × target pairs computed (about half are earlier)
+    reused = _run_shards(
+        job,
+        "score",
+        job.run.work / "scores-probed",
+        shard_bounds(offsets, max(1, SHARD_ITEMS // probes.shape[1])),
+        task,
+        probe_shard,
+        merge,
+        ("max_sim", "dup_pos"),
+    )
+    facts = {
+        "resumed_clusters": int(reused),
+        "precision": precision,
+        "device": device,
+        "probe": int(probes.shape[1] - 1),
+        "comparisons": comparisons,
+        "paper_comparisons": int((sizes.astype(np.int64) ** 2).sum()),
+    }
+    return (rank, max_sim, dup_idx), facts
+
+
+def probe_shard(
+    queries: np.ndarray,
+    query_pos: np.ndarray,
+    probes: np.ndarray,
+    targets: np.ndarray,
+    offsets: np.ndarray,
+    target_pos: np.ndarray,
+    options: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One probing score task: :func:`~semdedup_core.engine.pairwise.match_in_clusters` of a shard's items
+    against the earlier members of the clusters they probe; returns ``(max_sim, partner's global position)``."""
+    sim, local = match_in_clusters(
+        queries, probes, targets, offsets, target_key=target_pos, query_pos=query_pos, **options
+    )
+    return sim, np.where(local >= 0, target_pos[np.maximum(local, 0)], -1)
+
+
 def _leakage(
     job: _Job, x: np.ndarray, labels: np.ndarray, centroids: np.ndarray
 ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
@@ -664,14 +764,32 @@ def _write(
             run.meta[key].update(value)
         else:
             run.meta[key] = value
+    run.meta["comparison"] = comparison_rule(job.config)
     stages = run.meta["stages"]
     run.meta["device"] = {
-        name: stages[name]["device"] for name in ("kmeans", "assign", "score", "leakage") if name in stages
+        name: stages[name]["device"] for name in ("kmeans", "assign", "probe", "score", "leakage") if name in stages
     }
     run.meta["executor"] = job.executor.name
     run.meta["status"] = "complete"
     job.progress("write", 1, 1)
     return None, {}
+
+
+def comparison_rule(config: DedupConfig) -> dict[str, Any]:
+    """What an item's ``max_sim``/``dup_of`` was computed against, as ``run.json`` records it."""
+    if not config.probe:
+        return {
+            "probe": 0,
+            "rule": "paper",
+            "description": "each item against the earlier items of its own cluster, in its cluster's keep order "
+            "(SemDeDup's rule)",
+        }
+    return {
+        "probe": int(config.probe),
+        "rule": "paper+probe",
+        "description": f"each item against the earlier items, in one global keep order, of its own cluster and "
+        f"of the {config.probe} clusters whose centroids are nearest to it (per-item probing)",
+    }
 
 
 def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_cols=None) -> None:

@@ -15,6 +15,7 @@ from .schema import (
     CENTROIDS,
     EMBEDDINGS,
     ITEMS,
+    PROBES,
     REFERENCE,
     REFERENCE_EMBEDDINGS,
     ResultsFolder,
@@ -93,6 +94,35 @@ class Results:
         k = max(self.n_clusters, int(labels.max()) + 1 if len(labels) else 0)
         return ClusterIndex.build(labels, k, rank=self.items["rank"].to_numpy(np.int64))
 
+    # -- probing (runs with probe > 0) -------------------------------------------------------------
+    @property
+    def probe(self) -> int:
+        """How many clusters beyond its own each item was compared in (0: the paper's rule)."""
+        return int(self.run.get("params", {}).get("dedup", {}).get("probe", 0))
+
+    @functools.cached_property
+    def probes(self) -> np.ndarray:
+        """Each item's own cluster and its probed clusters (``n × (1 + probe)``; probing runs only)."""
+        if not self.probe:
+            return self.items["cluster"].to_numpy(np.int64)[:, None]
+        return np.load(self._file(PROBES), mmap_mode="r")
+
+    @functools.cached_property
+    def global_position(self) -> np.ndarray:
+        """Each item's place in the one global keep order that probing compares in (see
+        :func:`semdedup_core.engine.probe.global_order`)."""
+        from .probe import global_order
+
+        dedup = self.run.get("params", {}).get("dedup", {})
+        return global_order(self.items["dist_to_centroid"].to_numpy(), dedup.get("keep", "hard"), dedup.get("seed", 0))
+
+    @functools.cached_property
+    def cross_cluster(self) -> np.ndarray:
+        """Whether each item's ``dup_of`` lies in another cluster (only with probing)."""
+        dup = self.dup_rows
+        cluster = self.items["cluster"].to_numpy()
+        return (dup >= 0) & (cluster[np.maximum(dup, 0)] != cluster)
+
     # -- the threshold ---------------------------------------------------------------------------
     @functools.cached_property
     def _sorted_scores(self) -> np.ndarray:
@@ -108,6 +138,17 @@ class Results:
         if check_rule(rule) == "paper":
             return removed_by_score(self._scores, eps)
         rank = self.items["rank"].to_numpy(np.int64)
+        if self.probe:
+            return removed_kept_only(
+                self._scores,
+                self.dup_rows,
+                self.clusters,
+                rank,
+                self.embeddings,
+                eps,
+                probes=np.asarray(self.probes),
+                position=self.global_position,
+            )
         return removed_kept_only(self._scores, self.dup_rows, self.clusters, rank, self.embeddings, eps)
 
     def n_removed(self, eps: float | np.ndarray, rule: str = "paper") -> int | np.ndarray:
@@ -142,8 +183,9 @@ class Results:
         """The largest ε that keeps at least ``fraction`` of the items, solved exactly from the scores.
 
         Items tied on ``max_sim`` go together, so the kept fraction at the returned ε may exceed
-        ``fraction`` slightly; first items of clusters are always kept, so a fraction below
-        ``clusters / items`` cannot be reached and returns the ε that keeps only them.
+        ``fraction`` slightly; items with no earlier item to compare with (the first of each cluster under
+        the paper's rule) are always kept, so a smaller fraction cannot be reached and returns the ε
+        that keeps only them.
         """
         try:
             fraction = float(fraction)

@@ -24,6 +24,7 @@ RUN = "run.json"
 ERRORS = "errors.parquet"
 WORK = ".work"  # scratch space of an unfinished run; removed when the run completes
 EXPORTS = "exports"
+PROBES = "probes.npy"  # runs with probe P > 0: n × (1 + P) int32, the clusters each item was compared in
 REFERENCE = "reference.parquet"  # with a reference set: its ids, nearest cluster and carried text/path
 REFERENCE_EMBEDDINGS = "reference_embeddings.npy"  # m × d float32 unit rows, in reference.parquet's order
 
