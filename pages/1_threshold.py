@@ -18,14 +18,24 @@ KEEP_WORDS = {
     "random": "in a seeded random order",
 }
 keep = res.run.get("params", {}).get("dedup", {}).get("keep", "hard")
-st.markdown(
-    f"**The rule (the paper's).** Inside each cluster the items are put in order — {KEEP_WORDS.get(keep, keep)}, "
-    "and the first is always kept — and every item gets a score: its highest cosine similarity "
-    "to any *earlier* item of the same cluster. At ε an item is **removed when that score is above 1 − ε**. "
-    "Earlier items count even when they are removed themselves, so chains go together: if A ≈ B and "
-    "B ≈ C, both B and C are removed although C may not be close to A. Items in different clusters are "
-    "never compared."
-)
+if not res.probe:
+    st.markdown(
+        f"**The rule (the paper's).** Inside each cluster the items are put in order — {KEEP_WORDS.get(keep, keep)}, "
+        "and the first is always kept — and every item gets a score: its highest cosine similarity "
+        "to any *earlier* item of the same cluster. At ε an item is **removed when that score is above 1 − ε**. "
+        "Earlier items count even when they are removed themselves, so chains go together: if A ≈ B and "
+        "B ≈ C, both B and C are removed although C may not be close to A. Items in different clusters are "
+        "never compared."
+    )
+else:
+    st.markdown(
+        f"**The rule (the paper's, with a probe of {res.probe} clusters).** All items are put in one order — "
+        f"of each pair of near-copies, {KEEP_WORDS.get(keep, keep)} — and every "
+        "item gets a score: its highest cosine similarity to any *earlier* item of its own cluster **or of the "
+        f"{res.probe} clusters whose centres are nearest to it**, so near-copies split by a cluster boundary "
+        "are found too. At ε an item is **removed when that score is above 1 − ε**. Earlier items count even "
+        "when they are removed themselves, so chains go together."
+    )
 
 
 def _solve_fraction() -> None:
@@ -69,6 +79,12 @@ except SemDedupError as exc:
 if audited is not None:
     st.caption(f":material/fact_check: {sa.audit.sentence(audited)}")
     st.page_link(sa.PAGES["review"], label="Review: judge pairs, precision for every ε", icon=":material/fact_check:")
+if res.probe:
+    n_cross = sa.n_cross_cluster(res, e)
+    st.caption(
+        f"**{sa.fmt_int(n_cross)} of the {sa.fmt_int(n_rem)} removals** duplicate an item of *another* cluster: "
+        f"found by the probe of {res.probe} clusters; the paper's rule never compares them."
+    )
 if st.toggle(
     "Compare with the conservative rule (kept-only)",
     key="thr_conservative",

@@ -57,8 +57,9 @@ if view != "Groups":
     per_page = int(st.session_state["pairs_per_page"])
     part, n_pages = page(frame, st.session_state["pairs_page"], per_page)
     st.session_state["pairs_page"] = min(st.session_state["pairs_page"], n_pages - 1)
+    across = f" · {sa.fmt_int(int(frame['cross_cluster'].sum()))} of them across clusters" if res.probe else ""
     st.caption(
-        f"{sa.fmt_int(len(frame))} removed items at ε = {e:.4f} match · page "
+        f"{sa.fmt_int(len(frame))} removed items at ε = {e:.4f} match{across} · page "
         f"{st.session_state['pairs_page'] + 1} of {n_pages}"
     )
     if frame.empty:

@@ -25,7 +25,12 @@ method = (
     )
     or "umap"
 )
-lines = st.toggle("Lines from each removed item to its dup_of", value=True, key="map_lines")
+lines = st.toggle(
+    "Lines from each removed item to its dup_of"
+    + (" (orange: in another cluster, found by the probe)" if res.probe else ""),
+    value=True,
+    key="map_lines",
+)
 
 
 @st.fragment(run_every=2.0)
@@ -57,18 +62,20 @@ else:
     hover = sa.map_labels(res, method, len(rows))
     fig = go.Figure()
     if lines:
-        xs, ys = sa.map_lines(res, rows, m[["x", "y"]].to_numpy(), removed)
-        fig.add_trace(
-            go.Scattergl(
-                x=xs,
-                y=ys,
-                mode="lines",
-                line={"width": 1, "color": "rgba(200,0,0,0.4)"},
-                name="→ dup_of",
-                hoverinfo="skip",
-                connectgaps=False,
+        kinds = [(False, "→ dup_of", "rgba(200,0,0,0.4)"), (True, "→ dup_of in another cluster", "rgba(255,140,0,0.9)")]
+        for cross, name, colour in kinds if res.probe else [(None, "→ dup_of", "rgba(200,0,0,0.4)")]:
+            xs, ys = sa.map_lines(res, rows, m[["x", "y"]].to_numpy(), removed, cross)
+            fig.add_trace(
+                go.Scattergl(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    line={"width": 2 if cross else 1, "color": colour},
+                    name=name,
+                    hoverinfo="skip",
+                    connectgaps=False,
+                )
             )
-        )
     if colour == "kept / removed":
         for name, mask, col in (("kept", ~removed, "#1f77b4"), ("removed", removed, "#d62728")):
             fig.add_trace(

@@ -1,5 +1,5 @@
-"""Export: the kept or removed items at the current ε, as downloads and (unless the explorer is read-only)
-as files in the results folder."""
+"""Export: the kept, removed (or leaked) items at the current ε, as downloads and (unless the explorer is
+read-only) as files in the results folder."""
 
 from __future__ import annotations
 
@@ -23,8 +23,16 @@ st.write(
     "most similar to (`dup_of`). Your input data is never changed. In CSV files a cell that a spreadsheet "
     "would run as a formula (starting with `=`, `+`, `-`, `@`) is written with a `'` in front."
 )
+if res.has_reference:
+    st.write(
+        f"**{sa.fmt_int(res.n_leaked(e))} leaked**: similar to a held-out item above 1 − ε; their export lists "
+        "each with the held-out item (`ref_id`) and the similarity (`ref_sim`)."
+    )
 c1, c2, c3, c4 = st.columns(4)
-which = c1.radio("Items", sd_export.WHICH, key="exp_which", horizontal=True)
+which_options = sd_export.WHICH if res.has_reference else tuple(w for w in sd_export.WHICH if w != "leaked")
+if st.session_state.get("exp_which") not in which_options:
+    st.session_state.pop("exp_which", None)
+which = c1.radio("Items", which_options, key="exp_which", horizontal=True)
 fmt = c2.radio("Format", sd_export.FORMATS, key="exp_fmt", horizontal=True)
 txt_options = [c for c in ("id", "path") if c in res.items.columns]
 txt_column = c3.radio("TXT lists", txt_options, key="exp_txt", horizontal=True, disabled=fmt != "txt")
@@ -35,8 +43,11 @@ rule = c4.radio(
     horizontal=True,
     help="paper: SemDeDup's rule (chains included). kept-only: remove an item only when it resembles an "
     "earlier kept item. audited: the paper's rule with the pairs reviewers judged not duplicates taken out "
-    "(Review page); dup_of names the partner that justifies each removal.",
+    "(Review page); dup_of names the partner that justifies each removal. (Leaked items do not depend on the rule.)",
+    disabled=which == "leaked",
 )
+if which == "leaked":
+    rule = "paper"
 name = sd_export.file_name(e, which, fmt, txt_column if fmt == "txt" else "id", rule)
 labels = sa.audit.store(res)
 if rule == "audited":

@@ -38,8 +38,14 @@ st.download_button(
     help="One self-contained file (images and chart inside, nothing fetched) with these numbers, example and "
     "borderline pairs, the biggest groups of duplicates and the run's parameters: for people without the app.",
 )
+where = (
+    "same cluster of meaning"
+    if not res.probe
+    else f"its own cluster of meaning and the {res.probe} nearest ones, so near-copies on either side of a "
+    "cluster boundary count too"
+)
 st.markdown(
-    f"Every item was compared with the similar items around it (same cluster of meaning). "
+    f"Every item was compared with the similar items around it ({where}). "
     f"**{n_rem / n:.1%} of the items are near-copies of another item** — cosine similarity above "
     f"{1 - e:.3f} (ε = {e:.4f}). Removing them keeps the information while training on less, "
     "repetitive data; the SemDeDup paper removed half of LAION this way at a cost of under half a point "

@@ -123,14 +123,17 @@ def check_run_target(path: str | os.PathLike[str], argv: Sequence[str] | None = 
 
 # -- images ---------------------------------------------------------------------------------------------
 def input_roots(run: dict[str, Any]) -> list[Path]:
-    """The folders a run read its items from (``run.json``'s ``input``): the image folder, the folder of
-    the table, or the embeddings folder. Empty for runs on an embedding matrix (no input recorded)."""
-    source = run.get("input") if isinstance(run.get("input"), dict) else {}
-    path = source.get("path")
-    if not isinstance(path, str) or not path:
-        return []
-    p = Path(path)
-    return [_real(p.parent if source.get("kind") == "table" else p)]
+    """The folders a run read its items from (``run.json``'s ``input``, and ``reference_input`` for a run
+    with a held-out set): the image folder, the folder of the table, or the embeddings folder. Empty for
+    runs on an embedding matrix (no input recorded)."""
+    roots = []
+    for key in ("input", "reference_input"):
+        source = run.get(key) if isinstance(run.get(key), dict) else {}
+        path = source.get("path")
+        if isinstance(path, str) and path:
+            p = Path(path)
+            roots.append(_real(p.parent if source.get("kind") == "table" else p))
+    return roots
 
 
 def image_problem(run: dict[str, Any], path: Any, argv: Sequence[str] | None = None) -> str | None:

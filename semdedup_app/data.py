@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from semdedup_core import Results, SemDedupError
-from semdedup_core.explore import compare, curve, maps, pairs, report
+from semdedup_core.explore import compare, curve, leakage, maps, pairs, report
 from semdedup_core.explore import export as sd_export
 
 from . import access
@@ -69,6 +69,12 @@ def removed_mask(res: Results, e: float, rule: str = "paper") -> np.ndarray:
     return res.removed_mask(e, rule)
 
 
+@per_run(max_entries=16)
+def n_cross_cluster(res: Results, e: float) -> int:
+    """Items removed at ``e`` whose ``dup_of`` lies in another cluster (runs with probing only)."""
+    return int((removed_mask(res, float(e)) & res.cross_cluster).sum())
+
+
 @per_run(max_entries=32, show_spinner="Applying the kept-only rule…")
 def n_removed_kept_only(res: Results, e: float) -> int:
     """Removed at ``e`` under the conservative rule (rescoring chain members; cached per ε)."""
@@ -112,6 +118,23 @@ def parse_clusters(text: str, n_clusters: int) -> tuple[int, ...]:
             )
         out.append(int(part))
     return tuple(sorted(set(out)))
+
+
+# -- leakage (runs with a reference set) ---------------------------------------------------------------
+@per_run(resource=True, max_entries=16)
+def leak_pairs(res: Results, e: float, sort: str = "borderline"):
+    """Items leaked at ``e`` beside their reference item (see :func:`semdedup_core.explore.leakage.leak_pairs`)."""
+    return leakage.leak_pairs(res, float(e), sort=sort)
+
+
+@per_run(max_entries=16)
+def leak_clusters(res: Results, e: float):
+    return leakage.leak_clusters(res, float(e))
+
+
+@per_run(max_entries=4)
+def ref_sim_histogram(res: Results) -> tuple[np.ndarray, np.ndarray]:
+    return leakage.ref_sim_histogram(res)
 
 
 # -- maps (computed in the background, cached in the results folder) ----------------------------------
@@ -189,13 +212,19 @@ def map_labels(res: Results, method: str, n_rows: int) -> np.ndarray:
     )
 
 
-def map_lines(res: Results, rows: np.ndarray, xy: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """x and y (NaN-separated segments) of a line from each drawn removed item to its drawn ``dup_of``."""
+def map_lines(
+    res: Results, rows: np.ndarray, xy: np.ndarray, removed: np.ndarray, cross: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """x and y (NaN-separated segments) of a line from each drawn removed item to its drawn ``dup_of``;
+    ``cross``: only those whose ``dup_of`` lies in another cluster (``True``) or in the same (``False``)."""
     dup = res.dup_rows
     pos = np.full(res.n_items, -1, dtype=np.int64)
     pos[rows] = np.arange(len(rows))
     target = pos[np.where(dup[rows] >= 0, dup[rows], 0)]
-    src = np.flatnonzero(removed & (dup[rows] >= 0) & (target >= 0))[:20000]
+    keep = removed & (dup[rows] >= 0) & (target >= 0)
+    if cross is not None:
+        keep &= res.cross_cluster[rows] == cross
+    src = np.flatnonzero(keep)[:20000]
     seg = np.full((len(src), 3, 2), np.nan)
     seg[:, 0] = xy[src]
     seg[:, 1] = xy[target[src]]

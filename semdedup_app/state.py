@@ -1,7 +1,7 @@
 """Session state, navigation and what opens when a session starts.
 
 Keys shared by every page start with ``sd_``; a page's own keys start with the page's prefix
-(``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``, ``rev_``, ``cmp_``). :func:`ensure_session_state` sets them
+(``thr_``, ``pairs_``, ``cl_``, ``map_``, ``exp_``, ``home_``, ``rev_``, ``cmp_``, ``leak_``). :func:`ensure_session_state` sets them
 once per session; :func:`open_startup_folder` opens what the command line asked for (a results folder,
 or an offline demo — starting its build in the background when it is not built yet). What may be opened
 at all is :mod:`semdedup_app.access`'s to say; :func:`open_folder` asks it.
@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "sd_labels": "",  # the labels store (verdicts); empty = labels.parquet in the open results folder
     "rev_reviewer": "",
     "rev_target": 0.95,
+    "leak_sort": "borderline",
+    "leak_page": 0,
+    "leak_per_page": 10,
 }
 # Streamlit's multipage layout: app.py is Home, the others are the files in pages/ (their URL is the
 # file name without its number: /threshold, /pairs, ...). (file, label, icon) in navigation order.
@@ -62,6 +65,7 @@ NAV = {
     "stakeholder": ("pages/6_stakeholder.py", "Stakeholder view", ":material/campaign:"),
     "review": ("pages/7_review.py", "Review", ":material/fact_check:"),
     "compare": ("pages/8_compare.py", "Compare", ":material/difference:"),
+    "leakage": ("pages/9_leakage.py", "Leakage", ":material/policy:"),
 }
 PAGES = {name: path for name, (path, _, _) in NAV.items()}
 

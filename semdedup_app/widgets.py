@@ -151,7 +151,7 @@ def _thumb(path: str, stamp: tuple[int, int, int, int], size: int) -> tuple[byte
 def image(res: Results | None, path: Any, size: int = THUMB) -> tuple[bytes | None, str | None]:
     """A PNG of the image at ``path`` fitted into ``size`` px, or ``(None, why not)``: missing, unreadable,
     refused by :mod:`semdedup_core.engine.images` (a FIFO, too many pixels…), or — in read-only mode —
-    outside ``res``'s input folder (without ``res`` no image is shown there)."""
+    outside ``res``'s input folders (without ``res`` no image is shown there)."""
     problem = access.image_problem(res.run if res is not None else {}, path)
     if problem is not None:
         return None, problem
@@ -210,13 +210,29 @@ def show_item(
     image_width: int = 180,
     key: str | None = None,
 ) -> None:
-    """Draw one item: its image (thumbnail ``image_width`` px wide, full size on demand) or its text
-    (escaped, with differing words highlighted when ``tokens`` from
+    """Draw one item of the run: its image (thumbnail ``image_width`` px wide, full size on demand) or its
+    text (escaped, with differing words highlighted when ``tokens`` from
     :func:`semdedup_core.explore.pairs.word_diff` are given), or its id. ``key``: unique on the page when
     the same row may be drawn twice (default ``item_ROW``)."""
-    items = res.items
+    show_record(res, res.items, row, caption=caption, colour=colour, tokens=tokens, image_width=image_width, key=key)
+
+
+def show_record(
+    res: Results,
+    items: Any,
+    row: int,
+    *,
+    caption: str = "",
+    colour: str | None = None,
+    tokens=None,
+    image_width: int = 180,
+    key: str | None = None,
+) -> None:
+    """:func:`show_item` for a row of any frame of ``res`` with an ``id`` (and maybe ``cluster``, ``path``,
+    ``text``) column: the run's items or its reference set."""
     item_id = items["id"].iat[row]
-    st.caption(f"{caption} · {escape_markdown(item_id)} · cluster {int(items['cluster'].iat[row])}")
+    where = f" · cluster {int(items['cluster'].iat[row])}" if "cluster" in items.columns else ""
+    st.caption(f"{caption} · {escape_markdown(item_id)}{where}")
     if "path" in items.columns:
         show_image(res, items["path"].iat[row], key or f"item_{row}", width=image_width)
     if "text" in items.columns:
@@ -245,36 +261,49 @@ def show_pair(
     if not 0 <= dup < res.n_items:  # Results.load refuses such folders; never show a wrong partner
         st.warning(f"item {escape_markdown(str(items['id'].iat[row]))} has no earlier item to show")
         return
-    tok_removed = tok_kept = None
-    if "text" in items.columns:
-        a, b = items["text"].iat[dup], items["text"].iat[row]
-        tok_kept, tok_removed = word_diff(str(a) if a is not None else "", str(b) if b is not None else "")
-    left, mid, right = st.columns([5, 2, 5])
     earlier, later = captions or ("earlier (also removed)" if dup_removed else "kept", "removed")
-    with left:
-        show_item(
-            res,
-            dup,
-            caption=earlier,
-            colour="green",
-            tokens=tok_kept,
-            image_width=image_width,
-            key=f"pair_{row}_{dup}_kept",
-        )
+    cluster = items["cluster"]
+    note = "↔ across clusters (found by the probe)" if cluster.iat[row] != cluster.iat[dup] else ""
+    show_compare(
+        res,
+        (items, dup, earlier, f"pair_{row}_{dup}_kept"),
+        (items, row, later, f"pair_{row}_{dup}_removed"),
+        sim,
+        e,
+        note=note,
+        image_width=image_width,
+    )
+
+
+def show_compare(
+    res: Results,
+    left: tuple[Any, int, str, str],
+    right: tuple[Any, int, str, str],
+    sim: float,
+    e: float,
+    *,
+    note: str = "",
+    image_width: int = 180,
+) -> None:
+    """Two records of ``res`` side by side — ``(frame, row, caption, widget key)`` each: the one that stays
+    on the left (green), the one flagged on the right (red), differing words highlighted when both have
+    text — with their similarity and its margin over 1 − ε between them (and ``note`` under it)."""
+    (lf, lrow, lcap, lkey), (rf, rrow, rcap, rkey) = left, right
+    tok_left = tok_right = None
+    if "text" in lf.columns and "text" in rf.columns:
+        a, b = lf["text"].iat[lrow], rf["text"].iat[rrow]
+        tok_left, tok_right = word_diff(str(a) if a is not None else "", str(b) if b is not None else "")
+    c1, mid, c2 = st.columns([5, 2, 5])
+    with c1:
+        show_record(res, lf, lrow, caption=lcap, colour="green", tokens=tok_left, image_width=image_width, key=lkey)
     with mid:
         st.metric(
             "similarity", f"{sim:.4f}", delta=f"{sim - (1 - e):+.4f} vs 1−ε", delta_color="off", delta_arrow="off"
         )
-    with right:
-        show_item(
-            res,
-            row,
-            caption=later,
-            colour="red",
-            tokens=tok_removed,
-            image_width=image_width,
-            key=f"pair_{row}_{dup}_removed",
-        )
+        if note:
+            st.caption(note)
+    with c2:
+        show_record(res, rf, rrow, caption=rcap, colour="red", tokens=tok_right, image_width=image_width, key=rkey)
 
 
 def show_pairs(res: Results, frame: Any, e: float, marks: list[str | None] | None = None) -> None:

@@ -16,7 +16,7 @@ The Streamlit app (``semdedup_app``, ``app.py``, ``pages/``) sits on top and is 
 from __future__ import annotations
 
 from ._version import __version__  # noqa: F401
-from .engine.config import ClusterConfig, DedupConfig
+from .engine.config import ClusterConfig, DedupConfig, ReferenceConfig
 from .engine.pairwise import scores_in_cluster
 from .engine.pipeline import dedup
 from .engine.results import Results
@@ -29,6 +29,7 @@ __all__ = [
     "ClusterConfig",
     "DedupConfig",
     "EmbedConfig",
+    "ReferenceConfig",
     "Results",
     "SemDedupError",
     "dedup",

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .engine.config import DEVICES, KEEP_POLICIES, ClusterConfig, DedupConfig
+from .engine.config import DEFAULT_REFERENCE_PROBE, DEVICES, KEEP_POLICIES, ClusterConfig, DedupConfig, ReferenceConfig
 from .engine.progress import Fanout, JsonFileProgress, TqdmProgress
 from .errors import SemDedupError
 
@@ -45,6 +45,15 @@ def add_dedup_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto uses CUDA when present (default auto)")
     g.add_argument(
+        "--probe",
+        type=int,
+        default=0,
+        metavar="P",
+        help="also compare each item with the earlier items (in one global keep order) of the P clusters whose "
+        "centroids are nearest to it, finding near-copies split across cluster boundaries at about 1+P times "
+        "the pairwise cost; 0 = the paper's rule, within clusters only (default 0)",
+    )
+    g.add_argument(
         "--block-size",
         type=int,
         default=None,
@@ -53,6 +62,55 @@ def add_dedup_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--progress-file", metavar="FILE", help="also write progress as JSON to FILE (for the app)")
+
+
+def add_reference_arguments(p: argparse.ArgumentParser) -> None:
+    """A held-out (reference) set to look for leaks of."""
+    g = p.add_argument_group("leakage: a held-out reference set")
+    g.add_argument(
+        "--reference",
+        metavar="HELD_OUT",
+        help="find each item's most similar item in this held-out set (ref_sim, ref_id in items.parquet): with "
+        "--embeddings, an .npy of its embeddings from the same model; with --input, raw data of the same kind "
+        "(folder or table, read with the same column options), embedded with the same encoder",
+    )
+    g.add_argument(
+        "--reference-ids",
+        metavar="IDS",
+        help="ids of the reference .npy rows: one per line, or parquet with an `id` column (default: 0..m-1)",
+    )
+    g.add_argument(
+        "--reference-probe",
+        type=int,
+        default=None,
+        metavar="P",
+        help="file each reference item under its nearest centroid and the P next nearest; every item is "
+        "compared with the reference items filed under its cluster (default "
+        f"{DEFAULT_REFERENCE_PROBE}: found >= 99%% of true leaks in our measurements; more is slower and finds more)",
+    )
+    g.add_argument(
+        "--exact-reference",
+        action="store_true",
+        help="compare every item with every reference item (exact, n × m comparisons: for small sets)",
+    )
+
+
+def reference_config_from_args(args: argparse.Namespace) -> ReferenceConfig | None:
+    """The reference search the arguments ask for (``None`` without ``--reference``)."""
+    if args.reference is None:
+        named = (("--reference-ids", args.reference_ids), ("--reference-probe", args.reference_probe))
+        given = [option for option, value in named if value is not None]
+        if args.exact_reference:
+            given.append("--exact-reference")
+        if given:
+            verb = "needs" if len(given) == 1 else "need"
+            raise SemDedupError(f"{', '.join(given)} {verb} --reference HELD_OUT (the held-out set to compare with)")
+        return None
+    if args.exact_reference and args.reference_probe is not None:
+        raise SemDedupError("pass either --reference-probe P or --exact-reference, not both")
+    if args.exact_reference:
+        return ReferenceConfig(probe=None)
+    return ReferenceConfig() if args.reference_probe is None else ReferenceConfig(probe=args.reference_probe)
 
 
 def progress_callback(args: argparse.Namespace, bar: TqdmProgress) -> Fanout:
@@ -67,7 +125,9 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ClusterConfig, DedupCon
         max_points_per_centroid=args.sample_per_centroid,
         device=args.device,
     )
-    config = DedupConfig(keep=args.keep, seed=args.seed, device=args.device, block_size=args.block_size)
+    config = DedupConfig(
+        keep=args.keep, seed=args.seed, device=args.device, block_size=args.block_size, probe=args.probe
+    )
     return cluster, config
 
 
@@ -86,16 +146,33 @@ def print_summary(results: Any, out: Any = None) -> None:
         print(f"errors: {counts['errors']:,} items left out (see errors.parquet)", file=out)
     if counts.get("skipped"):
         print(f"skipped: {counts['skipped']:,} files not named like images", file=out)
+    if results.probe:
+        print(
+            f"compared: {run.get('comparison', {}).get('description', '')} "
+            f"({run['stages']['score'].get('comparisons', 0):,} similarities)",
+            file=out,
+        )
     for eps in SUMMARY_EPS:
         n_rem = results.n_removed(eps)
         print(
             f"eps {eps:<5} (similarity > {1 - eps:.2f}): removes {n_rem:,} ({n_rem / results.n_items:.1%}), "
-            f"keeps {results.n_items - n_rem:,}",
+            f"keeps {results.n_items - n_rem:,}"
+            + (f", {_across(results, eps):,} across clusters" if results.probe else ""),
+            file=out,
+        )
+    if results.has_reference:
+        leaks = ", ".join(f"eps {eps}: {results.n_leaked(eps):,}" for eps in SUMMARY_EPS)
+        print(
+            f"leaked (similarity to one of {counts.get('reference_items', 0):,} reference items > 1 - eps): {leaks}",
             file=out,
         )
     stages = run.get("stages", {})
     timing = ", ".join(f"{k} {v.get('seconds', 0):.1f}s" for k, v in stages.items())
     print(f"seconds: {timing}", file=out)
+
+
+def _across(results: Any, eps: float) -> int:
+    return int((results.removed_mask(eps) & results.cross_cluster).sum())
 
 
 def embed_config_from_args(args: argparse.Namespace) -> Any:
@@ -132,15 +209,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if given:
         raise SemDedupError(f"{', '.join(given)} only apply with --input (or an --embeddings folder); drop them")
     cluster, config = configs_from_args(args)
+    reference = reference_config_from_args(args)
+    from .engine.io import load_embeddings, read_ids
+
     ids = None
     if args.ids is not None:
-        from .engine.io import load_embeddings, read_ids
-
         ids = read_ids(args.ids, load_embeddings(args.embeddings).shape[0])
+    ref = ref_ids = None
+    if reference is not None:
+        if os.path.isdir(args.reference) or not args.reference.lower().endswith(".npy"):
+            raise SemDedupError(
+                f"--reference {args.reference!r} is not an .npy file, but this run starts from embeddings and has no "
+                "encoder to embed raw data with: pass the held-out set's embeddings (.npy, same model), or run from "
+                "raw data with --input"
+            )
+        ref = load_embeddings(args.reference)
+        if args.reference_ids is not None:
+            ref_ids = read_ids(args.reference_ids, ref.shape[0], what="reference ids")
     bar = TqdmProgress(disable=args.quiet)
     try:
         results = dedup(
-            args.embeddings, ids, cluster=cluster, config=config, out=args.out, progress=progress_callback(args, bar)
+            args.embeddings,
+            ids,
+            cluster=cluster,
+            config=config,
+            out=args.out,
+            progress=progress_callback(args, bar),
+            reference=ref,
+            reference_ids=ref_ids,
+            reference_config=reference,
         )
     finally:
         bar.close()
@@ -155,10 +252,26 @@ def _run_input(args: argparse.Namespace, path: str) -> int:
         raise SemDedupError("--ids applies to an --embeddings .npy file; with --input use --id-column NAME")
     cluster, config = configs_from_args(args)
     embed = embed_config_from_args(args)
+    reference = reference_config_from_args(args)
+    ref_ids = None
+    if args.reference_ids is not None:
+        from .engine.io import load_embeddings, read_ids
+
+        if not args.reference.lower().endswith(".npy"):
+            raise SemDedupError("--reference-ids applies to a reference .npy file; raw reference data has its own ids")
+        ref_ids = read_ids(args.reference_ids, load_embeddings(args.reference).shape[0], what="reference ids")
     bar = TqdmProgress(disable=args.quiet)
     try:
         results = run_input(
-            path, args.out, embed=embed, cluster=cluster, config=config, progress=progress_callback(args, bar)
+            path,
+            args.out,
+            embed=embed,
+            cluster=cluster,
+            config=config,
+            progress=progress_callback(args, bar),
+            reference=args.reference,
+            reference_ids=ref_ids,
+            reference_config=reference,
         )
     finally:
         bar.close()
@@ -199,6 +312,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     results = Results.load(args.results)
     eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
     path = write_export(results, eps, args.which, args.format, args.column, args.rule, args.labels)
+    if args.which == "leaked":
+        n = int(results.n_leaked(eps))
+        print(f"leaked: {n:,} of {results.n_items:,} items at eps {eps:.6g} (ref_sim > {1 - eps:.6g}) -> {path}")
+        return 0
     n_removed = int(results.n_removed(eps, args.rule, args.labels))
     n = n_removed if args.which == "removed" else results.n_items - n_removed
     print(f"{args.which}: {n:,} of {results.n_items:,} items at eps {eps:.6g} (rule {args.rule}) -> {path}")
@@ -453,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_embed_arguments(run)
     add_dedup_arguments(run)
+    add_reference_arguments(run)
 
     sub.add_parser(
         "encoders",
@@ -473,9 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--progress-file", metavar="FILE", help="also write progress as JSON to FILE (for the app)")
     export = sub.add_parser(
         "export",
-        help="write the kept or removed items at one eps (ids, paths, scores) into DIR/exports/",
-        description="Write the kept or removed items of a results folder at one eps as CSV, Parquet or TXT "
-        "into DIR/exports/ (written atomically). Exports are lists: nothing is ever deleted.",
+        help="write the kept, removed or leaked items at one eps (ids, paths, scores) into DIR/exports/",
+        description="Write the kept, removed or leaked items of a results folder at one eps as CSV, Parquet or "
+        "TXT into DIR/exports/ (written atomically). Exports are lists: nothing is ever deleted.",
     )
     export.add_argument("results", metavar="DIR", help="a finished results folder")
     at = export.add_mutually_exclusive_group(required=True)
@@ -486,7 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="use the largest eps that keeps at least this fraction of the items under the paper's rule (0..1)",
     )
-    export.add_argument("--which", choices=("removed", "kept"), default="removed", help="default removed")
+    export.add_argument(
+        "--which",
+        choices=("removed", "kept", "leaked"),
+        default="removed",
+        help="leaked (runs with --reference): items whose similarity to a reference item > 1 - eps, with its "
+        "ref_id and ref_sim (default removed)",
+    )
     export.add_argument("--format", choices=("csv", "parquet", "txt"), default="csv", help="default csv")
     export.add_argument("--column", default="id", help="the column a txt export lists, e.g. path (default id)")
     export.add_argument(

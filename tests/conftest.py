@@ -340,3 +340,102 @@ def shared_image_run(tmp_path_factory):
         data, base / "run", embed=EmbedConfig(image_column="path", text_column="caption"), cluster=ClusterConfig(2)
     )
     return res, outside
+
+
+# -- leakage fixtures: runs with a reference (held-out) set ---------------------------------------
+
+
+def make_text_leak_results(out: Path, k: int = 5):
+    """The planted text data as a training set, against a held-out set of 30 items: 14 near-copies of
+    training items (one word changed, cosine 0.90–0.995; one with a hostile text), 16 unrelated items.
+    Returns the results; ``run.json`` records nothing else, the planted pairs are ``leak_truth(res)``."""
+    from semdedup_core import ClusterConfig, dedup
+
+    x, ids, cols = planted_text_data()
+    rng = np.random.default_rng(7)
+    xu = x / np.linalg.norm(x, axis=1, keepdims=True)
+    src = rng.choice(np.arange(2, 120), 14, replace=False)
+    from topics import planted_copies, unit
+
+    copies = planted_copies(xu[src], rng, 0.9, 0.995)
+    fresh = unit(rng.normal(size=(16, x.shape[1])).astype(np.float32))
+    texts = []
+    for s in src:
+        words = cols["text"][s].split()
+        words[int(rng.integers(len(words)))] = "HELDOUT"
+        texts.append(" ".join(words))
+    texts[0] = HOSTILE_TEXTS[0] + " " + texts[0]
+    texts += [" ".join(rng.choice(WORDS, size=8)) for _ in range(16)]
+    ref = np.concatenate([copies, fresh])
+    ref_ids = [f"h{i:02d}" for i in range(len(ref))]
+    ref_cols = pd.DataFrame({"text": texts, "n": np.arange(len(ref))})  # only text is kept
+    return dedup(
+        x,
+        ids,
+        cluster=ClusterConfig(k, seed=0),
+        out=out,
+        columns=cols,
+        reference=ref,
+        reference_ids=ref_ids,
+        reference_columns=ref_cols,
+    )
+
+
+def make_image_leak_results(out: Path, n: int = 24, seed: int = 0):
+    """Generated PNGs as a training set (embedded as downsampled pixels) and a held-out folder of 10
+    images: 6 lightly perturbed copies of training images, 4 new ones."""
+    from PIL import Image
+
+    from semdedup_core import ClusterConfig, dedup
+
+    rng = np.random.default_rng(seed)
+    train_dir, ref_dir = out.parent / (out.name + "-train"), out.parent / (out.name + "-heldout")
+    train_dir.mkdir(parents=True, exist_ok=True)
+    ref_dir.mkdir(parents=True, exist_ok=True)
+
+    def square() -> np.ndarray:
+        arr = np.zeros((48, 48, 3), dtype=np.uint8)
+        arr[:] = rng.integers(0, 255, size=3)
+        x0, y0 = rng.integers(0, 30, size=2)
+        arr[y0 : y0 + 18, x0 : x0 + 18] = rng.integers(0, 255, size=3)
+        return arr
+
+    def save(arr: np.ndarray, path: Path) -> np.ndarray:
+        Image.fromarray(arr).save(path)
+        return arr[::6, ::6].astype(np.float32).ravel() - 127.5
+
+    train = [square() for _ in range(n)]
+    vecs = [save(a, train_dir / f"img{i:03d}.png") for i, a in enumerate(train)]
+    ref_vecs, ref_paths = [], []
+    for j in range(10):
+        if j < 6:
+            arr = np.clip(train[3 * j].astype(np.int16) + rng.integers(-8, 8, size=(48, 48, 3)), 0, 255).astype(
+                np.uint8
+            )
+        else:
+            arr = square()
+        path = ref_dir / f"held{j:02d}.png"
+        ref_vecs.append(save(arr, path))
+        ref_paths.append(str(path))
+    return dedup(
+        np.stack(vecs),
+        [f"img{i:03d}" for i in range(n)],
+        cluster=ClusterConfig(3, seed=0),
+        out=out,
+        columns=pd.DataFrame({"path": [str(train_dir / f"img{i:03d}.png") for i in range(n)]}),
+        reference=np.stack(ref_vecs),
+        reference_ids=[f"held{j:02d}" for j in range(10)],
+        reference_columns=pd.DataFrame({"path": ref_paths}),
+    )
+
+
+@pytest.fixture(scope="session")
+def text_leak_results(tmp_path_factory):
+    """A finished run of the planted text data against a held-out set with 14 planted near-copies."""
+    return make_text_leak_results(tmp_path_factory.mktemp("leak") / "text-leak")
+
+
+@pytest.fixture(scope="session")
+def image_leak_results(tmp_path_factory):
+    """A finished run of generated images against a held-out folder with 6 perturbed copies."""
+    return make_image_leak_results(tmp_path_factory.mktemp("leak") / "image-leak")

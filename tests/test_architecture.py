@@ -190,6 +190,7 @@ def test_public_surface_is_declared():
         "ClusterConfig",
         "DedupConfig",
         "EmbedConfig",
+        "ReferenceConfig",
         "Results",
         "SemDedupError",
         "dedup",

@@ -63,6 +63,13 @@ class DedupConfig:
     nearest, ``random`` a seeded shuffle. ``block_size`` is the number of rows compared at once in the
     pairwise step (``None`` picks it from ``max_block_bytes``); it changes memory and speed, never results.
     ``precision`` ``auto`` uses float16 on CUDA and float32 on CPU.
+
+    ``probe``: ``0`` (the default) is the paper's rule — an item is compared with the earlier items of
+    its own cluster. With ``probe = P > 0`` its ``max_sim``/``dup_of`` is its highest cosine to any item
+    earlier in one global keep order (``hard``: farthest from its own centroid first; ``easy``: nearest
+    first; ``random``: a seeded key per item; ties by input order) that lies in its own cluster or in one
+    of the ``P`` clusters whose centroids are nearest to it. This finds near-copies split across cluster
+    boundaries at about ``1 + P`` times the pairwise cost.
     """
 
     keep: str = "hard"
@@ -71,6 +78,7 @@ class DedupConfig:
     block_size: int | None = None
     max_block_bytes: int = 256 * 2**20
     precision: str = "auto"
+    probe: int = 0
 
     def __post_init__(self) -> None:
         if self.keep not in KEEP_POLICIES:
@@ -82,6 +90,35 @@ class DedupConfig:
         _check_int("max_block_bytes", self.max_block_bytes, 2**16)
         if self.precision not in ("auto", "float32", "float16"):
             raise SemDedupError(f"precision must be auto, float32 or float16, got {self.precision!r}")
+        _check_int("probe", self.probe, 0)
+
+
+DEFAULT_REFERENCE_PROBE = 12
+"""Clusters each reference item is filed under besides its nearest one. The smallest count that found
+≥ 99 % of the true leaks (nearest reference cosine > 0.9) in every topic-clustered setting that
+``bench/bench_leakage.py --strategies`` measures, with a margin (the hardest setting: 99.0 % at 8,
+99.5 % at 12)."""
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """How a run's items are compared with a reference (held-out) set to find leaks.
+
+    Each reference item is filed under its nearest centroid and the ``probe`` next nearest ones; each
+    item of the run is compared with the reference items filed under its own cluster. ``probe=None``
+    compares every item with every reference item (exact; for small sets). ``block_size``,
+    ``max_block_bytes`` and the device come from the run's :class:`DedupConfig`.
+    """
+
+    probe: int | None = DEFAULT_REFERENCE_PROBE
+
+    def __post_init__(self) -> None:
+        if self.probe is not None:
+            _check_int("reference probe", self.probe, 0)
+
+    @property
+    def exact(self) -> bool:
+        return self.probe is None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

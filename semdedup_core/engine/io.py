@@ -80,12 +80,13 @@ def load_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
     return x
 
 
-def read_ids(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
-    """Read ids (one per line, or a parquet ``id`` column) and check count and uniqueness."""
+def read_ids(path: str | os.PathLike[str], n_items: int, what: str = "ids") -> np.ndarray:
+    """Read ids (one per line, or a parquet ``id`` column) and check count and uniqueness. ``what`` names
+    them in messages (``"reference ids"``)."""
     path = Path(path)
     if not path.is_file():
         raise SemDedupError(
-            f"ids file {str(path)!r} does not exist; pass a text file or a parquet file with an id column"
+            f"{what} file {str(path)!r} does not exist; pass a text file or a parquet file with an id column"
         )
     if path.suffix == ".parquet":
         import pandas as pd
@@ -96,7 +97,7 @@ def read_ids(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
             raise SemDedupError(f"ids file {str(path)!r} is not a readable parquet file ({exc}); check it") from None
         if "id" not in df.columns:
             raise SemDedupError(
-                f"ids file {str(path)!r} has no 'id' column (columns: {', '.join(map(str, df.columns))}); add one"
+                f"{what} file {str(path)!r} has no 'id' column (columns: {', '.join(map(str, df.columns))}); add one"
             )
         ids = df["id"].to_numpy(dtype=object)  # nulls stay nulls (check_ids refuses them): never "nan"
     else:
@@ -108,7 +109,7 @@ def read_ids(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
         if lines and lines[-1] == "":
             lines.pop()
         ids = np.array([line[:-1] if line.endswith("\r") else line for line in lines], dtype=object)
-    return check_ids(ids, n_items, source=str(path))
+    return check_ids(ids, n_items, source=f"{what} file {str(path)!r}" if what != "ids" else str(path))
 
 
 def check_ids(ids: Any, n_items: int, source: str = "ids") -> np.ndarray:

@@ -261,3 +261,123 @@ def score_clusters(
     cluster_start = np.repeat(offsets[:-1], sizes)  # position of each position's cluster start
     dup_row[ordered[has]] = ordered[cluster_start[has] + am[has]]
     return rank, max_sim, dup_row
+
+
+def best_matches(
+    queries: np.ndarray,
+    targets: np.ndarray,
+    *,
+    query_pos: np.ndarray | None = None,
+    target_pos: np.ndarray | None = None,
+    block: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_block_bytes: int = 256 * 2**20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each unit row of ``queries``, its most similar unit row of ``targets``.
+
+    Returns ``(sim, arg)``: ``arg[i]`` the target row with the highest cosine to query ``i`` (the lowest
+    such row on ties) and ``sim[i]`` that cosine, recomputed in float32 for the chosen pair whatever
+    ``dtype`` the search used, so it is the true cosine of a real pair and never above the best one;
+    ``-1.0`` and ``-1`` where no target qualifies. With positions, target ``j`` qualifies for query ``i``
+    only when ``target_pos[j] < query_pos[i]`` (an *earlier* item in a global order; give targets sorted
+    by position so that ties go to the earliest). Queries are compared in blocks of ``block`` rows
+    against every target, so peak memory is ``block × len(targets)`` similarities; the results do not
+    depend on ``block``.
+    """
+    import torch
+
+    mq, mt = queries.shape[0], targets.shape[0]
+    sim = np.full(mq, -1.0, dtype=np.float32)
+    arg = np.full(mq, -1, dtype=np.int64)
+    if mq == 0 or mt == 0:
+        return sim, arg
+    if (query_pos is None) != (target_pos is None):
+        raise SemDedupError("best_matches needs both query_pos and target_pos, or neither")
+    tdtype = torch.float16 if dtype == "float16" else torch.float32
+    itemsize = 2 if dtype == "float16" else 4
+    if block is None:
+        block = block_rows(mt, max_block_bytes, itemsize + 1)  # the similarities and their mask
+    t = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)).to(device=device, dtype=tdtype)
+    tpos = None if target_pos is None else torch.from_numpy(np.asarray(target_pos, dtype=np.int64)).to(device)
+    with torch.inference_mode():
+        # buffers reused block after block (a fresh slab per block costs more in page faults than the matmul)
+        buf = torch.empty((min(block, mq), mt), dtype=tdtype, device=device)
+        later = None if tpos is None else torch.empty((min(block, mq), mt), dtype=torch.bool, device=device)
+        for start in range(0, mq, block):
+            stop = min(start + block, mq)
+            q = torch.from_numpy(np.ascontiguousarray(queries[start:stop], dtype=np.float32)).to(device, tdtype)
+            sims = torch.mm(q, t.T, out=buf[: stop - start])
+            if tpos is not None:
+                qpos = torch.from_numpy(np.asarray(query_pos[start:stop], dtype=np.int64)).to(device)
+                mask = torch.ge(tpos[None, :], qpos[:, None], out=later[: stop - start])
+                sims.masked_fill_(mask, float("-inf"))
+            best, where = sims.max(dim=1)
+            found = torch.isfinite(best).cpu().numpy()
+            arg[start:stop] = np.where(found, where.cpu().numpy(), -1)
+    has = arg >= 0
+    if has.any():  # the reported similarity: the pair's cosine in float32, independent of block and dtype
+        q32 = np.asarray(queries[has], dtype=np.float32)
+        t32 = np.asarray(targets[arg[has]], dtype=np.float32)
+        sim[has] = np.einsum("ij,ij->i", q32, t32)
+    return sim, arg
+
+
+def match_in_clusters(
+    queries: np.ndarray,
+    probes: np.ndarray,
+    targets: np.ndarray,
+    offsets: np.ndarray,
+    *,
+    target_key: np.ndarray,
+    query_pos: np.ndarray | None = None,
+    device: str = "auto",
+    precision: str = "float32",
+    block_size: int | None = None,
+    max_block_bytes: int = 256 * 2**20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best target among the groups (clusters) it probes: the unit of work of a probing shard.
+
+    ``targets`` holds groups back to back, group ``g`` at ``offsets[g]:offsets[g+1]``, each sorted by
+    ``target_key``; ``probes[i]`` lists the groups query ``i`` looks into (-1: none). ``target_key`` is
+    the targets' tie-break (lower wins) and, with ``query_pos``, also their position in the global order:
+    then only targets with ``target_key < query_pos[i]`` count (earlier items). Returns ``(sim, row)``
+    with ``row`` indexing ``targets`` (-1 and -1.0 where nothing qualified). A target filed in several
+    probed groups is simply found again; ``device``, ``block_size`` and the order of the groups change
+    nothing but speed; ``precision`` at most which of two near-tied targets is chosen.
+    """
+    from .device import resolve_device
+
+    if precision not in PRECISIONS:
+        raise SemDedupError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = resolve_device(device)
+    mq = queries.shape[0]
+    best = np.full(mq, -1.0, dtype=np.float32)
+    row = np.full(mq, -1, dtype=np.int64)
+    key = np.asarray(target_key, dtype=np.int64)
+    flat = probes.ravel()
+    who = np.repeat(np.arange(mq), probes.shape[1])
+    order = np.argsort(flat, kind="stable")
+    flat, who = flat[order], who[order]
+    bounds = np.searchsorted(flat, np.arange(len(offsets)))  # group g's queries: bounds[g]:bounds[g+1]
+    for g in range(len(offsets) - 1):
+        qs = who[bounds[g] : bounds[g + 1]]
+        lo, hi = int(offsets[g]), int(offsets[g + 1])
+        if len(qs) == 0 or hi == lo:
+            continue
+        sim, arg = best_matches(
+            queries[qs],
+            targets[lo:hi],
+            query_pos=None if query_pos is None else query_pos[qs],
+            target_pos=None if query_pos is None else key[lo:hi],
+            block=block_size,
+            device=device,
+            dtype=precision,
+            max_block_bytes=max_block_bytes,
+        )
+        hit = arg >= 0
+        qs, sim, cand = qs[hit], sim[hit], lo + arg[hit]
+        cur = row[qs]
+        better = (cur < 0) | (sim > best[qs]) | ((sim == best[qs]) & (key[cand] < key[np.maximum(cur, 0)]))
+        best[qs[better]], row[qs[better]] = sim[better], cand[better]
+    return best, row

@@ -1,4 +1,4 @@
-"""The SemDeDup run, one function per stage: normalise → k-means → assign → score → write.
+"""The SemDeDup run, one function per stage: normalise → k-means → assign → [probe] → score → [leakage] → write.
 
 :func:`dedup` checks the input, then hands each stage to :meth:`_Run.stage`, which skips a stage that
 a previous (interrupted) run finished, times it and records it in ``run.json``. Intermediate arrays
@@ -12,6 +12,17 @@ torch-cuda).
 A run holds the folder's write lock (:meth:`ResultsFolder.lock`) from before it reads ``run.json`` to
 its end, so a second writer fails at once; scratch files carry a hash of the parameters and input
 that made them (:func:`work_key`) and are never reused by a run with other ones.
+
+With ``probe = P > 0`` the ``probe`` stage finds each item's ``P`` nearest other clusters (``probes.npy``)
+and the score stage compares each item with the earlier items, in one global keep order, of its own
+and its probed clusters (:func:`~semdedup_core.engine.probe.global_order`); ``probe = 0`` runs the
+paper's rule through the very code it always did.
+
+With a reference (held-out) set, the ``leakage`` stage finds each item's most similar reference item:
+every reference item is filed under its nearest centroid and the ``probe`` next nearest ones, and each
+shard of whole clusters is compared with the reference items filed under its clusters, in bounded
+blocks (:func:`~semdedup_core.engine.pairwise.match_in_clusters`), checkpointed shard by shard like the
+score stage.
 """
 
 from __future__ import annotations
@@ -31,12 +42,25 @@ import numpy as np
 from ..errors import SemDedupError
 from . import io
 from .clusters import ClusterIndex
-from .config import ClusterConfig, DedupConfig, to_dict
+from .config import ClusterConfig, DedupConfig, ReferenceConfig, to_dict
 from .device import resolve_device
 from .executors import Executor, Task, get_executor
 from .kmeans import assign, fit_centroids, kmeans_backend, kmeans_device
-from .pairwise import score_clusters
-from .schema import CENTROIDS, EMBEDDINGS, FORMAT_VERSION, ITEMS, RUN, WORK, ResultsFolder
+from .pairwise import match_in_clusters, score_clusters
+from .probe import global_order, nearest_centroids, probe_groups
+from .schema import (
+    CENTROIDS,
+    EMBEDDINGS,
+    FORMAT_VERSION,
+    ITEMS,
+    PROBES,
+    REFERENCE,
+    REFERENCE_CARRIED,
+    REFERENCE_EMBEDDINGS,
+    RUN,
+    WORK,
+    ResultsFolder,
+)
 from .vectors import check_matrix, normalize_rows
 
 if TYPE_CHECKING:
@@ -56,16 +80,23 @@ def _noop(stage: str, done: int, total: int) -> None:
     pass
 
 
-def engine_params(cluster: ClusterConfig, config: DedupConfig) -> dict[str, Any]:
+def engine_params(
+    cluster: ClusterConfig, config: DedupConfig, reference: ReferenceConfig | None = None
+) -> dict[str, Any]:
     """The parameters a results folder records and a resumed run must match. Device, block size and
     memory budget change speed only, so they are left out (and may differ on resume). The one way a
     device changes results is arithmetic precision (``precision="auto"``: float16 on CUDA, float32 on
     CPU); the precision a run's scoring started with is recorded in ``run.json`` and kept on resume,
-    whatever device the resume runs on."""
+    whatever device the resume runs on. ``reference``: the reference search's settings, for a run with
+    a reference set (a run without one records none)."""
     params = {"cluster": to_dict(cluster), "dedup": to_dict(config)}
     for key in ("device", "block_size", "max_block_bytes"):
         params["dedup"].pop(key)
     params["cluster"].pop("device")
+    if not config.probe:  # the paper's rule: recorded as it always was, so older folders resume
+        params["dedup"].pop("probe")
+    if reference is not None:
+        params["reference"] = to_dict(reference)
     return params
 
 
@@ -224,6 +255,40 @@ class _Run:
 
 
 @dataclass
+class _Reference:
+    """A checked reference set: unit embeddings, ids, carried columns (text, path) and a fingerprint."""
+
+    emb: np.ndarray
+    ids: np.ndarray
+    columns: Any
+    fingerprint: str
+
+    @classmethod
+    def check(cls, embeddings: Any, ids: Any, columns: Any, d: int) -> _Reference:
+        """Validate and normalise a reference set before anything is written; raises :class:`SemDedupError`
+        naming the problem (shape, dimension, NaN/inf or zero rows, ids)."""
+        if isinstance(embeddings, (str, Path)):
+            embeddings = io.load_embeddings(embeddings)
+        check_matrix(embeddings, "reference embeddings")
+        m, dr = embeddings.shape
+        if dr != d:
+            raise SemDedupError(
+                f"reference embeddings have dimension {dr} but the run's embeddings have {d}; "
+                "embed the reference set with the same model as the items"
+            )
+        ids = io.check_ids(ids if ids is not None else range(m), m, source="reference ids")
+        if columns is not None:
+            if len(columns) != m:
+                raise SemDedupError(
+                    f"reference columns have {len(columns)} rows but there are {m} reference items; give one row each"
+                )
+            columns = columns[[c for c in REFERENCE_CARRIED if c in columns.columns]].reset_index(drop=True)
+        fp = fingerprint(embeddings, ids)
+        emb = normalize_rows(np.array(embeddings, dtype=np.float32, copy=True), name="reference embeddings")
+        return cls(emb, ids, columns, fp)
+
+
+@dataclass
 class _Job:
     """What the stages of one :func:`dedup` call share."""
 
@@ -235,6 +300,8 @@ class _Job:
     config: DedupConfig
     executor: Executor
     progress: Progress
+    reference: _Reference | None = None
+    reference_config: ReferenceConfig | None = None
 
     @property
     def out(self) -> Path:
@@ -256,6 +323,10 @@ def dedup(
     columns: Any = None,
     extra: dict[str, Any] | None = None,
     executor: str | Executor | None = None,
+    reference: np.ndarray | str | Path | None = None,
+    reference_ids: Any = None,
+    reference_columns: Any = None,
+    reference_config: ReferenceConfig | None = None,
 ) -> Results:
     """Run SemDeDup on ``embeddings`` (``n × d``, any scale) and return the :class:`Results`.
 
@@ -265,6 +336,12 @@ def dedup(
     texts, captions). ``extra``: more facts recorded in ``run.json`` (for example the encoder used).
     ``executor``: where the assign and score steps run — ``"local"`` (default), ``"ray"``, or an
     :class:`~semdedup_core.engine.executors.Executor`; results are the same either way.
+
+    ``reference``: a held-out set (``m × d``, the same model) to look for leaks of, with its
+    ``reference_ids`` (default ``"0".."m-1"``), ``reference_columns`` (a DataFrame; its ``text`` and
+    ``path`` columns are kept) and ``reference_config`` (:class:`ReferenceConfig`: the probe count, or
+    exact). ``items.parquet`` then gains ``ref_sim``/``ref_id``, and the folder ``reference.parquet`` and
+    ``reference_embeddings.npy``.
     """
     from .results import Results
 
@@ -278,6 +355,14 @@ def dedup(
     ids = io.check_ids(ids, n) if ids is not None else None
     if columns is not None and len(columns) != n:
         raise SemDedupError(f"columns has {len(columns)} rows but there are {n} items; give one row per item")
+    ref = None
+    if reference is not None:
+        ref = _Reference.check(reference, reference_ids, reference_columns, d)
+        reference_config = reference_config or ReferenceConfig()
+    elif reference_ids is not None or reference_columns is not None or reference_config is not None:
+        raise SemDedupError(
+            "reference_ids, reference_columns and reference_config need a reference set; pass reference"
+        )
     if out is None:
         import tempfile
 
@@ -286,17 +371,36 @@ def dedup(
     with ResultsFolder(out).lock():  # one writer at a time, from reading run.json to the end
         resolve_device(config.device)
         resolve_device(cluster.device)
-        run = _Run(Path(out), engine_params(cluster, config), fingerprint(embeddings, ids), n, d)
+        fp = fingerprint(embeddings, ids) + ("" if ref is None else f"+reference:{ref.fingerprint}")
+        run = _Run(Path(out), engine_params(cluster, config, reference_config if ref else None), fp, n, d)
         if run.complete:
             log.info("results folder %s is complete; nothing to do", out)
             return Results.load(out)
-        job = _Job(run, embeddings, ids, columns, cluster, config, get_executor(executor), progress or _noop)
+        job = _Job(
+            run,
+            embeddings,
+            ids,
+            columns,
+            cluster,
+            config,
+            get_executor(executor),
+            progress or _noop,
+            ref,
+            reference_config,
+        )
 
         x = run.stage("normalize", lambda: _normalize(job), load=lambda: np.load(job.out / EMBEDDINGS))
         centroids = run.stage("kmeans", lambda: _kmeans(job, x), load=lambda: np.load(job.out / CENTROIDS))
         labels, dist = run.stage("assign", lambda: _assign(job, x, centroids), load=lambda: _load_assign(job))
-        scores = run.stage("score", lambda: _score(job, x, labels, dist))  # finished shards are reused inside
-        run.stage("write", lambda: _write(job, labels, dist, scores, extra))
+        if config.probe:
+            probes = run.stage(
+                "probe", lambda: _probe(job, x, labels, centroids), load=lambda: np.load(job.out / PROBES)
+            )
+            scores = run.stage("score", lambda: _score_probed(job, x, labels, dist, probes))
+        else:
+            scores = run.stage("score", lambda: _score(job, x, labels, dist))  # finished shards are reused inside
+        leaks = run.stage("leakage", lambda: _leakage(job, x, labels, centroids)) if ref is not None else None
+        run.stage("write", lambda: _write(job, labels, dist, scores, extra, leaks))
         shutil.rmtree(run.work, ignore_errors=True)
         return Results.load(out)
 
@@ -371,22 +475,11 @@ def _score(
     groups = ClusterIndex.build(labels, k)
     order, offsets = groups.order, groups.offsets
     shard_dir = run.work / "scores"
-    shard_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
-    # the precision the first scoring attempt used is kept on resume: shards are never mixed
-    recorded = run.meta["stages"].get("score", {}).get("precision")
-    precision = recorded or score_precision(config, device)
-    if recorded is None:
-        run.meta["stages"]["score"] = {"done": False, "precision": precision}
-        run.save()
+    precision = _stage_precision(job, "score", device)
     rank = np.empty(job.n, dtype=np.int64)
     max_sim = np.empty(job.n, dtype=np.float32)
     dup_idx = np.empty(job.n, dtype=np.int64)
-
-    key = f"{run.key}-{precision}"  # shards of other parameters, input or precision are never read
-
-    def shard_path(first: int, last: int) -> Path:
-        return shard_dir / f"shard-{first:07d}-{last:07d}-{key}.npz"
 
     def merge(first: int, last: int, r: np.ndarray, ms: np.ndarray, dup_local: np.ndarray) -> None:
         members = order[int(offsets[first]) : int(offsets[last])]
@@ -394,49 +487,104 @@ def _score(
         max_sim[members] = ms
         dup_idx[members] = np.where(dup_local >= 0, members[np.maximum(dup_local, 0)], -1)
 
-    bounds = shard_bounds(offsets, SHARD_ITEMS)
-    reused = 0
-    todo = []
-    for first, last in bounds:  # finished shards of an interrupted run
-        if shard_path(first, last).exists():
-            with np.load(shard_path(first, last)) as z:
-                merge(first, last, z["rank"], z["max_sim"], z["dup_row"])
-            reused += last - first
-        else:
-            todo.append((first, last))
-    done_clusters = reused
-    job.progress("score", done_clusters, k)
-    options = {  # "auto" is resolved where the task runs (a Ray worker may have a GPU the driver lacks)
+    options = _kernel_options(config, precision)
+
+    def task(first: int, last: int) -> tuple[Any, ...]:
+        lo, hi = int(offsets[first]), int(offsets[last])
+        members = order[lo:hi]
+        return (
+            x[members],
+            dist[members],
+            offsets[first : last + 1] - lo,
+            np.arange(first, last),
+            config.keep,
+            config.seed,
+            options,
+        )
+
+    reused = _run_shards(
+        job,
+        "score",
+        shard_dir,
+        shard_bounds(offsets, SHARD_ITEMS),
+        task,
+        score_shard,
+        merge,
+        _SCORE_ARRAYS,
+        key=f"{run.key}-{precision}",
+    )
+    info = {"resumed_clusters": int(reused), "precision": precision, "device": device, "backend": f"torch-{device}"}
+    return (rank, max_sim, dup_idx), info
+
+
+_SCORE_ARRAYS = ("rank", "max_sim", "dup_row")
+
+
+def _kernel_options(config: DedupConfig, precision: str) -> dict[str, Any]:
+    """The keyword options every pairwise task gets. ``device`` stays as configured: ``auto`` is resolved
+    where the task runs (a Ray worker may have a GPU the driver lacks)."""
+    return {
         "device": config.device,
         "precision": precision,
         "block_size": config.block_size,
         "max_block_bytes": config.max_block_bytes,
     }
 
-    def tasks() -> Iterator[Task]:
-        for first, last in todo:
-            lo, hi = int(offsets[first]), int(offsets[last])
-            members = order[lo:hi]
-            yield (
-                (first, last),
-                (
-                    x[members],
-                    dist[members],
-                    offsets[first : last + 1] - lo,
-                    np.arange(first, last),
-                    config.keep,
-                    config.seed,
-                    options,
-                ),
-            )
 
-    for (first, last), (r, ms, dup_local) in job.executor.imap(score_shard, tasks()):
-        io.save_npz(shard_path(first, last), rank=r, max_sim=ms, dup_row=dup_local)
-        merge(first, last, r, ms, dup_local)
-        done_clusters += last - first
-        job.progress("score", done_clusters, k)
-    info = {"resumed_clusters": int(reused), "precision": precision, "device": device, "backend": f"torch-{device}"}
-    return (rank, max_sim, dup_idx), info
+def _stage_precision(job: _Job, stage: str, device: str) -> str:
+    """The arithmetic a sharded stage uses: what its first attempt used (recorded in ``run.json`` and
+    kept on resume, so no stage mixes shards of two precisions), else what the config means here."""
+    run = job.run
+    recorded = run.meta["stages"].get(stage, {}).get("precision")
+    if recorded is not None:
+        return recorded
+    precision = score_precision(job.config, device)
+    run.meta["stages"][stage] = {"done": False, "precision": precision}
+    run.save()
+    return precision
+
+
+def _run_shards(
+    job: _Job,
+    stage: str,
+    folder: Path,
+    bounds: list[tuple[int, int]],
+    task: Callable[[int, int], tuple[Any, ...]],
+    fn: Callable[..., tuple[np.ndarray, ...]],
+    merge: Callable[..., None],
+    names: tuple[str, ...],
+    *,
+    key: str,
+) -> int:
+    """Run ``fn(*task(first, last))`` for each shard ``(first, last)`` of whole clusters through the
+    executor, checkpoint each result in ``folder`` as it arrives (``names`` are its arrays) and hand it
+    to ``merge(first, last, *arrays)``. Shards an interrupted run finished are loaded instead of
+    computed; returns how many clusters were reused. ``key`` (the run's :func:`work_key` and the
+    stage's precision) names the files, so shards of other parameters, input or precision are never read."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def path(first: int, last: int) -> Path:
+        return folder / f"shard-{first:07d}-{last:07d}-{key}.npz"
+
+    total = bounds[-1][1] if bounds else 0
+    reused = 0
+    todo = []
+    for first, last in bounds:  # finished shards of an interrupted run
+        if path(first, last).exists():
+            with np.load(path(first, last)) as z:
+                merge(first, last, *(z[name] for name in names))
+            reused += last - first
+        else:
+            todo.append((first, last))
+    done = reused
+    job.progress(stage, done, total)
+    tasks: Iterator[Task] = (((first, last), task(first, last)) for first, last in todo)
+    for (first, last), arrays in job.executor.imap(fn, tasks):
+        io.save_npz(path(first, last), **dict(zip(names, arrays, strict=True)))
+        merge(first, last, *arrays)
+        done += last - first
+        job.progress(stage, done, total)
+    return reused
 
 
 def score_shard(
@@ -453,17 +601,220 @@ def score_shard(
     return score_clusters(emb, dist, offsets, cluster_ids, keep, seed, **options)
 
 
+def _probe(job: _Job, x: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each item's own cluster and its ``probe`` nearest other clusters (``probes.npy``)."""
+    n, device = job.n, job.cluster.device
+    job.progress("probe", 0, n)
+    probes = nearest_centroids(x, centroids, job.config.probe, own=labels, device=device)
+    io.save_npy(job.out / PROBES, probes)
+    job.progress("probe", n, n)
+    return probes, {"device": kmeans_device(device), "probe": int(probes.shape[1] - 1)}
+
+
+def _score_probed(
+    job: _Job, x: np.ndarray, labels: np.ndarray, dist: np.ndarray, probes: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+    """The score with probing: each item against the items earlier in the global keep order that lie in
+    its own or its probed clusters. Shards are whole clusters of queries (fewer items per shard the more
+    clusters each probes, so a task's targets stay bounded); each task gets its queries and the members
+    of every cluster they probe, and returns each query's best score and the global position of its
+    partner."""
+    config, n = job.config, job.n
+    k = job.cluster.n_clusters
+    pos = global_order(dist, config.keep, config.seed)  # each item's position in the global order
+    by_pos = np.empty(n, dtype=np.int64)
+    by_pos[pos] = np.arange(n)
+    groups = ClusterIndex.build(labels, k, rank=pos)  # each cluster's members in global order
+    order, offsets = groups.order, groups.offsets
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(offsets[:-1], groups.sizes)
+    device = resolve_device(config.device)
+    precision = _stage_precision(job, "score", device)
+    max_sim = np.full(n, -1.0, dtype=np.float32)
+    dup_idx = np.full(n, -1, dtype=np.int64)
+
+    def merge(first: int, last: int, ms: np.ndarray, dup_pos: np.ndarray) -> None:
+        members = order[int(offsets[first]) : int(offsets[last])]
+        max_sim[members] = ms
+        dup_idx[members] = np.where(dup_pos >= 0, by_pos[np.maximum(dup_pos, 0)], -1)
+
+    options = _kernel_options(config, precision)
+
+    def task(first: int, last: int) -> tuple[Any, ...]:
+        members = order[int(offsets[first]) : int(offsets[last])]
+        clusters, local = probe_groups(probes[members])
+        parts = [groups.members(c) for c in clusters]
+        targets = np.concatenate(parts)
+        target_offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in parts], out=target_offsets[1:])
+        return x[members], pos[members], local, x[targets], target_offsets, pos[targets], options
+
+    sizes = groups.sizes
+    comparisons = int(sizes[probes].sum())  # query × target pairs computed (about half are earlier)
+    reused = _run_shards(
+        job,
+        "score",
+        job.run.work / "scores-probed",
+        shard_bounds(offsets, max(1, SHARD_ITEMS // probes.shape[1])),
+        task,
+        probe_shard,
+        merge,
+        ("max_sim", "dup_pos"),
+        key=f"{job.run.key}-{precision}",
+    )
+    facts = {
+        "resumed_clusters": int(reused),
+        "precision": precision,
+        "device": device,
+        "backend": f"torch-{device}",
+        "probe": int(probes.shape[1] - 1),
+        "comparisons": comparisons,
+        "paper_comparisons": int((sizes.astype(np.int64) ** 2).sum()),
+    }
+    return (rank, max_sim, dup_idx), facts
+
+
+def probe_shard(
+    queries: np.ndarray,
+    query_pos: np.ndarray,
+    probes: np.ndarray,
+    targets: np.ndarray,
+    offsets: np.ndarray,
+    target_pos: np.ndarray,
+    options: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One probing score task: :func:`~semdedup_core.engine.pairwise.match_in_clusters` of a shard's items
+    against the earlier members of the clusters they probe; returns ``(max_sim, partner's global position)``."""
+    sim, local = match_in_clusters(
+        queries, probes, targets, offsets, target_key=target_pos, query_pos=query_pos, **options
+    )
+    return sim, np.where(local >= 0, target_pos[np.maximum(local, 0)], -1)
+
+
+def _leakage(
+    job: _Job, x: np.ndarray, labels: np.ndarray, centroids: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """Each item's most similar reference item, comparing it with the reference items filed under its
+    cluster: every reference item is filed under its nearest centroid and the ``probe`` next nearest
+    ones (per-cluster multi-assignment; exact mode: one group of all reference items for every item)."""
+    ref, rc, config = job.reference, job.reference_config, job.config
+    assert ref is not None and rc is not None
+    k, m = job.cluster.n_clusters, len(ref.ids)
+    job.progress("leakage", 0, k)
+    filing = nearest_centroids(ref.emb, centroids, 0 if rc.exact else rc.probe, device=job.cluster.device)
+    _write_reference(job.out, ref, filing[:, 0])
+    groups = ClusterIndex.build(labels, k)
+    order, offsets = groups.order, groups.offsets
+    if rc.exact:
+        filed_rows, filed_offsets = np.arange(m, dtype=np.int64), None
+        comparisons = job.n * m
+    else:  # (reference row, cluster) pairs grouped by cluster, each group in reference order
+        rows = np.repeat(np.arange(m, dtype=np.int64), filing.shape[1])
+        clusters = filing.ravel().astype(np.int64)
+        by_cluster = np.lexsort((rows, clusters))
+        filed_rows = rows[by_cluster]
+        filed_offsets = np.zeros(k + 1, dtype=np.int64)
+        np.cumsum(np.bincount(clusters, minlength=k), out=filed_offsets[1:])
+        comparisons = int((groups.sizes * np.diff(filed_offsets)).sum())
+    device = resolve_device(config.device)
+    precision = _stage_precision(job, "leakage", device)
+    ref_sim = np.full(job.n, -1.0, dtype=np.float32)
+    ref_row = np.full(job.n, -1, dtype=np.int64)
+
+    def merge(first: int, last: int, sim: np.ndarray, row: np.ndarray) -> None:
+        members = order[int(offsets[first]) : int(offsets[last])]
+        ref_sim[members], ref_row[members] = sim, row
+
+    options = _kernel_options(config, precision)
+
+    def task(first: int, last: int) -> tuple[Any, ...]:
+        members = order[int(offsets[first]) : int(offsets[last])]
+        if filed_offsets is None:  # exact: every item against every reference item
+            probes = np.zeros((len(members), 1), dtype=np.int64)
+            return x[members], probes, ref.emb, np.array([0, m]), filed_rows, options
+        lo, hi = int(filed_offsets[first]), int(filed_offsets[last])
+        keys = filed_rows[lo:hi]
+        probes = (labels[members] - first)[:, None]
+        return x[members], probes, ref.emb[keys], filed_offsets[first : last + 1] - lo, keys, options
+
+    reused = _run_shards(
+        job,
+        "leakage",
+        job.run.work / "reference",
+        shard_bounds(offsets, SHARD_ITEMS),
+        task,
+        leak_shard,
+        merge,
+        ("ref_sim", "ref_row"),
+        key=f"{job.run.key}-{precision}",
+    )
+    facts = {
+        "resumed_clusters": int(reused),
+        "precision": precision,
+        "device": device,
+        "backend": f"torch-{device}",
+        "probe": rc.probe,
+        "exact": rc.exact,
+        "comparisons": int(comparisons),
+        "compared_share": round(comparisons / max(1, job.n * m), 6),
+    }
+    return (ref_sim, ref_row), facts
+
+
+def leak_shard(
+    queries: np.ndarray,
+    probes: np.ndarray,
+    targets: np.ndarray,
+    offsets: np.ndarray,
+    keys: np.ndarray,
+    options: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One leakage task: :func:`~semdedup_core.engine.pairwise.match_in_clusters` of a shard's items
+    against the reference items filed under its clusters; returns ``(ref_sim, reference row)``."""
+    sim, local = match_in_clusters(queries, probes, targets, offsets, target_key=keys, **options)
+    return sim, np.where(local >= 0, keys[np.maximum(local, 0)], -1)
+
+
+def _write_reference(out: Path, ref: _Reference, nearest: np.ndarray) -> None:
+    """``reference_embeddings.npy`` and ``reference.parquet`` (``id``, nearest ``cluster``, text/path)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    io.save_npy(out / REFERENCE_EMBEDDINGS, ref.emb)
+    table = pa.table({"id": pa.array(list(ref.ids), pa.string()), "cluster": pa.array(nearest.astype(np.int64))})
+    if ref.columns is not None:
+        extra = pa.Table.from_pandas(ref.columns, preserve_index=False)
+        for name in extra.column_names:
+            table = table.append_column(name, extra[name])
+    with io.atomic_path(out / REFERENCE) as tmp:
+        pq.write_table(table, tmp)
+
+
 def _write(
     job: _Job,
     labels: np.ndarray,
     dist: np.ndarray,
     scores: tuple[np.ndarray, np.ndarray, np.ndarray],
     extra: dict[str, Any] | None,
+    leaks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[None, dict[str, Any]]:
     run = job.run
     job.progress("write", 0, 1)
     rank, max_sim, dup_idx = scores
-    _write_items(job.out, job.ids, labels, dist, rank, max_sim, dup_idx, job.columns)
+    ref_cols = None
+    if leaks is not None and job.reference is not None:
+        ref_cols = (leaks[0], leaks[1], job.reference.ids)
+        rc = job.reference_config
+        run.meta["counts"]["reference_items"] = len(job.reference.ids)
+        run.meta["reference"] = {
+            "items": len(job.reference.ids),
+            "probe": None if rc is None else rc.probe,
+            "search": "exact: every item against every reference item"
+            if rc is None or rc.exact
+            else "each reference item filed under its nearest centroid and the probe next nearest; "
+            "each item compared with the reference items filed under its own cluster",
+        }
+    _write_items(job.out, job.ids, labels, dist, rank, max_sim, dup_idx, job.columns, ref_cols)
     sizes = np.bincount(labels, minlength=job.cluster.n_clusters)
     run.meta["counts"].update(
         {
@@ -478,12 +829,15 @@ def _write(
             run.meta[key].update(value)
         else:
             run.meta[key] = value
+    run.meta["comparison"] = comparison_rule(job.config)
     stages = run.meta["stages"]
-    run.meta["device"] = {name: stages[name]["device"] for name in ("kmeans", "assign", "score") if name in stages}
+    run.meta["device"] = {
+        name: stages[name]["device"] for name in ("kmeans", "assign", "probe", "score", "leakage") if name in stages
+    }
     # what ran each stage: faiss-cpu / faiss-gpu / torch-cpu / torch-cuda (and the encoder's, for --input runs)
     run.meta["backend"] = {
         name: stages[name]["backend"]
-        for name in ("embed", "kmeans", "assign", "score")
+        for name in ("embed", "kmeans", "assign", "score", "leakage")
         if "backend" in stages.get(name, {})
     }
     run.meta["executor"] = job.executor.name
@@ -492,7 +846,24 @@ def _write(
     return None, {}
 
 
-def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns) -> None:
+def comparison_rule(config: DedupConfig) -> dict[str, Any]:
+    """What an item's ``max_sim``/``dup_of`` was computed against, as ``run.json`` records it."""
+    if not config.probe:
+        return {
+            "probe": 0,
+            "rule": "paper",
+            "description": "each item against the earlier items of its own cluster, in its cluster's keep order "
+            "(SemDeDup's rule)",
+        }
+    return {
+        "probe": int(config.probe),
+        "rule": "paper+probe",
+        "description": f"each item against the earlier items, in one global keep order, of its own cluster and "
+        f"of the {config.probe} clusters whose centroids are nearest to it (per-item probing)",
+    }
+
+
+def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_cols=None) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -512,6 +883,12 @@ def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns) -> Non
             "dup_of": dup_arr,
         }
     )
+    if ref_cols is not None:  # ref_sim, ref_id right after the engine's columns
+        ref_sim, ref_row, ref_ids = ref_cols
+        has_ref = ref_row >= 0
+        ref_arr = pc.take(pa.array(list(ref_ids), pa.string()), pa.array(np.where(has_ref, ref_row, 0)))
+        table = table.append_column("ref_sim", pa.array(ref_sim.astype(np.float32)))
+        table = table.append_column("ref_id", pc.if_else(pa.array(has_ref), ref_arr, pa.scalar(None, pa.string())))
     if columns is not None:
         extra = pa.Table.from_pandas(columns.reset_index(drop=True), preserve_index=False)
         for name in extra.column_names:

@@ -12,8 +12,26 @@ import numpy as np
 from ..errors import SemDedupError
 from .clusters import ClusterIndex
 from .labels import LabelStore
-from .rules import Audited, audited_scores, check_eps, check_rule, removed_by_score, removed_kept_only
-from .schema import CENTROIDS, EMBEDDINGS, ITEMS, ResultsFolder, check_items
+from .rules import (
+    Audited,
+    audited_scores,
+    check_eps,
+    check_rule,
+    leaked_by_score,
+    removed_by_score,
+    removed_kept_only,
+    threshold,
+)
+from .schema import (
+    CENTROIDS,
+    EMBEDDINGS,
+    ITEMS,
+    PROBES,
+    REFERENCE,
+    REFERENCE_EMBEDDINGS,
+    ResultsFolder,
+    check_items,
+)
 
 __all__ = ["Results", "check_eps"]
 
@@ -101,6 +119,35 @@ class Results:
         k = max(self.n_clusters, int(labels.max()) + 1 if len(labels) else 0)
         return ClusterIndex.build(labels, k, rank=self.items["rank"].to_numpy(np.int64))
 
+    # -- probing (runs with probe > 0) -------------------------------------------------------------
+    @property
+    def probe(self) -> int:
+        """How many clusters beyond its own each item was compared in (0: the paper's rule)."""
+        return int(self.run.get("params", {}).get("dedup", {}).get("probe", 0))
+
+    @functools.cached_property
+    def probes(self) -> np.ndarray:
+        """Each item's own cluster and its probed clusters (``n × (1 + probe)``; probing runs only)."""
+        if not self.probe:
+            return self.items["cluster"].to_numpy(np.int64)[:, None]
+        return np.load(self._file(PROBES), mmap_mode="r")
+
+    @functools.cached_property
+    def global_position(self) -> np.ndarray:
+        """Each item's place in the one global keep order that probing compares in (see
+        :func:`semdedup_core.engine.probe.global_order`)."""
+        from .probe import global_order
+
+        dedup = self.run.get("params", {}).get("dedup", {})
+        return global_order(self.items["dist_to_centroid"].to_numpy(), dedup.get("keep", "hard"), dedup.get("seed", 0))
+
+    @functools.cached_property
+    def cross_cluster(self) -> np.ndarray:
+        """Whether each item's ``dup_of`` lies in another cluster (only with probing)."""
+        dup = self.dup_rows
+        cluster = self.items["cluster"].to_numpy()
+        return (dup >= 0) & (cluster[np.maximum(dup, 0)] != cluster)
+
     # -- the threshold ---------------------------------------------------------------------------
     @functools.cached_property
     def _sorted_scores(self) -> np.ndarray:
@@ -121,6 +168,17 @@ class Results:
         if rule == "audited":
             return self.audited(labels).removed(eps)
         rank = self.items["rank"].to_numpy(np.int64)
+        if self.probe:
+            return removed_kept_only(
+                self._scores,
+                self.dup_rows,
+                self.clusters,
+                rank,
+                self.embeddings,
+                eps,
+                probes=np.asarray(self.probes),
+                position=self.global_position,
+            )
         return removed_kept_only(self._scores, self.dup_rows, self.clusters, rank, self.embeddings, eps)
 
     def n_removed(self, eps: float | np.ndarray, rule: str = "paper", labels: Any = None) -> int | np.ndarray:
@@ -202,8 +260,9 @@ class Results:
         """The largest ε that keeps at least ``fraction`` of the items, solved exactly from the scores.
 
         Items tied on ``max_sim`` go together, so the kept fraction at the returned ε may exceed
-        ``fraction`` slightly; first items of clusters are always kept, so a fraction below
-        ``clusters / items`` cannot be reached and returns the ε that keeps only them.
+        ``fraction`` slightly; items with no earlier item to compare with (the first of each cluster under
+        the paper's rule) are always kept, so a smaller fraction cannot be reached and returns the ε
+        that keeps only them.
         """
         try:
             fraction = float(fraction)
@@ -249,6 +308,72 @@ class Results:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._audited_lock = threading.Lock()
+
+    # -- leakage (runs with a reference set) -----------------------------------------------------
+    @property
+    def has_reference(self) -> bool:
+        """Whether this run was compared with a reference (held-out) set: ``ref_sim``/``ref_id`` exist."""
+        return "ref_sim" in self.items.columns
+
+    def _need_reference(self) -> None:
+        if not self.has_reference:
+            raise SemDedupError(
+                f"the run in {str(self.path)!r} has no reference set; run it with --reference HELD_OUT "
+                "(embeddings or raw data) to look for leaks"
+            )
+
+    @functools.cached_property
+    def reference(self) -> Any:
+        """The reference set: ``id``, ``cluster`` (its nearest centroid) and carried ``text``/``path``."""
+        import pandas as pd
+
+        self._need_reference()
+        return pd.read_parquet(self._file(REFERENCE))
+
+    @functools.cached_property
+    def reference_embeddings(self) -> np.ndarray:
+        """The reference set's unit embeddings, in :attr:`reference` order, memory-mapped."""
+        self._need_reference()
+        return np.load(self._file(REFERENCE_EMBEDDINGS), mmap_mode="r")
+
+    @functools.cached_property
+    def ref_rows(self) -> np.ndarray:
+        """Row in :attr:`reference` of each item's ``ref_id``, or -1 where none was compared."""
+        import pandas as pd
+
+        self._need_reference()
+        rows = np.full(self.n_items, -1, dtype=np.int64)
+        ref = self.items["ref_id"]
+        has = ref.notna().to_numpy()
+        if has.any():
+            rows[has] = pd.Index(self.reference["id"].astype(str)).get_indexer(ref[has].astype(str))
+        return rows
+
+    @functools.cached_property
+    def _ref_scores(self) -> np.ndarray:
+        self._need_reference()
+        return self.items["ref_sim"].to_numpy(dtype=np.float32)
+
+    @functools.cached_property
+    def _sorted_ref_scores(self) -> np.ndarray:
+        return np.sort(self._ref_scores.astype(np.float64))
+
+    def leaked_mask(self, eps: float) -> np.ndarray:
+        """Boolean mask (input order) of the items leaked at ``eps``: ``ref_sim > 1 − eps``."""
+        return leaked_by_score(self._ref_scores, check_eps(eps))
+
+    def n_leaked(self, eps: float | np.ndarray) -> int | np.ndarray:
+        """How many items are leaked at ``eps`` (a number or an array of them), O(log n) each."""
+        e = np.asarray(eps, dtype=np.float64)
+        for value in np.ravel(e):
+            check_eps(float(value))
+        below = np.searchsorted(self._sorted_ref_scores, threshold(e), side="right")  # ref_sim <= 1 - eps stay
+        leaked = self.n_items - below
+        return int(leaked) if np.ndim(leaked) == 0 else leaked
+
+    def leaked(self, eps: float) -> Any:
+        """The rows of ``items`` leaked at ``eps``."""
+        return self.items[self.leaked_mask(eps)]
 
     def __repr__(self) -> str:
         return f"Results({str(self.path)!r}, items={self.n_items}, clusters={self.n_clusters})"

@@ -7,7 +7,13 @@ and B≈C, B and C both go even though B, the item C resembles, is itself remove
 ``kept-only`` (conservative): an item goes iff it resembles an earlier item that is *kept*. Every item
 it removes the paper's rule removes too. An item whose ``dup_of`` the paper's rule keeps goes under
 both rules, so only chain members (whose ``dup_of`` is itself removed) need their similarities again;
-those are computed in bounded blocks from the stored embeddings.
+those are computed in bounded blocks from the stored embeddings. With probing (``probe > 0``) an item's
+earlier items are those before it in the global keep order, in its own and its probed clusters; chain
+members are then decided one by one in that order.
+
+Leakage uses the same filter over another column: an item is *leaked* at ε iff ``ref_sim > 1 − ε``,
+its similarity to the most similar reference (held-out) item it was compared with
+(:func:`leaked_by_score`).
 
 ``audited``: the paper's rule with the pairs reviewers judged ``not_duplicate`` taken out of the
 comparison. An item whose ``dup_of`` pair is judged not a duplicate is scored again against the
@@ -63,6 +69,12 @@ def removed_by_score(scores: np.ndarray | float, eps: float) -> np.ndarray | boo
     return np.asarray(scores).astype(np.float64, copy=False) > threshold(eps)
 
 
+def leaked_by_score(ref_sim: np.ndarray | float, eps: float) -> np.ndarray | bool:
+    """Leakage at ``eps``: ``ref_sim > 1 − ε`` — the very filter of :func:`removed_by_score`, over the
+    similarity to the nearest reference item (−1.0 where none was compared, never leaked)."""
+    return removed_by_score(ref_sim, eps)
+
+
 def removed_kept_only(
     max_sim: np.ndarray,
     dup_idx: np.ndarray,
@@ -71,17 +83,25 @@ def removed_kept_only(
     emb: np.ndarray,
     eps: float,
     max_block_bytes: int = 64 * 2**20,
+    *,
+    probes: np.ndarray | None = None,
+    position: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mask of items removed at ``eps`` under the ``kept-only`` rule.
 
     ``dup_idx``: row of each item's ``dup_of`` (-1 for none); ``clusters``: item rows grouped by
-    cluster, each cluster in rank order; ``emb``: unit embeddings.
+    cluster, each cluster in rank order; ``emb``: unit embeddings. For a run with probing, ``probes``
+    (each item's own and probed clusters) and ``position`` (each item's place in the global order).
     """
     thr = threshold(eps)
     removed = removed_by_score(max_sim, eps)
     chain = removed & (dup_idx >= 0) & removed[np.maximum(dup_idx, 0)]
     if not chain.any():
         return removed
+    if probes is not None:
+        if position is None:
+            raise SemDedupError("the kept-only rule of a probing run needs each item's global position")
+        return _kept_only_probed(removed, chain, clusters, probes, position, emb, thr)
     cluster_of = clusters.labels()
     for c in np.unique(cluster_of[chain]):
         members = clusters.members(c)
@@ -197,3 +217,31 @@ def audited_scores(
         paper_sorted = np.sort(np.asarray(max_sim, dtype=np.float32).astype(np.float64))
     old = np.asarray(max_sim, dtype=np.float32)[todo].astype(np.float64)
     return Audited(score, partner, todo, old, paper_sorted, int(len(a)))
+
+
+def _kept_only_probed(
+    removed: np.ndarray,
+    chain: np.ndarray,
+    clusters: ClusterIndex,
+    probes: np.ndarray,
+    position: np.ndarray,
+    emb: np.ndarray,
+    thr: float,
+) -> np.ndarray:
+    """The kept-only decision for the chain members of a probing run, in global order: an item stays
+    unless it resembles (above ``thr``) an earlier kept item of its own or its probed clusters."""
+    kept = ~removed
+    todo = np.flatnonzero(chain)
+    todo = todo[np.argsort(position[todo], kind="stable")]
+    for item in todo:  # in global order: earlier decisions feed later ones
+        cand = np.concatenate([clusters.members(int(c)) for c in probes[item] if c >= 0])
+        cand = cand[(position[cand] < position[item]) & kept[cand]]
+        hit = bool(
+            len(cand)
+            and np.any(
+                (np.asarray(emb[np.sort(cand)], dtype=np.float32) @ np.asarray(emb[item])).astype(np.float64) > thr
+            )
+        )
+        removed[item] = hit
+        kept[item] = not hit
+    return removed

@@ -41,10 +41,18 @@ LOCK = ".lock"  # the writer's lock (fcntl.flock) with its pid, removed when the
 EXPORTS = "exports"
 LABELS = "labels.parquet"  # the default verdict store (engine/labels.py); a store elsewhere may be shared by runs
 AUDIT = "audit"  # the audit's recorded sample design: audit/sample.parquet (semdedup_core/audit)
+PROBES = "probes.npy"  # runs with probe P > 0: n × (1 + P) int32, the clusters each item was compared in
+REFERENCE = "reference.parquet"  # with a reference set: its ids, nearest cluster and carried text/path
+REFERENCE_EMBEDDINGS = "reference_embeddings.npy"  # m × d float32 unit rows, in reference.parquet's order
 
 REQUIRED_COLUMNS = ("id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of")
 """The engine's columns of ``items.parquet``, first and in this order."""
-RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "path", "text", "ref_sim", "ref_id")
+REFERENCE_ITEM_COLUMNS = ("ref_sim", "ref_id")
+"""With a reference set, right after the engine's columns: the similarity to the most similar reference
+item compared (−1.0 where none was) and its id (null where none)."""
+REFERENCE_CARRIED = ("text", "path")
+"""The carried columns of a reference set kept in ``reference.parquet`` (after ``id`` and ``cluster``)."""
+RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "path", "text", *REFERENCE_ITEM_COLUMNS)
 """Column names with a meaning in a results folder: a carried input column of one of these names
 is renamed (``text_input``) so that it cannot be mistaken for them."""
 
@@ -420,6 +428,9 @@ def check_items(items: pd.DataFrame, run: dict[str, Any], where: str) -> tuple[n
         )
 
     has = pc.is_valid(dup).to_numpy(zero_copy_only=False)
+    dedup = (run.get("params") or {}).get("dedup") or {}
+    if int(dedup.get("probe", 0) or 0) > 0:  # probing across clusters: dup_of is earlier in the global order
+        return _check_probed(items, ids, dup, has, scores, dedup, where, refuse), ClusterIndex(order, offsets)
     first = rank == 0
     if (has == first).any():
         r = int(np.flatnonzero(has == first)[0])
@@ -454,3 +465,26 @@ def _repeated_rank(pos: np.ndarray) -> int:
     _, first = np.unique(pos, return_index=True)
     seen[first] = True
     return int(np.flatnonzero(~seen)[0])
+
+
+def _check_probed(items, ids, dup, has, scores, dedup, where, refuse) -> np.ndarray:
+    """The ``dup_of`` checks of a probing run (``--probe P``): an item's partner may lie in another
+    cluster, but always earlier in the one global keep order, so no chain can loop; an item has a
+    partner exactly when it has a score."""
+    from .probe import global_order
+
+    if (has != (scores > -1.0)).any():
+        r = int(np.flatnonzero(has != (scores > -1.0))[0])
+        raise refuse(f"row {r} has {'a dup_of but no score' if has[r] else 'a score but no dup_of'}")
+    dup_rows = _rows_of(ids, dup, where)
+    pos = global_order(items["dist_to_centroid"].to_numpy(), dedup.get("keep", "hard"), int(dedup.get("seed", 0)))
+    src = np.flatnonzero(has)
+    tgt = dup_rows[src]
+    bad = pos[tgt] >= pos[src]
+    if bad.any():
+        r, t = int(src[bad][0]), int(tgt[bad][0])
+        raise refuse(
+            f"row {r} ({ids[r].as_py()!r}) has dup_of {ids[t].as_py()!r}, which is not earlier in the run's "
+            "keep order; dup_of must be an earlier item"
+        )
+    return dup_rows

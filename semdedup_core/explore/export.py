@@ -1,7 +1,9 @@
-"""Lists of kept or removed items at one ε, as CSV, Parquet or TXT.
+"""Lists of kept, removed or leaked items at one ε, as CSV, Parquet or TXT.
 
 An export is a list of ids (and paths, when the run has a ``path`` column) — never a deletion. Files are
-written atomically into ``<results>/exports/``; the user's input data is never touched.
+written atomically into ``<results>/exports/``; the user's input data is never touched. ``leaked`` (runs
+with a reference set) lists the items whose similarity to a reference item exceeds 1 − ε, each with
+that reference item's id (and path) and the similarity.
 
 Safe to open anywhere: a CSV cell that a spreadsheet would run as a formula (text starting with ``=``,
 ``+``, ``-``, ``@``, a tab or a carriage return) is written with a single quote in front (``'=1+1``), as
@@ -28,14 +30,15 @@ if TYPE_CHECKING:
     from ..engine.results import Results
 
 FORMATS = ("csv", "parquet", "txt")
-WHICH = ("removed", "kept")
+WHICH = ("removed", "kept", "leaked")
 EXPORT_DIR = EXPORTS
 COLUMNS = ("id", "path", "cluster", "max_sim", "dup_of")
+LEAKED_COLUMNS = ("id", "path", "cluster", "ref_sim", "ref_id", "ref_path")
 
 
 def _check(which: str, fmt: str | None = None) -> None:
     if which not in WHICH:
-        raise SemDedupError(f"which must be 'removed' or 'kept', got {which!r}")
+        raise SemDedupError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     if fmt is not None and fmt not in FORMATS:
         raise SemDedupError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
@@ -48,8 +51,12 @@ def export_frame(
     ``rule``: ``paper`` (SemDeDup's), ``kept-only`` or ``audited`` (see :mod:`semdedup_core.engine.rules`).
     Under ``audited`` (verdicts from the store ``labels``, default the folder's ``labels.parquet``),
     ``max_sim`` and ``dup_of`` are the rescored ones: for a removed item, ``dup_of`` is the partner that
-    justifies its removal, never one judged not a duplicate of it (-1 and empty when none is left)."""
+    justifies its removal, never one judged not a duplicate of it (-1 and empty when none is left).
+    ``leaked``: ``id``, ``path``, ``cluster``, ``ref_sim`` (similarity to the most similar reference
+    item), ``ref_id`` and ``ref_path`` (that reference item's, when the reference set has paths)."""
     _check(which)
+    if which == "leaked":
+        return leaked_frame(results, eps, rule)
     mask = results.removed_mask(eps, rule, labels)
     if which == "kept":
         mask = ~mask
@@ -61,6 +68,22 @@ def export_frame(
         ids = results.items["id"].to_numpy(dtype=object)
         frame["max_sim"] = audited.score[mask]
         frame["dup_of"] = np.where(partner >= 0, ids[np.maximum(partner, 0)], None)
+    return frame
+
+
+def leaked_frame(results: Results, eps: float, rule: str = "paper") -> pd.DataFrame:
+    """The items leaked at ``eps`` (``ref_sim > 1 − eps``) with their reference item, in input order."""
+    if rule != "paper":
+        raise SemDedupError(
+            f"--rule {rule} applies to removed and kept items; leaked items are those whose similarity to a "
+            "reference item exceeds 1 - eps whatever the rule: drop --rule"
+        )
+    mask = results.leaked_mask(eps)
+    frame = results.items.loc[mask, [c for c in LEAKED_COLUMNS[:5] if c in results.items.columns]]
+    frame = frame.reset_index(drop=True)
+    if "path" in results.reference.columns:
+        rows = results.ref_rows[mask]
+        frame["ref_path"] = results.reference["path"].to_numpy()[rows]
     return frame
 
 
@@ -119,7 +142,7 @@ def file_name(eps: float, which: str, fmt: str, txt_column: str = "id", rule: st
     ``removed-eps0.0500-kept-only.csv`` under the conservative rule)."""
     _check(which, fmt)
     suffix = f"-{txt_column}" if fmt == "txt" and txt_column != "id" else ""
-    suffix += "" if rule == "paper" else f"-{rule}"
+    suffix += "" if rule == "paper" or which == "leaked" else f"-{rule}"
     return f"{which}-eps{check_eps(eps):.4f}{suffix}.{fmt}"
 
 

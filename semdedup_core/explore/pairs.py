@@ -60,8 +60,9 @@ def pairs_frame(
     sim_range: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """One row per item removed at ``eps``: ``row``, ``id``, ``cluster``, ``rank``, ``max_sim``,
-    ``dup_row``, ``dup_of``, ``dup_removed`` (whether that earlier item is removed too: a chain) and
-    ``margin`` (how far ``max_sim`` lies above the threshold 1 − ε).
+    ``dup_row``, ``dup_of``, ``dup_removed`` (whether that earlier item is removed too: a chain),
+    ``margin`` (how far ``max_sim`` lies above the threshold 1 − ε) and ``cross_cluster`` (whether
+    ``dup_of`` lies in another cluster: only runs with probing compare across clusters).
     ``clusters`` keeps only those clusters; ``sim_range`` ``(low, high)`` only scores in it (a bound at
     −1 or 1 is open, so identical items scored a hair above 1 stay in)."""
     import pandas as pd
@@ -95,6 +96,7 @@ def pairs_frame(
             "dup_of": items["dup_of"].to_numpy()[rows],
             "dup_removed": removed[np.maximum(dup_row[rows], 0)] & (dup_row[rows] >= 0),
             "margin": ms - (1.0 - float(eps)),
+            "cross_cluster": results.cross_cluster[rows],
         }
     )
     if sort == "similarity":
