@@ -124,3 +124,40 @@ def test_without_verdicts_the_audited_rule_is_the_papers(text_results, tmp_path)
     row = int(np.flatnonzero(text_results.removed_mask(0.05))[0])
     store.record(items["id"].iat[row], items["dup_of"].iat[row], "not_duplicate", "ann")
     assert text_results.audited(store).rescored == 1
+
+
+def test_audited_rule_on_a_probing_run_matches_the_definition(tmp_path):
+    """With --probe, the audited rule scores an item again against the items earlier in the global keep
+    order of its own and its probed clusters, without the partners judged not duplicates of it."""
+    from topics import dedup_data
+
+    from semdedup_core import DedupConfig
+    from semdedup_core.engine.probe import global_order
+
+    x, _ = dedup_data(700, 16, 6, copy_share=0.25, seed=3)
+    res = dedup(x, cluster=ClusterConfig(8, seed=1), config=DedupConfig(probe=2), out=tmp_path / "r")
+    items, emb = res.items, np.asarray(res.embeddings, dtype=np.float64)
+    probes = np.load(tmp_path / "r" / "probes.npy")
+    assert res.cross_cluster.any()
+    rng = np.random.default_rng(0)
+    has = np.flatnonzero(res.dup_rows >= 0)
+    pick = rng.choice(has, len(has) // 3, replace=False)
+    ids = items["id"].to_numpy()
+    store = LabelStore(res.path / "labels.parquet")
+    store.add(make_rows(list(ids[pick]), list(ids[res.dup_rows[pick]]), ["not_duplicate"] * len(pick), "ann"))
+    vetoed = {(int(i), int(res.dup_rows[i])) for i in pick}
+    pos = global_order(items["dist_to_centroid"].to_numpy(), "hard", 0)
+    labels = items["cluster"].to_numpy()
+    audited = res.audited(store)
+    for i in pick:  # the definition, the slow way
+        cand = np.flatnonzero(np.isin(labels, probes[i]) & (pos < pos[i]))
+        cand = np.array([c for c in cand if (int(i), int(c)) not in vetoed], dtype=np.int64)
+        if not len(cand):
+            assert audited.score[i] == -1.0 and audited.partner[i] == -1
+            continue
+        sims = emb[cand] @ emb[i]
+        best = sims.max()
+        ties = cand[sims >= best - 1e-6]
+        assert audited.score[i] == pytest.approx(best, abs=1e-5)
+        assert audited.partner[i] == ties[np.argmin(pos[ties])]
+    assert res.n_removed(0.1, "audited", store) <= res.n_removed(0.1)

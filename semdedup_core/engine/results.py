@@ -253,6 +253,8 @@ class Results:
                 b,
                 self._sorted_scores,
                 self.items["cluster"].to_numpy(np.int64),
+                probes=np.asarray(self.probes) if self.probe else None,
+                position=self.global_position if self.probe else None,
             )
         return self._audited[key]
 

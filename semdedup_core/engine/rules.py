@@ -168,6 +168,8 @@ def audited_scores(
     paper_sorted: np.ndarray | None = None,
     cluster_of: np.ndarray | None = None,
     max_block_bytes: int = 64 * 2**20,
+    probes: np.ndarray | None = None,
+    position: np.ndarray | None = None,
 ) -> Audited:
     """The ``audited`` rule's scores and partners.
 
@@ -176,7 +178,9 @@ def audited_scores(
     again against the earlier items of its cluster (rank order, ties to the lower position as in the
     paper's kernel) with every partner judged not a duplicate of it left out; with none left its score
     is -1 and it has no partner. ``paper_sorted``: ``max_sim`` as float64, sorted, and ``cluster_of``: each row's cluster (both
-    computed when not given).
+    computed when not given). ``probes``/``position`` (a run with ``--probe P``): each item's own and
+    probed clusters and its place in the global keep order; an item is then scored again against the
+    items earlier in that order in those clusters (ties to the earlier one), as the probing run scored it.
     """
     score = np.asarray(max_sim, dtype=np.float32).copy()
     partner = np.asarray(dup_idx, dtype=np.int64).copy()
@@ -185,6 +189,12 @@ def audited_scores(
     ok = (a >= 0) & (b >= 0) & (a != b)
     a, b = a[ok], b[ok]
     cluster_of = clusters.labels() if cluster_of is None else np.asarray(cluster_of, dtype=np.int64)
+    if probes is not None and position is not None:
+        todo = _audited_probed(score, partner, emb, a, b, clusters, probes, position)
+        if paper_sorted is None:
+            paper_sorted = np.sort(np.asarray(max_sim, dtype=np.float32).astype(np.float64))
+        old = np.asarray(max_sim, dtype=np.float32)[todo].astype(np.float64)
+        return Audited(score, partner, todo, old, paper_sorted, int(len(a)))
     same = cluster_of[a] == cluster_of[b]
     a, b = a[same], b[same]
     later = np.where(rank[a] > rank[b], a, b)
@@ -217,6 +227,38 @@ def audited_scores(
         paper_sorted = np.sort(np.asarray(max_sim, dtype=np.float32).astype(np.float64))
     old = np.asarray(max_sim, dtype=np.float32)[todo].astype(np.float64)
     return Audited(score, partner, todo, old, paper_sorted, int(len(a)))
+
+
+def _audited_probed(
+    score: np.ndarray,
+    partner: np.ndarray,
+    emb: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    clusters: ClusterIndex,
+    probes: np.ndarray,
+    position: np.ndarray,
+) -> np.ndarray:
+    """The audited rule's rescoring for a probing run (see :func:`audited_scores`); fills ``score`` and
+    ``partner`` in place and returns the rescored rows."""
+    later = np.where(position[a] > position[b], a, b)
+    earlier = np.where(position[a] > position[b], b, a)
+    todo = np.unique(later[partner[later] == earlier])
+    excluded: dict[int, list[int]] = {}
+    for item, other in zip(later.tolist(), earlier.tolist(), strict=True):
+        excluded.setdefault(item, []).append(other)
+    for item in todo.tolist():
+        cand = np.concatenate([clusters.members(int(c)) for c in probes[item] if c >= 0])
+        cand = cand[(position[cand] < position[item]) & ~np.isin(cand, excluded[item])]
+        if not len(cand):
+            score[item], partner[item] = -1.0, -1
+            continue
+        cand = cand[np.argsort(position[cand], kind="stable")]  # ties go to the earlier item
+        sims = np.asarray(emb[np.sort(cand)], dtype=np.float32) @ np.asarray(emb[item], dtype=np.float32)
+        sims = sims[np.argsort(np.argsort(cand))]  # back to cand's (global) order
+        j = int(np.argmax(sims.astype(np.float64)))
+        score[item], partner[item] = sims[j], cand[j]
+    return todo
 
 
 def _kept_only_probed(
