@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from semdedup_core import Results, SemDedupError
+from semdedup_core.engine import media
 from semdedup_core.explore.pairs import word_diff
 
 from . import jobs
@@ -104,10 +104,10 @@ def eps_slider(res: Results, where: Any = st, widget_key: str = "sb_eps", label:
 
 # -- items and pairs ----------------------------------------------------------------------------------
 @st.cache_data(max_entries=512, show_spinner=False)
-def _thumb(path: str, mtime: int, size: int) -> bytes:
+def _thumb(path: str, stamp: tuple, size: int) -> bytes:
     from PIL import Image
 
-    with Image.open(path) as im:
+    with media.open_binary(path) as f, Image.open(f) as im:
         im = im.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()
@@ -118,8 +118,7 @@ def _thumb(path: str, mtime: int, size: int) -> bytes:
 def image_bytes(path: Any, size: int = 256) -> bytes | None:
     """A PNG thumbnail of the image at ``path`` (``size`` px), or ``None`` when it is missing or unreadable."""
     try:
-        p = Path(str(path))
-        return _thumb(str(p), p.stat().st_mtime_ns, size)
+        return _thumb(str(path), media.stamp(str(path)), size)
     except Exception:
         return None
 

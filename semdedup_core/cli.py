@@ -259,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--input",
         metavar="PATH",
-        help="a folder of images (searched recursively: jpg jpeg png webp bmp gif tiff), or a table "
-        "(.parquet/.csv/.jsonl) with --text-column and/or --image-column, or an embeddings folder",
+        help="a folder of images (searched recursively: jpg jpeg png webp bmp gif tiff), a table "
+        "(.parquet/.csv/.jsonl) with --text-column and/or --image-column, webdataset .tar shards (a folder, "
+        "one shard, or a brace pattern such as 'shards/{00000..00099}.tar'; the sample key is the id), a "
+        "Hugging Face dataset folder written by save_to_disk (with --text-column or --image-column), or an "
+        "embeddings folder",
     )
     src.add_argument(
         "--embeddings",

@@ -100,13 +100,16 @@ class EmbedConfig:
 
 
 def open_image(path: str) -> Any:
-    """Decode an image fully to RGB (first frame of an animation or multi-page file).
+    """Decode an image fully to RGB (first frame of an animation or multi-page file). ``path`` is a file
+    or a container member (see :mod:`semdedup_core.engine.media`).
 
     Truncated files raise (``LOAD_TRUNCATED_IMAGES`` stays off); transparency is composited on white.
     """
     from PIL import Image
 
-    with Image.open(path) as im:
+    from ..engine import media
+
+    with media.open_binary(path) as f, Image.open(f) as im:
         im.seek(0)
         im.draft("RGB", (448, 448))  # JPEG: decode at a reduced scale when far larger than needed
         im.load()
