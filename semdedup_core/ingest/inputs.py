@@ -139,10 +139,9 @@ def load_input(
     )
 
 
-def load_image_folder(folder: Path) -> Items:
-    """Every image file under ``folder`` (recursive, sorted; hidden files and folders left out)."""
-    import pandas as pd
-
+def list_images(folder: Path) -> tuple[list[Path], int]:
+    """The image files under ``folder`` (recursive; hidden files and folders left out), sorted by their
+    path relative to ``folder``, and how many other files were skipped."""
     folder = folder.resolve()
     files, skipped = [], 0
     for root, dirs, names in os.walk(folder):
@@ -154,6 +153,19 @@ def load_image_folder(folder: Path) -> Items:
                 files.append(Path(root, name))
             else:
                 skipped += 1
+    return sorted(files, key=lambda f: f.relative_to(folder).as_posix()), skipped
+
+
+def load_image_folder(folder: Path, only: list[str] | None = None) -> Items:
+    """Every image file under ``folder`` (recursive, sorted; hidden files and folders left out), or the
+    files ``only`` names (a slice of that listing, for one part of a sharded run)."""
+    import pandas as pd
+
+    folder = folder.resolve()
+    if only is None:
+        files, skipped = list_images(folder)
+    else:
+        files, skipped = [Path(f) for f in only], 0
     if not files:
         raise SemDedupError(
             f"folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); pass a folder of images "
@@ -211,12 +223,15 @@ def _check_column(df: Any, name: str | None, option: str, path: Path) -> None:
         raise SemDedupError(f"{option} {name!r} is not a column of {str(path)!r} (columns: {cols}); pass one of them")
 
 
-def _ids_with_errors(raw_ids: list[Any], paths: list[Any]) -> tuple[list[str | None], list[dict[str, Any]]]:
-    """Stringified ids; a missing or repeated id is an error for that row (its id becomes ``None``)."""
+def _ids_with_errors(
+    raw_ids: list[Any], paths: list[Any], first_row: int = 0
+) -> tuple[list[str | None], list[dict[str, Any]]]:
+    """Stringified ids; a missing or repeated id is an error for that row (its id becomes ``None``).
+    Rows are numbered from ``first_row`` in the messages."""
     seen: dict[str, int] = {}
     ids: list[str | None] = []
     errors = []
-    for row, (raw, p) in enumerate(zip(raw_ids, paths, strict=True)):
+    for row, (raw, p) in enumerate(zip(raw_ids, paths, strict=True), start=first_row):
         if raw is None or str(raw) == "":
             errors.append(_err(None, p, f"missing id (row {row})"))
             ids.append(None)
@@ -244,15 +259,21 @@ def load_table(
     image_column: str | None,
     id_column: str | None,
     max_text_chars: int = 100_000,
+    rows: tuple[int, int] | None = None,
 ) -> Items:
     """Rows of a table; images when ``image_column`` is given (paths relative to the table's folder),
-    else texts. With both, the images are embedded and the texts carried as ``text``."""
+    else texts. With both, the images are embedded and the texts carried as ``text``. ``rows``: only the
+    rows ``start:stop`` (one part of a sharded run; default ids stay the table's row numbers)."""
     path = path.resolve()
     if text_column is None and image_column is None:
         raise SemDedupError(f"table {str(path)!r} needs --text-column NAME or --image-column NAME to say what to embed")
     df = read_table(path)
     for name, option in ((text_column, "--text-column"), (image_column, "--image-column"), (id_column, "--id-column")):
         _check_column(df, name, option, path)
+    first = 0
+    if rows is not None:
+        first = rows[0]
+        df = df.iloc[rows[0] : rows[1]].reset_index(drop=True)
     n = len(df)
     if n == 0:
         raise SemDedupError(f"table {str(path)!r} has no rows; nothing to deduplicate")
@@ -263,8 +284,8 @@ def load_table(
             if v is not None and str(v).strip():
                 p = Path(str(v).strip())
                 paths_all[row] = str(p if p.is_absolute() else (base / p))
-    raw_ids = _clean(df[id_column].tolist()) if id_column is not None else [str(i) for i in range(n)]
-    ids_all, errors = _ids_with_errors(raw_ids, paths_all)
+    raw_ids = _clean(df[id_column].tolist()) if id_column is not None else [str(first + i) for i in range(n)]
+    ids_all, errors = _ids_with_errors(raw_ids, paths_all, first)
     texts_all = _clean(df[text_column].tolist()) if text_column is not None else None
 
     keep = []
@@ -339,6 +360,7 @@ def load_shards(
     text_column: str | None = None,
     image_column: str | None = None,
     id_column: str | None = None,
+    only: Path | None = None,
 ) -> Items:
     """img2dataset / clip-retrieval embeddings: ``img_emb/img_emb_N.npy`` (or ``text_emb/text_emb_N.npy``)
     with ``metadata/metadata_N.parquet`` of as many rows. Image embeddings are used when both exist.
@@ -351,6 +373,8 @@ def load_shards(
     folder = folder.resolve()
     kind = "img_emb" if (folder / "img_emb").is_dir() else "text_emb"
     emb_files = sorted((folder / kind).glob(f"{kind}_*.npy"), key=_shard_number)
+    if only is not None:  # one part of a sharded run
+        emb_files = [f for f in emb_files if f.resolve() == Path(only).resolve()]
     if not emb_files:
         raise SemDedupError(
             f"folder {str(folder / kind)!r} holds no {kind}_N.npy files; pass an embeddings folder as img2dataset writes it"
@@ -620,6 +644,7 @@ def load_hf_dataset(
     image_column: str | None,
     id_column: str | None,
     max_text_chars: int = 100_000,
+    only: Path | None = None,
 ) -> Items:
     """A Hugging Face ``datasets`` folder written by ``save_to_disk``: its Arrow files are memory-mapped
     and read with pyarrow (the ``datasets`` package is not needed). ``--image-column`` (an ``Image()``
@@ -642,6 +667,11 @@ def load_hf_dataset(
         raise SemDedupError(
             f"{str(folder / 'state.json')!r} is not a datasets state file ({exc}); save the dataset again"
         ) from None
+    first = 0
+    if only is not None:  # one Arrow file: one part of a sharded run; default ids stay global row numbers
+        before = files[: [f.resolve() for f in files].index(Path(only).resolve())]
+        first = sum(media.arrow_table(str(f)).num_rows for f in before)
+        files = [Path(only)]
     tables = []
     for f in files:
         try:
@@ -667,9 +697,9 @@ def load_hf_dataset(
     n = len(df) if frames else 0
     if n == 0:
         raise SemDedupError(f"Hugging Face dataset {str(folder)!r} has no rows; nothing to deduplicate")
-    raw_ids = _clean(df[id_column].tolist()) if id_column is not None else [str(i) for i in range(n)]
-    where = refs if image_column else [f"{folder}#{i}" for i in range(n)]
-    ids_all, errors = _ids_with_errors(raw_ids, where)
+    raw_ids = _clean(df[id_column].tolist()) if id_column is not None else [str(first + i) for i in range(n)]
+    where = refs if image_column else [f"{folder}#{first + i}" for i in range(n)]
+    ids_all, errors = _ids_with_errors(raw_ids, where, first)
     texts_all = _clean(df[text_column].tolist()) if text_column is not None else None
     keep_rows = []
     for row in range(n):
