@@ -54,6 +54,9 @@ def test_sharded_npy_equals_the_local_pipeline(tmp_path, monkeypatch):
     import pyarrow.dataset as ds
 
     assert ds.dataset(tmp_path / "sh" / "items.parquet").count_rows() == 5000
+    duckdb = pytest.importorskip("duckdb")
+    q = f"select count(*), count(dup_of) from '{tmp_path / 'sh' / 'items.parquet'}/*.parquet'"
+    assert duckdb.sql(q).fetchall()[0] == (5000, int(local.items["dup_of"].notna().sum()))
     assert Results.load(tmp_path / "sh").n_removed(0.01) == local.n_removed(0.01)
     # the kept-only rule reads the sharded embeddings like a single array
     assert res.n_removed(0.05, rule="kept-only") == local.n_removed(0.05, rule="kept-only")
