@@ -2,11 +2,15 @@
 
     python bench/bench_engine.py                 # 1,000,000 × 256, k = 1000, plus the skewed case
     python bench/bench_engine.py --n 200000      # a quicker look
+    python bench/bench_engine.py --ray           # also the sharded pipeline on a local Ray cluster
 
 Each side runs in its own fresh process (so peak RSS is its own), on the same .npy file, in the same
 invocation; the script prints seconds and peak memory of both and their ratios. The engine's run also
 writes the whole results folder (embeddings.npy, items.parquet…); the bare side only computes.
 The skewed case puts 100,000 items into one cluster and reports the engine's peak memory for it.
+With ``--ray``, the same file also goes through ``--executor ray`` (every stage as per-part tasks on a
+Ray cluster of this machine's cores, parts of ``--part-rows`` rows): on one machine that shows the
+overhead of the sharded path, not a speed-up (goal: within 1.3× of the local path).
 """
 
 from __future__ import annotations
@@ -47,6 +51,33 @@ def engine(path: str, k: int, niter: int, out: str) -> dict:
 
     t = time.perf_counter()
     res = dedup(path, cluster=ClusterConfig(k, niter=niter), config=DedupConfig(device="cpu"), out=out)
+    return {
+        "seconds": time.perf_counter() - t,
+        "removed@0.01": int(res.n_removed(0.01)),
+        "largest": res.run["counts"]["largest_cluster"],
+        "stages": {s: v["seconds"] for s, v in res.run["stages"].items()},
+    }
+
+
+def ray_engine(path: str, k: int, niter: int, out: str, part_rows: str = "125000") -> dict:
+    import ray
+
+    from semdedup_core import ClusterConfig, DedupConfig
+    from semdedup_core.engine.executors import RayExecutor
+    from semdedup_core.ingest.sharded import run_sharded
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ex = RayExecutor()
+    t = time.perf_counter()
+    res = run_sharded(
+        None,
+        out,
+        embeddings=path,
+        cluster=ClusterConfig(k, niter=niter),
+        config=DedupConfig(device="cpu"),
+        executor=ex,
+        part_rows=int(part_rows),
+    )
     return {
         "seconds": time.perf_counter() - t,
         "removed@0.01": int(res.n_removed(0.01)),
@@ -105,6 +136,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--niter", type=int, default=20)
     ap.add_argument("--skip-skewed", action="store_true")
+    ap.add_argument("--ray", action="store_true", help="also run the sharded pipeline on a local Ray cluster")
+    ap.add_argument("--part-rows", type=int, default=125_000, help="rows per part for --ray (default 125,000)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="semdedup-bench-") as tmp:
         data = Path(tmp) / "x.npy"
@@ -121,6 +154,16 @@ def main() -> None:
         print("  engine stages    : " + ", ".join(f"{s} {v:.1f}s" for s, v in e["stages"].items()))
         print(f"  RATIO time engine/bare = {e['seconds'] / b['seconds']:.2f}   (goal <= 1.5)")
         print(f"  RATIO peak memory engine/bare = {e['peak_rss_gb'] / b['peak_rss_gb']:.2f}   (goal <= 2)")
+        if args.ray:
+            r = child(
+                ["ray_engine", str(data), str(args.k), str(args.niter), str(Path(tmp) / "ray"), str(args.part_rows)]
+            )
+            print(
+                f"  sharded on Ray   : {r['seconds']:8.1f} s   driver peak {r['peak_rss_gb']:.2f} GB   "
+                f"removed@0.01 {r['removed@0.01']:,}   ({-(-args.n // args.part_rows)} parts)"
+            )
+            print("  ray stages       : " + ", ".join(f"{s} {v:.1f}s" for s, v in r["stages"].items()))
+            print(f"  RATIO time ray/local engine = {r['seconds'] / e['seconds']:.2f}   (goal <= 1.3 on one machine)")
         if args.skip_skewed:
             return
         n_skew = 100_000

@@ -137,7 +137,7 @@ MAX_DOWNLOAD = 100 * 2**20  # an original larger than this is not offered as a d
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _thumb(path: str, stamp: tuple[int, int, int, int], size: int) -> tuple[bytes | None, str | None]:
+def _thumb(path: str, stamp: tuple, size: int) -> tuple[bytes | None, str | None]:
     """``(PNG, None)`` or ``(None, reason)``; cached by the file's identity, size and time (``stamp``), so
     an image is decoded once however often a page reruns, and again when its file changes."""
     try:

@@ -203,6 +203,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SemDedupError(
             "run needs --input PATH (image folder or table) or --embeddings X.npy (an n × d array) or DIR (shards)"
         )
+    if args.executor == "ray":
+        if args.reference is not None or args.probe:
+            raise SemDedupError(
+                "--reference and --probe run with --executor local for now (the sharded pipeline scores whole "
+                "clusters per task); drop them or --executor ray"
+            )
+        return _run_sharded(args, embeddings_dir)
+    if args.ray_address is not None:
+        raise SemDedupError("--ray-address applies with --executor ray; add --executor ray or drop it")
     if args.input is not None or embeddings_dir:
         return _run_input(args, args.input if args.input is not None else args.embeddings)
     given = [f"--{o.replace('_', '-')}" for o in _EMBED_OPTIONS if getattr(args, o) is not None]
@@ -238,6 +247,41 @@ def cmd_run(args: argparse.Namespace) -> int:
             reference=ref,
             reference_ids=ref_ids,
             reference_config=reference,
+        )
+    finally:
+        bar.close()
+    print_summary(results)
+    return 0
+
+
+def _run_sharded(args: argparse.Namespace, embeddings_dir: bool) -> int:
+    from .engine.executors import RayExecutor
+    from .ingest.sharded import run_sharded
+
+    if args.part_rows < 1:
+        raise SemDedupError(f"--part-rows must be at least 1, got {args.part_rows}")
+    cluster, config = configs_from_args(args)
+    raw = args.input is not None or embeddings_dir
+    if not raw:
+        given = [f"--{o.replace('_', '-')}" for o in _EMBED_OPTIONS if getattr(args, o) is not None]
+        if given:
+            raise SemDedupError(f"{', '.join(given)} only apply with --input (or an --embeddings folder); drop them")
+    elif args.ids is not None:
+        raise SemDedupError("--ids applies to an --embeddings .npy file; with --input use --id-column NAME")
+    executor = RayExecutor(args.ray_address)
+    bar = TqdmProgress(disable=args.quiet)
+    try:
+        results = run_sharded(
+            (args.input if args.input is not None else args.embeddings) if raw else None,
+            args.out,
+            embeddings=None if raw else args.embeddings,
+            ids=args.ids,
+            embed=embed_config_from_args(args),
+            cluster=cluster,
+            config=config,
+            executor=executor,
+            progress=progress_callback(args, bar),
+            part_rows=args.part_rows,
         )
     finally:
         bar.close()
@@ -554,8 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--input",
         metavar="PATH",
-        help="a folder of images (searched recursively: jpg jpeg png webp bmp gif tiff), or a table "
-        "(.parquet/.csv/.jsonl) with --text-column and/or --image-column, or an embeddings folder",
+        help="a folder of images (searched recursively: jpg jpeg png webp bmp gif tiff), a table "
+        "(.parquet/.csv/.jsonl) with --text-column and/or --image-column, webdataset .tar shards (a folder, "
+        "one shard, or a brace pattern such as 'shards/{00000..00099}.tar'; the sample key is the id), a "
+        "Hugging Face dataset folder written by save_to_disk (with --text-column or --image-column), or an "
+        "embeddings folder",
     )
     src.add_argument(
         "--embeddings",
@@ -571,6 +618,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_arguments(run)
     add_dedup_arguments(run)
     add_reference_arguments(run)
+    where = run.add_argument_group("where it runs")
+    where.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: every stage as per-shard tasks on a Ray cluster (embedding on "
+        "Ray Data model actors), the driver holding only per-shard summaries; results are the same",
+    )
+    where.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster to join (auto, ray://host:10001, host:6379; default: RAY_ADDRESS, else a local "
+        "one). Workers must see --input and --out at the same paths (a shared or mounted filesystem)",
+    )
+    where.add_argument(
+        "--part-rows",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="with --executor ray and one --embeddings .npy: rows per part (default 1,000,000)",
+    )
 
     sub.add_parser(
         "encoders",

@@ -80,7 +80,14 @@ class RayExecutor:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                yield pending.pop(ref), ray.get(ref)
+                key = pending.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # a user-fixable problem keeps its one-line message
+                    if isinstance(exc.cause, SemDedupError):
+                        raise SemDedupError(str(exc.cause)) from None
+                    raise
+                yield key, value
 
 
 def get_executor(executor: str | Executor | None) -> Executor:

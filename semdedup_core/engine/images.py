@@ -65,7 +65,25 @@ def _kind(mode: int) -> str:
 
 def open_regular(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> BinaryIO:
     """Open ``path`` for binary reading, or raise :class:`ImageRefused` (see :func:`file_problem`). The
-    type is checked on the opened descriptor, so nothing swapped in after a check is read either."""
+    type is checked on the opened descriptor, so nothing swapped in after a check is read either. A member
+    of a container (``shard.tar/key.jpg``, see :mod:`semdedup_core.engine.media`) is read from its
+    container, which must itself pass these checks."""
+    from . import media
+
+    if not os.path.lexists(path) and any(c + "/" in str(path) for c in media.CONTAINERS):
+        try:
+            ref = media.resolve(str(path))
+        except FileNotFoundError:
+            raise ImageRefused("file not found (or a broken link)") from None
+        if ref.member is not None:
+            open_regular(ref.file, root).close()  # the container: a regular file inside the root
+            try:
+                data = media.read_bytes(str(path))
+            except (OSError, EOFError) as exc:
+                raise ImageRefused(f"not readable from its container ({type(exc).__name__})") from None
+            if not data:
+                raise ImageRefused("an empty file (0 bytes)")
+            return _io.BytesIO(data)
     if root is not None and not inside(path, root):
         raise ImageRefused("a symbolic link to a file outside the input folder (not followed)")
     try:
@@ -190,8 +208,14 @@ def data_uri(data: bytes, fmt: str = "PNG") -> str:
     return f"data:{FORMATS[fmt]};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
-    """``(device, inode, size, mtime_ns)`` of the file ``path`` leads to: a cache key that changes when
-    its bytes do."""
+def file_stamp(path: str | os.PathLike[str]) -> tuple[Any, ...]:
+    """``(device, inode, size, mtime_ns)`` of the file ``path`` leads to (of its container, with the
+    member's name, for a container member): a cache key that changes when its bytes do."""
+    from . import media
+
+    if not os.path.lexists(path) and any(c + "/" in str(path) for c in media.CONTAINERS):
+        ref = media.resolve(str(path))
+        st = Path(ref.file).stat()
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, ref.member or ""
     st = Path(path).stat()
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns

@@ -198,3 +198,43 @@ def strings(values: Any) -> Any:
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = arr.cast(pa.large_string())
     return arr
+
+
+class ShardedRows:
+    """Several ``.npy`` files of ``n_i × d`` rows, memory-mapped and seen as one ``n × d`` array: ``shape``,
+    ``dtype``, ``len`` and row indexing by an int, a slice or an integer/boolean array (rows come back in
+    the order asked, as a new array). A sharded run's ``embeddings`` look like this."""
+
+    ndim = 2
+
+    def __init__(self, paths: list[str | os.PathLike[str]]):
+        self.parts = [np.load(p, mmap_mode="r") for p in paths]
+        sizes = [len(a) for a in self.parts]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        dims = {a.shape[1] for a in self.parts if a.ndim == 2}
+        self.shape = (int(self.starts[-1]), dims.pop() if dims else 0)
+        self.dtype = self.parts[0].dtype if self.parts else np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            rows, rest = key[0], key[1:]
+            return self[rows][(slice(None), *rest)]
+        if isinstance(key, (int, np.integer)):
+            return self[np.array([int(key)])][0]
+        rows = np.arange(self.shape[0])[key] if isinstance(key, slice) else np.asarray(key)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = np.where(rows < 0, rows + self.shape[0], rows).astype(np.int64)
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        owner = np.searchsorted(self.starts, rows, side="right") - 1
+        for p in np.unique(owner):
+            sel = owner == p
+            out[sel] = self.parts[p][rows[sel] - self.starts[p]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype)

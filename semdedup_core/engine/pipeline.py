@@ -187,7 +187,8 @@ class _Run:
         folder.check_writable()
         old = folder.read_run()
         if old is not None:
-            old_shape = (old.get("counts", {}).get("items"), old.get("counts", {}).get("dim"))
+            counts = old.get("counts", {})
+            old_shape = (counts.get("input_rows", counts.get("items")), counts.get("dim"))
             if old_shape != (n, d):
                 raise SemDedupError(
                     f"results folder {str(out)!r} was made from {old_shape[0]} × {old_shape[1]} embeddings, "
@@ -206,7 +207,7 @@ class _Run:
                 "status": "running",
                 "params": params,
                 "input_fingerprint": fp,
-                "counts": {"items": n, "dim": d},
+                "counts": {"items": n, "dim": d, "input_rows": n},
                 "stages": {},
                 "device": {},
                 "versions": library_versions(),

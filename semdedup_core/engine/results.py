@@ -92,7 +92,15 @@ class Results:
 
     @functools.cached_property
     def embeddings(self) -> np.ndarray:
-        """The unit embeddings in input order, memory-mapped (not read until used)."""
+        """The unit embeddings in input order, memory-mapped (not read until used); for a sharded run the
+        shards run.json names, seen as one array."""
+        shards = (
+            (self.run.get("embeddings") or {}).get("shards") if isinstance(self.run.get("embeddings"), dict) else None
+        )
+        if shards:
+            from .io import ShardedRows
+
+            return ShardedRows([self._file(s) for s in shards])  # type: ignore[return-value]
         return np.load(self._file(EMBEDDINGS), mmap_mode="r")
 
     def _file(self, name: str) -> Path:

@@ -34,6 +34,7 @@ FORMAT_VERSION = 1
 ITEMS = "items.parquet"
 CENTROIDS = "centroids.npy"
 EMBEDDINGS = "embeddings.npy"
+EMBEDDINGS_DIR = "embeddings"  # a sharded run's unit vectors, one .npy per part (listed in run.json)
 RUN = "run.json"
 ERRORS = "errors.parquet"
 WORK = ".work"  # scratch space of an unfinished run; removed when the run completes
