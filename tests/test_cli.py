@@ -177,12 +177,12 @@ def test_sigkill_then_resume_gives_the_same_files(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 240
+    shards = tmp_path / "r" / ".work" / "scores"
     while time.time() < deadline:
-        state = json.loads(prog.read_text()) if prog.exists() else {}
-        if state.get("stage") == "score" and state.get("done", 0) >= 12:  # two shards saved
+        if len(list(shards.glob("shard-*.npz"))) >= 1:  # a shard of clusters saved, three to go
             break
         assert proc.poll() is None, "finished before it could be killed"
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "running"
@@ -195,7 +195,7 @@ def test_sigkill_then_resume_gives_the_same_files(tmp_path):
     for name in ("centroids.npy", "embeddings.npy"):
         assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
     run = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert run["stages"]["kmeans"]["done"] and run["stages"]["score"]["resumed_clusters"] >= 8
+    assert run["stages"]["kmeans"]["done"] and run["stages"]["score"]["resumed_clusters"] >= 4
     assert not list((tmp_path / "r").glob(".*.tmp"))
 
 

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a local test cluster; its drivers in subprocesses join it plainly
     ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ctx.address_info["address"]
     ray.shutdown()
@@ -86,7 +87,7 @@ def test_a_killed_ray_driver_resumes(tmp_path, cluster, monkeypatch):
     out, marker = tmp_path / "ray", tmp_path / "ready"
     proc = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(out), cluster, str(marker)],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -92,6 +92,9 @@ def cluster():
     pytest.importorskip("ray", reason="Ray is not installed (pip install ray==2.60.0)")
     from ray.cluster_utils import Cluster
 
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a local test cluster; the CLI's drivers join it plainly
+    ENV["RAY_AUTH_MODE"] = "disabled"
+
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     c.add_node(num_cpus=1)
     yield c.address
