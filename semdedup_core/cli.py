@@ -580,6 +580,18 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_eps_arguments(p: argparse.ArgumentParser) -> None:
+    """``--eps E`` or ``--keep-fraction F`` (one of them): the threshold a command works at."""
+    at = p.add_mutually_exclusive_group(required=True)
+    at.add_argument("--eps", type=float, help="remove items whose score (max_sim) > 1 - eps")
+    at.add_argument(
+        "--keep-fraction",
+        type=float,
+        metavar="F",
+        help="use the largest eps that keeps at least this fraction of the items under the paper's rule (0..1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m semdedup_core",
@@ -664,14 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TXT into DIR/exports/ (written atomically). Exports are lists: nothing is ever deleted.",
     )
     export.add_argument("results", metavar="DIR", help="a finished results folder")
-    at = export.add_mutually_exclusive_group(required=True)
-    at.add_argument("--eps", type=float, help="remove items whose score (max_sim) > 1 - eps")
-    at.add_argument(
-        "--keep-fraction",
-        type=float,
-        metavar="F",
-        help="use the largest eps that keeps at least this fraction of the items under the paper's rule (0..1)",
-    )
+    add_eps_arguments(export)
     export.add_argument(
         "--which",
         choices=("removed", "kept", "leaked"),
@@ -701,14 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The same folder and eps give the same file.",
     )
     report.add_argument("results", metavar="DIR", help="a finished results folder")
-    at = report.add_mutually_exclusive_group(required=True)
-    at.add_argument("--eps", type=float, help="remove items whose score (max_sim) > 1 - eps")
-    at.add_argument(
-        "--keep-fraction",
-        type=float,
-        metavar="F",
-        help="use the largest eps that keeps at least this fraction of the items (0..1)",
-    )
+    add_eps_arguments(report)
     report.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file to write (atomically)")
     report.add_argument("--examples", type=int, default=6, metavar="N", help="example pairs shown (default 6)")
     report.add_argument(
