@@ -36,8 +36,8 @@ def _label(c: int) -> str:
 cluster = c2.selectbox("Cluster", options, format_func=_label, key="sd_cluster")
 row = info.loc[cluster]
 members = res.clusters.members(cluster)  # in keep order
-removed = sa.removed_mask(res, e)[members]
-dist = res.items["dist_to_centroid"].to_numpy()[members]
+removed = res.removed_mask(e, rows=members)
+dist = res.column("dist_to_centroid")[members]
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("items", sa.fmt_int(row["size"]))
@@ -55,7 +55,8 @@ fig = go.Figure(go.Histogram(x=dist, nbinsx=40))
 fig.update_layout(title="Distance to the centroid (1 − cosine)", height=240, margin={"t": 40, "b": 30})
 st.plotly_chart(fig, key="cl_hist")
 
-items = res.items.iloc[members[:1000]]
+items = res.rows(members[:1000], [c for c in ("rank", "id", "max_sim", "dup_of", "dist_to_centroid", "text", "path")
+                                   if c in res.columns])  # fmt: skip
 view = items[[c for c in ("rank", "id", "max_sim", "dup_of", "dist_to_centroid") if c in items.columns]].copy()
 view.insert(0, "status", np.where(removed[:1000], "removed", "kept"))
 for extra in ("text", "path"):
