@@ -871,12 +871,16 @@ def comparison_rule(config: DedupConfig) -> dict[str, Any]:
 
 def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_cols=None) -> dict[str, Any]:
     """``items.parquet`` (the engine's columns, ``dup_row``, the reference columns, the carried ones) and its
-    Arrow copy ``items.arrow``; returns the pair's record for ``run.json``."""
+    Arrow copy ``items.arrow``; returns the pair's record for ``run.json``. ``ids`` may be an Arrow string
+    array and ``columns`` an Arrow table (no conversion through Python objects)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     n = len(labels)
-    id_arr = pa.array(ids, pa.string()) if ids is not None else pc.cast(pa.array(np.arange(n)), pa.string())
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):  # already Arrow strings (a writer of many rows)
+        id_arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    else:
+        id_arr = pa.array(ids, pa.string()) if ids is not None else pc.cast(pa.array(np.arange(n)), pa.string())
     has_dup = dup_idx >= 0
     dup_arr = pc.take(id_arr, pa.array(np.where(has_dup, dup_idx, 0)))
     dup_arr = pc.if_else(pa.array(has_dup), dup_arr, pa.scalar(None, pa.string()))
@@ -898,7 +902,11 @@ def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_co
         table = table.append_column("ref_sim", pa.array(ref_sim.astype(np.float32)))
         table = table.append_column("ref_id", pc.if_else(pa.array(has_ref), ref_arr, pa.scalar(None, pa.string())))
     if columns is not None:
-        extra = pa.Table.from_pandas(columns.reset_index(drop=True), preserve_index=False)
+        extra = (
+            columns
+            if isinstance(columns, pa.Table)
+            else pa.Table.from_pandas(columns.reset_index(drop=True), preserve_index=False)
+        )
         for name in extra.column_names:
             if name in table.column_names:
                 raise SemDedupError(f"column {name!r} is reserved by the results format; rename it")

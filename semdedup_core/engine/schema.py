@@ -489,12 +489,12 @@ def check_numeric(table: Any, run: dict[str, Any], where: str) -> ItemsCheck:
             f"has rank {int(rank[r])} in row {r} (cluster {int(cluster[r])} of {int(sizes[cluster[r]])} items); "
             "the ranks of a cluster must be 0, 1, 2, … each once"
         )
-    del pos, wrong
+    del wrong
     columns = {"cluster": cluster, "rank": rank, "max_sim": scores, "dist_to_centroid": floats["dist_to_centroid"]}
     clusters = ClusterIndex(order, offsets)
 
     has = pc.is_valid(dup).to_numpy(zero_copy_only=False)
-    links = _Links(ids, cluster, rank, scores, floats["dist_to_centroid"], run, refuse)
+    links = _Links(ids, cluster, rank, scores, floats["dist_to_centroid"], run, refuse, slot=pos)
     links.check_first(has)
     if DUP_ROW not in names:  # written before dup_row: resolve dup_of from the strings (checking them)
         _check_id_text(ids, refuse)
@@ -607,8 +607,9 @@ def _check_unique(ids: Any, where: str) -> None:
 class _Links:
     """The checks of the ``dup_of`` links (as rows): who has one, and that each points earlier."""
 
-    def __init__(self, ids, cluster, rank, scores, dist, run, refuse):
+    def __init__(self, ids, cluster, rank, scores, dist, run, refuse, slot=None):
         self.ids, self.cluster, self.rank, self.scores, self.dist = ids, cluster, rank, scores, dist
+        self.slot = slot  # each row's place in the grouping by (cluster, rank), when the caller has it
         self.dedup = (run.get("params") or {}).get("dedup") or {}
         self.probe = int(self.dedup.get("probe", 0) or 0) > 0
         self.refuse = refuse
@@ -650,7 +651,13 @@ class _Links:
                     "run's keep order; dup_of must be an earlier item"
                 )
             return
-        bad = (cluster[tgt] != cluster[src]) | (rank[tgt] >= rank[src])
+        slot = self.slot
+        if slot is None:
+            starts = np.concatenate([[0], np.cumsum(np.bincount(cluster))])
+            slot = starts[cluster] + rank
+        # the same cluster and an earlier rank: a slot from the start of the item's cluster to its own
+        there, here = slot[tgt], slot[src]
+        bad = (there >= here) | (there < here - rank[src])
         if bad.any():
             r, t = int(src[bad][0]), int(tgt[bad][0])
             raise self.refuse(

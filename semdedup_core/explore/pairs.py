@@ -289,7 +289,9 @@ def _tree(root: int, members: np.ndarray, dup_row: np.ndarray, rank: np.ndarray)
 
 
 SHOWCASE_SCAN = 200_000
-""":func:`showcase_pairs` looks at most at this many of the most similar removals."""
+""":func:`showcase_pairs` looks at most at this many of the most similar removals…"""
+SHOWCASE_FIRST = 2_000
+"""…in steps of this many, then four times as many each time."""
 
 
 def showcase_pairs(results: Results, eps: float, n: int = 6, scan: int = SHOWCASE_SCAN) -> pd.DataFrame:
@@ -304,7 +306,7 @@ def showcase_pairs(results: Results, eps: float, n: int = 6, scan: int = SHOWCAS
     m = int(results.n_removed(eps))
     top = results.score_order(descending=True)[: min(m, max(1, scan))]
     frames, sames, good = [], [], set()
-    start, step = 0, 2_000
+    start, step = 0, SHOWCASE_FIRST
     while start < len(top) or not frames:
         frame = pairs_rows(results, eps, top[start : start + step])
         same = _same_words(results, frame)
