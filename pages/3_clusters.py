@@ -20,8 +20,10 @@ order = c1.selectbox("Order", list(ORDERS), format_func=ORDERS.get, key="cl_orde
 by = {"largest": ["size", "cluster"], "removed": ["removed", "size"], "id": ["cluster"]}[order]
 ranked = table.sort_values(by, ascending=[order == "id"] + [False] * (len(by) - 1)).reset_index(drop=True)
 options = ranked["cluster"].head(5000).tolist()
+sizes = dict(zip(table["cluster"].tolist(), table["size"].tolist(), strict=True))
+removals = dict(zip(table["cluster"].tolist(), table["removed"].tolist(), strict=True))
 current = st.session_state.get("sd_cluster")
-if current is not None and current not in options and current in set(table["cluster"]):
+if current is not None and current not in options and current in sizes:
     options = [current] + options
 if current not in options:
     st.session_state["sd_cluster"] = options[0]
@@ -29,8 +31,7 @@ info = table.set_index("cluster")
 
 
 def _label(c: int) -> str:
-    r = info.loc[c]
-    return f"cluster {c} · {int(r['size']):,} items · {int(r['removed']):,} removed"
+    return f"cluster {c} · {sizes[c]:,} items · {removals[c]:,} removed"
 
 
 cluster = c2.selectbox("Cluster", options, format_func=_label, key="sd_cluster")

@@ -140,11 +140,9 @@ if res.n_clusters > 1:
                     "showscale": True,
                     "colorbar": {"title": "removed share"},
                 },
-                text=[
-                    f"cluster {c}: {s:,} items, {int(r):,} removed"
-                    for c, s, r in zip(cm["cluster"], cm["size"], rem, strict=True)
-                ],
-                hovertemplate="%{text}<extra></extra>",
+                customdata=np.stack([cm["cluster"].to_numpy(), cm["size"].to_numpy(), rem.astype(np.int64)], axis=1),
+                hovertemplate="cluster %{customdata[0]}: %{customdata[1]:,} items, %{customdata[2]:,} removed"
+                "<extra></extra>",
             )
         )
         fig.update_layout(height=450, margin={"t": 20, "b": 20})

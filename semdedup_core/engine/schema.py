@@ -334,8 +334,10 @@ def _rows_of(ids: Any, dup: Any, where: str) -> np.ndarray:
             ):
                 rows[has] = targets
                 return rows
-    both = pa.chunked_array([*ids.chunks, *present.chunks], ids.type)
-    codes = pc.dictionary_encode(both).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    # one array (64-bit offsets), so one dictionary: encoding chunk by chunk would grow a dictionary per
+    # chunk and make combining them cost far more than the encoding
+    both = pa.concat_arrays([c.cast(pa.large_string()) for c in (*ids.chunks, *present.chunks)])
+    codes = pc.dictionary_encode(both).indices.to_numpy(zero_copy_only=False)
     own = codes[:n]
     repeat = np.flatnonzero(own != np.arange(n))
     if len(repeat):
@@ -579,6 +581,8 @@ def take_chunked(values: Any, rows: np.ndarray) -> Any:
         return values.chunk(0).take(pa.array(rows))
     if len(rows) == 0:
         return pa.array([], type=values.type)
+    if len(rows) > len(values) // 8:  # much of the column: Arrow's own take (it reads every chunk) is faster
+        return pc.take(values, pa.array(rows)).combine_chunks()
     lengths = np.fromiter((len(c) for c in values.chunks), dtype=np.int64, count=values.num_chunks)
     starts = np.concatenate([[0], np.cumsum(lengths)])
     owner = np.searchsorted(starts, rows, side="right") - 1

@@ -260,11 +260,11 @@ def removal_groups(results: Results, eps: float, limit: int | None = None) -> Gr
     """The groups of what the paper's rule removes at ``eps`` (kept item → the items removed as its
     duplicates, chains included), with the ``limit`` largest in ``table``: work in proportion to the
     removed items."""
-    m = int(results.n_removed(eps))
-    rows = np.sort(results.score_order(descending=True)[:m])
+    rows = np.flatnonzero(results.removed_mask(eps))
     root, depth = removed_chains(results.dup_rows, rows)
-    group_rows, counts = np.unique(root, return_counts=True)
-    return Groups(rows, root, depth, len(group_rows), _groups_table(results, group_rows, counts, limit))
+    counts = np.bincount(root, minlength=results.n_items) if len(root) else np.zeros(0, dtype=np.int64)
+    group_rows = np.flatnonzero(counts)
+    return Groups(rows, root, depth, len(group_rows), _groups_table(results, group_rows, counts[group_rows], limit))
 
 
 def group_tree(
