@@ -7,7 +7,7 @@ import streamlit as st
 import semdedup_app as sa
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
-from semdedup_core.explore.pairs import SORTS, group_tree, page
+from semdedup_core.explore.pairs import SORTS
 
 sa.page_setup("Pairs")
 
@@ -53,16 +53,16 @@ if view != "Groups":
             clusters = ()
     low = max(-1.0, round(1.0 - sa.eps_max(res), 3))
     sim_range = c3.slider("Similarity range", low, 1.0, (low, 1.0), step=0.001, key="pairs_sim", on_change=_reset_page)
-    frame = sa.pairs_frame(res, e, sort, tuple(clusters), tuple(sim_range))
     per_page = int(st.session_state["pairs_per_page"])
-    part, n_pages = page(frame, st.session_state["pairs_page"], per_page)
-    st.session_state["pairs_page"] = min(st.session_state["pairs_page"], n_pages - 1)
-    across = f" · {sa.fmt_int(int(frame['cross_cluster'].sum()))} of them across clusters" if res.probe else ""
+    shown = sa.pairs_page(res, e, st.session_state["pairs_page"], per_page, sort, tuple(clusters), tuple(sim_range))
+    part, n_pages = shown.frame, shown.n_pages
+    st.session_state["pairs_page"] = shown.number
+    across = f" · {sa.fmt_int(shown.cross_cluster)} of them across clusters" if res.probe else ""
     st.caption(
-        f"{sa.fmt_int(len(frame))} removed items at ε = {e:.4f} match{across} · page "
+        f"{sa.fmt_int(shown.total)} removed items at ε = {e:.4f} match{across} · page "
         f"{st.session_state['pairs_page'] + 1} of {n_pages}"
     )
-    if frame.empty:
+    if not shown.total:
         st.info("No item is removed at this ε with these filters. Raise ε on the Threshold page or widen the filters.")
     try:
         judged = sa.audit.marks(res, part)  # pairs a reviewer judged (Review page or `audit import`)
@@ -81,36 +81,43 @@ if view != "Groups":
     )
     p3.selectbox("Per page", [5, 10, 20, 50], key="pairs_per_page", on_change=_reset_page)
 else:
-    removed, roots, depth, table = sa.groups(res, e)
+
+    def _chain(row: int, d: int) -> list[int]:
+        """``row`` and the items its chain of ``dup_of`` passes through, up to the group's kept item."""
+        path = [row]
+        while path[-1] != root and len(path) <= d:
+            path.append(int(res.dup_rows[path[-1]]))
+        return path
+
+    found = sa.groups(res, e)
+    table = found.table
     st.caption(
-        f"{sa.fmt_int(len(table))} kept items caused the {sa.fmt_int(int(removed.sum()))} removals at ε = {e:.4f}. "
+        f"{sa.fmt_int(found.n_groups)} kept items caused the {sa.fmt_int(len(found.rows))} removals at ε = {e:.4f}. "
         "Indented items are chains: removed as a duplicate of an item that is itself removed."
     )
     if table.empty:
         st.info("Nothing is removed at this ε.")
         st.stop()
-    ids = res.items["id"].to_numpy()
     top = table.head(500)
     choice = st.selectbox(
         "Group (kept item · removals)",
         range(len(top)),
-        format_func=lambda i: f"{ids[top['row'].iat[i]]} · {top['removed'].iat[i]} removed",
+        format_func=lambda i: f"{top['id'].iat[i]} · {top['removed'].iat[i]} removed",
         key="pairs_group",
     )
     root = int(top["row"].iat[choice])
     dup = res.dup_rows
-    tree = group_tree(root, roots, dup, removed, res.items["rank"].to_numpy())
-    scores = res.items["max_sim"].to_numpy()
+    tree = found.tree(root, dup, res.column("rank"))
+    scores = res.column("max_sim")
+    chain_rows = sorted({r for row, d in tree[:200] for r in _chain(row, d)} | {root})
+    ids = dict(zip(chain_rows, res.rows(chain_rows, ["id"])["id"], strict=True))
     for row, d in tree[:200]:
         cols = st.columns([max(1, d), 12])
         with cols[1], st.container(border=True):
             if d == 0:
                 sa.show_item(res, row, caption="kept", key=f"group_{row}")
             else:
-                path = [row]
-                while path[-1] != root and len(path) <= d:
-                    path.append(int(dup[path[-1]]))
-                chain = " → ".join(str(ids[r]) for r in reversed(path))
+                chain = " → ".join(str(ids[r]) for r in reversed(_chain(row, d)))
                 sa.show_item(
                     res,
                     row,

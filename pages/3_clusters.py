@@ -20,8 +20,10 @@ order = c1.selectbox("Order", list(ORDERS), format_func=ORDERS.get, key="cl_orde
 by = {"largest": ["size", "cluster"], "removed": ["removed", "size"], "id": ["cluster"]}[order]
 ranked = table.sort_values(by, ascending=[order == "id"] + [False] * (len(by) - 1)).reset_index(drop=True)
 options = ranked["cluster"].head(5000).tolist()
+sizes = dict(zip(table["cluster"].tolist(), table["size"].tolist(), strict=True))
+removals = dict(zip(table["cluster"].tolist(), table["removed"].tolist(), strict=True))
 current = st.session_state.get("sd_cluster")
-if current is not None and current not in options and current in set(table["cluster"]):
+if current is not None and current not in options and current in sizes:
     options = [current] + options
 if current not in options:
     st.session_state["sd_cluster"] = options[0]
@@ -29,15 +31,14 @@ info = table.set_index("cluster")
 
 
 def _label(c: int) -> str:
-    r = info.loc[c]
-    return f"cluster {c} · {int(r['size']):,} items · {int(r['removed']):,} removed"
+    return f"cluster {c} · {sizes[c]:,} items · {removals[c]:,} removed"
 
 
 cluster = c2.selectbox("Cluster", options, format_func=_label, key="sd_cluster")
 row = info.loc[cluster]
 members = res.clusters.members(cluster)  # in keep order
-removed = sa.removed_mask(res, e)[members]
-dist = res.items["dist_to_centroid"].to_numpy()[members]
+removed = res.removed_mask(e, rows=members)
+dist = res.column("dist_to_centroid")[members]
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("items", sa.fmt_int(row["size"]))
@@ -55,7 +56,8 @@ fig = go.Figure(go.Histogram(x=dist, nbinsx=40))
 fig.update_layout(title="Distance to the centroid (1 − cosine)", height=240, margin={"t": 40, "b": 30})
 st.plotly_chart(fig, key="cl_hist")
 
-items = res.items.iloc[members[:1000]]
+items = res.rows(members[:1000], [c for c in ("rank", "id", "max_sim", "dup_of", "dist_to_centroid", "text", "path")
+                                   if c in res.columns])  # fmt: skip
 view = items[[c for c in ("rank", "id", "max_sim", "dup_of", "dist_to_centroid") if c in items.columns]].copy()
 view.insert(0, "status", np.where(removed[:1000], "removed", "kept"))
 for extra in ("text", "path"):

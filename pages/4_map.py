@@ -57,8 +57,7 @@ if m is None:
     wait_for_map()
 else:
     rows = m["row"].to_numpy()
-    items = res.items
-    removed = sa.removed_mask(res, e)[rows]
+    removed = res.removed_mask(e, rows=rows)
     hover = sa.map_labels(res, method, len(rows))
     fig = go.Figure()
     if lines:
@@ -97,7 +96,7 @@ else:
                 y=m["y"],
                 mode="markers",
                 name="items",
-                marker={"size": 4, "color": items["cluster"].to_numpy()[rows], "colorscale": "Turbo"},
+                marker={"size": 4, "color": res.column("cluster")[rows], "colorscale": "Turbo"},
                 text=hover,
                 hovertemplate="%{text}<extra></extra>",
                 customdata=rows,
@@ -114,9 +113,9 @@ else:
                 cd = p["customdata"]
                 picked.append(int(cd[0] if isinstance(cd, list) else cd))
     if picked:
-        sel = items.iloc[sorted(set(picked))[:1000]]
-        view = sel[[c for c in ("id", "cluster", "max_sim", "dup_of", "text", "path") if c in sel.columns]].copy()
-        view.insert(0, "removed", sa.removed_mask(res, e)[sorted(set(picked))[:1000]])
+        chosen = sorted(set(picked))[:1000]
+        view = res.rows(chosen, [c for c in ("id", "cluster", "max_sim", "dup_of", "text", "path") if c in res.columns])
+        view.insert(0, "removed", res.removed_mask(e, rows=chosen))
         st.write(f"{len(set(picked)):,} selected")
         st.dataframe(view, hide_index=True)
 
@@ -141,11 +140,9 @@ if res.n_clusters > 1:
                     "showscale": True,
                     "colorbar": {"title": "removed share"},
                 },
-                text=[
-                    f"cluster {c}: {s:,} items, {int(r):,} removed"
-                    for c, s, r in zip(cm["cluster"], cm["size"], rem, strict=True)
-                ],
-                hovertemplate="%{text}<extra></extra>",
+                customdata=np.stack([cm["cluster"].to_numpy(), cm["size"].to_numpy(), rem.astype(np.int64)], axis=1),
+                hovertemplate="cluster %{customdata[0]}: %{customdata[1]:,} items, %{customdata[2]:,} removed"
+                "<extra></extra>",
             )
         )
         fig.update_layout(height=450, margin={"t": 20, "b": 20})

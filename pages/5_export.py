@@ -34,7 +34,7 @@ if st.session_state.get("exp_which") not in which_options:
     st.session_state.pop("exp_which", None)
 which = c1.radio("Items", which_options, key="exp_which", horizontal=True)
 fmt = c2.radio("Format", sd_export.FORMATS, key="exp_fmt", horizontal=True)
-txt_options = [c for c in ("id", "path") if c in res.items.columns]
+txt_options = [c for c in ("id", "path") if c in res.columns]
 txt_column = c3.radio("TXT lists", txt_options, key="exp_txt", horizontal=True, disabled=fmt != "txt")
 rule = c4.radio(
     "Rule",
@@ -53,7 +53,7 @@ labels = sa.audit.store(res)
 if rule == "audited":
     st.caption(f"Verdicts from {escape_markdown(str(labels.path))} (choose another store on Review).")
 try:
-    st.dataframe(sd_export.export_frame(res, e, which, rule, labels).head(20), hide_index=True)
+    st.dataframe(sd_export.export_frame(res, e, which, rule, labels, limit=20), hide_index=True)  # the first rows
 except SemDedupError as exc:
     sa.error(exc)
     st.stop()

@@ -104,7 +104,7 @@ for row, ref_row, sim in zip(part["row"], part["ref_row"], part["ref_sim"], stri
         sa.show_compare(
             res,
             (ref, int(ref_row), "held-out", f"leak_{row}_ref"),
-            (res.items, int(row), "training, leaked", f"leak_{row}"),
+            (sa.item_rows(res, [int(row)]), 0, "training, leaked", f"leak_{row}"),
             float(sim),
             e,
         )

@@ -28,11 +28,15 @@ MAX_CLUSTER_OPTIONS = 20_000  # beyond this many clusters with removals, the Pai
 # -- loading ------------------------------------------------------------------------------------------
 @st.cache_resource(max_entries=4, show_spinner="Loading results…")
 def _load(path: str, stamp: int) -> Results:
-    return Results.load(path)
+    res = Results.load(path)
+    res.check_strings_in_background()  # a big folder's string checks: the pages ask strings_problem
+    return res
 
 
 def load(path: str | Path) -> Results:
-    """The :class:`Results` in ``path`` (cached); raises :class:`SemDedupError` when unusable."""
+    """The :class:`Results` in ``path`` (cached); raises :class:`SemDedupError` when unusable. A folder
+    above ``STRING_CHECK_ROWS`` items opens once its numbers are checked; its strings are checked in the
+    background (:func:`semdedup_app.widgets.current_results` refuses it if they fail)."""
     p = Path(path).expanduser()
     return _load(str(p.resolve()), stamp(p))
 
@@ -53,9 +57,7 @@ def kept_curve(res: Results) -> tuple[np.ndarray, np.ndarray]:
 @per_run(max_entries=4)
 def score_histogram(res: Results) -> tuple[np.ndarray, np.ndarray]:
     """Counts and bin edges of ``max_sim`` (items with a predecessor only)."""
-    s = res.items["max_sim"].to_numpy()
-    # clipped: float32 scores of identical items can exceed 1 by a hair
-    return np.histogram(np.clip(s[s > -1.0], -1.0, 1.0), bins=100, range=(-1.0, 1.0))
+    return curve.score_histogram(res)
 
 
 @per_run(max_entries=16)
@@ -65,14 +67,14 @@ def cluster_table(res: Results, e: float):
 
 @per_run(resource=True, max_entries=16)
 def removed_mask(res: Results, e: float, rule: str = "paper") -> np.ndarray:
-    """The removal mask at ``e`` (shared, do not modify)."""
+    """The removal mask at ``e`` (shared, do not modify); a page that draws some rows asks
+    ``res.removed_mask(e, rows=...)`` instead."""
     return res.removed_mask(e, rule)
 
 
-@per_run(max_entries=16)
 def n_cross_cluster(res: Results, e: float) -> int:
-    """Items removed at ``e`` whose ``dup_of`` lies in another cluster (runs with probing only)."""
-    return int((removed_mask(res, float(e)) & res.cross_cluster).sum())
+    """Items removed at ``e`` whose ``dup_of`` lies in another cluster (runs with probing only), O(log n)."""
+    return res.n_cross_cluster(float(e))
 
 
 @per_run(max_entries=32, show_spinner="Applying the kept-only rule…")
@@ -84,16 +86,42 @@ def n_removed_kept_only(res: Results, e: float) -> int:
 # -- pairs, groups, clusters --------------------------------------------------------------------------
 @per_run(resource=True, max_entries=16)
 def pairs_frame(res: Results, e: float, sort: str, clusters: tuple = (), sim_range: tuple | None = None):
-    """Removed items at ``e`` beside their ``dup_of`` (see :func:`semdedup_core.explore.pairs.pairs_frame`)."""
+    """Removed items at ``e`` beside their ``dup_of`` (see :func:`semdedup_core.explore.pairs.pairs_frame`):
+    all of them — the Pairs page reads one page with :func:`pairs_page`."""
     return pairs.pairs_frame(res, float(e), sort=sort, clusters=list(clusters) or None, sim_range=sim_range)
 
 
+@per_run(resource=True, max_entries=16)
+def pairs_page(
+    res: Results,
+    e: float,
+    number: int,
+    per_page: int,
+    sort: str,
+    clusters: tuple = (),
+    sim_range: tuple | None = None,
+) -> pairs.PairsPage:
+    """Page ``number`` of the pairs at ``e`` (see :func:`semdedup_core.explore.pairs.pairs_page`): only its
+    rows are read, whatever the size of the run."""
+    return pairs.pairs_page(
+        res,
+        float(e),
+        int(number),
+        int(per_page),
+        sort=sort,
+        clusters=list(clusters) or None,
+        sim_range=None if sim_range is None else tuple(float(v) for v in sim_range),
+    )
+
+
+GROUPS_SHOWN = 500  # the groups the Pairs page offers (the largest first)
+
+
 @per_run(resource=True)
-def groups(res: Results, e: float):
-    """``(removed mask, root per item, chain depth, groups table)`` at ``e``."""
-    removed = removed_mask(res, float(e))
-    root, depth = pairs.chain_roots(res.dup_rows, removed)
-    return removed, root, depth, pairs.groups_table(res, root, removed)
+def groups(res: Results, e: float) -> pairs.Groups:
+    """The groups at ``e``: each removed item's kept root and chain depth, the largest groups in a table
+    (work in proportion to the removed items)."""
+    return pairs.removal_groups(res, float(e), limit=GROUPS_SHOWN)
 
 
 @per_run(max_entries=4)
@@ -104,7 +132,7 @@ def showcase(res: Results, e: float):
 @per_run(max_entries=16)
 def clusters_with_removals(res: Results, e: float) -> list[int]:
     """The clusters that have at least one removed item at ``e`` (the only ones with pairs to show)."""
-    return np.unique(res.items["cluster"].to_numpy()[removed_mask(res, float(e))]).tolist()
+    return res.clusters_with_removals(float(e)).tolist()
 
 
 def parse_clusters(text: str, n_clusters: int) -> tuple[int, ...]:
@@ -200,12 +228,12 @@ def _map_rows(res: Results, method: str) -> np.ndarray:
 def map_labels(res: Results, method: str, n_rows: int) -> np.ndarray:
     """Hover labels (id and a snippet of the text or path, HTML-escaped) of the map's points, in map order."""
     rows = _map_rows(res, method)
-    items = res.items
-    col = "text" if "text" in items.columns else ("path" if "path" in items.columns else None)
-    ids = items["id"].to_numpy()[rows]
+    col = "text" if "text" in res.columns else ("path" if "path" in res.columns else None)
+    shown = res.rows(rows, ["id"] if col is None else ["id", col])
+    ids = shown["id"].to_numpy()
     if col is None:
         return np.asarray([escape_html(i) for i in ids], dtype=object)
-    snippets = items[col].to_numpy()[rows]
+    snippets = shown[col].to_numpy()
     return np.asarray(
         [f"{escape_html(i)}<br>{escape_html(pairs.snippet(v, 60))}" for i, v in zip(ids, snippets, strict=True)],
         dtype=object,
@@ -217,13 +245,14 @@ def map_lines(
 ) -> tuple[np.ndarray, np.ndarray]:
     """x and y (NaN-separated segments) of a line from each drawn removed item to its drawn ``dup_of``;
     ``cross``: only those whose ``dup_of`` lies in another cluster (``True``) or in the same (``False``)."""
-    dup = res.dup_rows
-    pos = np.full(res.n_items, -1, dtype=np.int64)
-    pos[rows] = np.arange(len(rows))
-    target = pos[np.where(dup[rows] >= 0, dup[rows], 0)]
-    keep = removed & (dup[rows] >= 0) & (target >= 0)
+    dup = res.dup_rows[rows]
+    order = np.argsort(rows, kind="stable")  # the map's rows are sorted already; no array of the run's size
+    at = np.minimum(np.searchsorted(rows, np.maximum(dup, 0), sorter=order), max(len(rows) - 1, 0))
+    target = order[at] if len(rows) else at
+    keep = removed & (dup >= 0) & (rows[target] == dup) if len(rows) else removed
     if cross is not None:
-        keep &= res.cross_cluster[rows] == cross
+        cluster = res.column("cluster")
+        keep &= (cluster[np.maximum(dup, 0)] != cluster[rows]) == cross
     src = np.flatnonzero(keep)[:20000]
     seg = np.full((len(src), 3, 2), np.nan)
     seg[:, 0] = xy[src]

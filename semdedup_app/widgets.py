@@ -39,6 +39,10 @@ def current_results(show_error: bool = True) -> Results | None:
         if show_error:
             error(f"could not read the results folder {path!r}: {exc}; rerun into a new folder")
         return None
+    if res.strings_problem is not None:  # a big folder's string checks (run in the background) failed
+        if show_error:
+            error(res.strings_problem)
+        return None
     if access.may_start_runs() and st.session_state.get("sd_remembered") != str(res.path):  # recent runs on Home
         try:
             jobs.remember(res.path)
@@ -214,7 +218,25 @@ def show_item(
     text (escaped, with differing words highlighted when ``tokens`` from
     :func:`semdedup_core.explore.pairs.word_diff` are given), or its id. ``key``: unique on the page when
     the same row may be drawn twice (default ``item_ROW``)."""
-    show_record(res, res.items, row, caption=caption, colour=colour, tokens=tokens, image_width=image_width, key=key)
+    show_record(
+        res,
+        item_rows(res, [row]),
+        0,
+        caption=caption,
+        colour=colour,
+        tokens=tokens,
+        image_width=image_width,
+        key=key or f"item_{row}",
+    )
+
+
+SHOWN_COLUMNS = ("id", "cluster", "path", "text")
+
+
+def item_rows(res: Results, rows: Any) -> Any:
+    """The items at ``rows`` (in that order) with what :func:`show_record` draws of them: read from the
+    open folder row by row, never the whole table."""
+    return res.rows(rows, [c for c in SHOWN_COLUMNS if c in res.columns])
 
 
 def show_record(
@@ -257,17 +279,17 @@ def show_pair(
     """A removed item beside the item it duplicates (``dup_removed``: that item is removed too, as
     ``pairs_frame`` decided), with the similarity and its margin over 1 − ε. ``captions``: the two
     items' captions (earlier item, item) instead of kept/removed; ``image_width``: thumbnails' width."""
-    items = res.items
     if not 0 <= dup < res.n_items:  # Results.load refuses such folders; never show a wrong partner
-        st.warning(f"item {escape_markdown(str(items['id'].iat[row]))} has no earlier item to show")
+        st.warning(f"item {escape_markdown(str(item_rows(res, [row])['id'].iat[0]))} has no earlier item to show")
         return
     earlier, later = captions or ("earlier (also removed)" if dup_removed else "kept", "removed")
-    cluster = items["cluster"]
-    note = "↔ across clusters (found by the probe)" if cluster.iat[row] != cluster.iat[dup] else ""
+    items = item_rows(res, [dup, row])
+    cluster = res.column("cluster")
+    note = "↔ across clusters (found by the probe)" if cluster[row] != cluster[dup] else ""
     show_compare(
         res,
-        (items, dup, earlier, f"pair_{row}_{dup}_kept"),
-        (items, row, later, f"pair_{row}_{dup}_removed"),
+        (items, 0, earlier, f"pair_{row}_{dup}_kept"),
+        (items, 1, later, f"pair_{row}_{dup}_removed"),
         sim,
         e,
         note=note,

@@ -353,7 +353,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.labels is not None and args.rule != "audited":
         raise SemDedupError("--labels applies to --rule audited; add --rule audited or drop --labels")
-    results = Results.load(args.results)
+    results = Results.load(args.results, strings=True)
     eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
     path = write_export(results, eps, args.which, args.format, args.column, args.rule, args.labels)
     if args.which == "leaked":
@@ -381,7 +381,7 @@ def cmd_audit_sample(args: argparse.Namespace) -> int:
     from .engine import io
     from .engine.results import Results
 
-    results = Results.load(args.results)
+    results = Results.load(args.results, strings=True)
     store = results.label_store(args.labels)
     resolved = store.resolved()
     design = draw_sample(results, args.n, args.eps_max, args.seed, args.bands)
@@ -412,7 +412,7 @@ def cmd_audit_import(args: argparse.Namespace) -> int:
     from .audit import import_labels
     from .engine.results import Results
 
-    results = Results.load(args.results)
+    results = Results.load(args.results, strings=True)
     summary = import_labels(results, args.labels_file, args.labels, args.reviewer)
     print(
         f"imported {summary['imported']:,} verdicts ({summary['duplicate']:,} duplicate, "
@@ -437,7 +437,7 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
     from .audit import report
     from .engine.results import Results
 
-    results = Results.load(args.results)
+    results = Results.load(args.results, strings=True)
     rep = report(results, args.labels, args.eps, args.target)
     if args.json:
         print(json.dumps(rep.to_json(), indent=2))
@@ -471,7 +471,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .engine.results import Results
     from .explore.report import write_report
 
-    results = Results.load(args.results)
+    results = Results.load(args.results, strings=True)
     eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
     audit = summary_at(results, eps, args.labels)  # the audited precision, when reviewers judged a sample
     path = write_report(
@@ -491,7 +491,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .engine.results import Results
     from .explore.compare import REASON_LABELS, compare
 
-    a, b = Results.load(args.dir_a), Results.load(args.dir_b)
+    a, b = Results.load(args.dir_a, strings=True), Results.load(args.dir_b, strings=True)
     cmp = compare(a, b, args.eps, args.eps_b, rule=args.rule)
     summary = cmp.summary(clusters=args.top)
     if args.json:

@@ -131,7 +131,7 @@ def test_results_folder_contract(tmp_path):
     x, _ = planted(500, 8, 20)
     dedup(x, cluster=ClusterConfig(4, niter=7), config=DedupConfig(keep="random", seed=9), out=tmp_path / "r")
     files = sorted(p.name for p in (tmp_path / "r").iterdir())
-    assert files == ["centroids.npy", "embeddings.npy", "items.parquet", "run.json"]  # no scratch left behind
+    assert files == ["centroids.npy", "embeddings.npy", "items.arrow", "items.parquet", "run.json"]  # no scratch
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert run["status"] == "complete"
     assert run["params"]["cluster"]["niter"] == 7 and run["params"]["dedup"]["keep"] == "random"

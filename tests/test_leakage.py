@@ -201,6 +201,7 @@ def test_results_folder_contract(probe_runs):
         "rank",
         "max_sim",
         "dup_of",
+        "dup_row",
         "ref_sim",
         "ref_id",
     ]

@@ -155,6 +155,7 @@ def test_probe_zero_is_todays_run_bit_for_bit(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
         "centroids.npy",
         "embeddings.npy",
+        "items.arrow",
         "items.parquet",
         "run.json",
     ]

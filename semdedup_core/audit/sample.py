@@ -141,7 +141,7 @@ def _edges(eps_max: float, bands: int) -> np.ndarray:
 def _population(results: Results, eps_max: float, bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(rows, scores, band, edges)`` of the items removed at ``eps_max``, in input order."""
     edges = _edges(eps_max, bands)
-    scores = results.items["max_sim"].to_numpy(dtype=np.float32).astype(np.float64)
+    scores = np.asarray(results.column("max_sim"), dtype=np.float32).astype(np.float64)
     rows = np.flatnonzero((scores > threshold(eps_max)) & (results.dup_rows >= 0))
     s = scores[rows]
     # band h: removed at edges[h + 1] but not at edges[h]; the same float64 comparisons as the rule

@@ -45,14 +45,17 @@ from .clusters import ClusterIndex
 from .config import ClusterConfig, DedupConfig, ReferenceConfig, to_dict
 from .device import resolve_device
 from .executors import Executor, Task, get_executor
+from .items import MIRROR_KEY, mirror_record, write_items
 from .kmeans import assign, fit_centroids, kmeans_backend, kmeans_device
 from .pairwise import match_in_clusters, score_clusters
 from .probe import global_order, nearest_centroids, probe_groups
 from .schema import (
     CENTROIDS,
+    DUP_ROW,
     EMBEDDINGS,
     FORMAT_VERSION,
     ITEMS,
+    ITEMS_ARROW,
     PROBES,
     REFERENCE,
     REFERENCE_CARRIED,
@@ -815,7 +818,9 @@ def _write(
             else "each reference item filed under its nearest centroid and the probe next nearest; "
             "each item compared with the reference items filed under its own cluster",
         }
-    _write_items(job.out, job.ids, labels, dist, rank, max_sim, dup_idx, job.columns, ref_cols)
+    run.meta.pop(MIRROR_KEY, None)  # run.json names the Arrow copy only once it matches the new parquet
+    pair = _write_items(job.out, job.ids, labels, dist, rank, max_sim, dup_idx, job.columns, ref_cols)
+    run.meta[MIRROR_KEY] = mirror_record(job.out, [pair])
     sizes = np.bincount(labels, minlength=job.cluster.n_clusters)
     run.meta["counts"].update(
         {
@@ -864,13 +869,18 @@ def comparison_rule(config: DedupConfig) -> dict[str, Any]:
     }
 
 
-def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_cols=None) -> None:
+def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_cols=None) -> dict[str, Any]:
+    """``items.parquet`` (the engine's columns, ``dup_row``, the reference columns, the carried ones) and its
+    Arrow copy ``items.arrow``; returns the pair's record for ``run.json``. ``ids`` may be an Arrow string
+    array and ``columns`` an Arrow table (no conversion through Python objects)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     n = len(labels)
-    id_arr = pa.array(ids, pa.string()) if ids is not None else pc.cast(pa.array(np.arange(n)), pa.string())
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):  # already Arrow strings (a writer of many rows)
+        id_arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    else:
+        id_arr = pa.array(ids, pa.string()) if ids is not None else pc.cast(pa.array(np.arange(n)), pa.string())
     has_dup = dup_idx >= 0
     dup_arr = pc.take(id_arr, pa.array(np.where(has_dup, dup_idx, 0)))
     dup_arr = pc.if_else(pa.array(has_dup), dup_arr, pa.scalar(None, pa.string()))
@@ -882,6 +892,7 @@ def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_co
             "rank": pa.array(rank),
             "max_sim": pa.array(max_sim),
             "dup_of": dup_arr,
+            DUP_ROW: pa.array(np.where(has_dup, dup_idx, -1).astype(np.int64)),
         }
     )
     if ref_cols is not None:  # ref_sim, ref_id right after the engine's columns
@@ -891,10 +902,13 @@ def _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, columns, ref_co
         table = table.append_column("ref_sim", pa.array(ref_sim.astype(np.float32)))
         table = table.append_column("ref_id", pc.if_else(pa.array(has_ref), ref_arr, pa.scalar(None, pa.string())))
     if columns is not None:
-        extra = pa.Table.from_pandas(columns.reset_index(drop=True), preserve_index=False)
+        extra = (
+            columns
+            if isinstance(columns, pa.Table)
+            else pa.Table.from_pandas(columns.reset_index(drop=True), preserve_index=False)
+        )
         for name in extra.column_names:
             if name in table.column_names:
                 raise SemDedupError(f"column {name!r} is reserved by the results format; rename it")
             table = table.append_column(name, extra[name])
-    with io.atomic_path(out / ITEMS) as tmp:
-        pq.write_table(table, tmp)
+    return write_items(table, out / ITEMS, out / ITEMS_ARROW)

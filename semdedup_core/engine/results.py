@@ -1,4 +1,13 @@
-"""Reading a results folder and asking it questions. Every ε is a filter over the stored scores."""
+"""Reading a results folder and asking it questions. Every ε is a filter over the stored scores.
+
+A folder opens without reading its items into one DataFrame: the table is memory-mapped from the Arrow
+copy the engine writes beside ``items.parquet`` (:mod:`~semdedup_core.engine.items`; parquet otherwise),
+the numbers are checked on load and the strings on load below
+:data:`~semdedup_core.engine.schema.STRING_CHECK_ROWS` items, else on first bulk use of the ids
+(:meth:`Results.check_strings`). Views read what they need: a numeric column (:meth:`Results.column`,
+read once), a few rows (:meth:`Results.rows`), the scores sorted once (:attr:`Results.sorted_scores`,
+:meth:`Results.score_order`). :attr:`Results.items` is still there, built on first use.
+"""
 
 from __future__ import annotations
 
@@ -18,73 +27,201 @@ from .rules import (
     check_eps,
     check_rule,
     leaked_by_score,
+    n_above,
     removed_by_score,
     removed_kept_only,
-    threshold,
+    threshold32,
 )
 from .schema import (
     CENTROIDS,
+    DUP_ROW,
     EMBEDDINGS,
     ITEMS,
     PROBES,
     REFERENCE,
     REFERENCE_EMBEDDINGS,
+    STRING_CHECK_ROWS,
     ResultsFolder,
-    check_items,
+    as_table,
+    check_numeric,
+    check_strings,
+    take_chunked,
 )
 
 __all__ = ["Results", "check_eps"]
 
 
 class Results:
-    """One finished SemDeDup run: ``items`` (a DataFrame, one row per input item) and ``run`` (run.json).
+    """One finished SemDeDup run: its items (one row per input item: :meth:`column`, :meth:`rows`, or the
+    whole :attr:`items` DataFrame) and ``run`` (run.json).
 
     The paper's rule: at ε an item is removed iff ``max_sim > 1 − ε``, where ``max_sim`` is its highest
     similarity to an *earlier* item of its cluster, removed or not (so chains A≈B≈C remove B and C).
+
+    ``items``: a DataFrame, or an Arrow table (what :meth:`load` gives, memory-mapped where it can).
     """
 
     def __init__(self, items: Any, run: dict[str, Any], path: Path | None = None):
-        self.items = items
+        import pyarrow as pa
+
         self.run = run
         self.path = path
-        self._scores = items["max_sim"].to_numpy(dtype=np.float32)
+        self.source = "table" if isinstance(items, pa.Table) else "frame"  # load: "arrow" or "parquet"
+        self._table = items if isinstance(items, pa.Table) else None
+        if self._table is None:
+            self.__dict__["items"] = items
+        self._columns: dict[str, np.ndarray] = {}
         self._audited: dict[tuple, Audited] = {}  # the audited rule's column per (store, store stamp)
         self._audited_lock = threading.Lock()  # one Results serves every session of the app
+        self._strings: bool | SemDedupError | None = True  # the string checks: to do (None), passed, or failed
+        self._strings_lock = threading.Lock()
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> Results:
+    def load(cls, path: str | Path, strings: bool | None = None) -> Results:
         """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used.
 
-        ``items.parquet`` is checked before anything uses it (:func:`~semdedup_core.engine.schema.check_items`:
-        types, unique ids, finite scores, ``0 ≤ cluster < k``, every ``dup_of`` an earlier item of the
-        same cluster); a folder that fails is refused in one line naming the problem."""
-        import pandas as pd
+        The items are memory-mapped from the folder's Arrow copy when it still mirrors ``items.parquet``,
+        else read from ``items.parquet``. They are checked before anything uses them, and a folder that
+        fails is refused in one line naming the problem: the numbers always
+        (:func:`~semdedup_core.engine.schema.check_numeric`: types, finite scores, ``0 ≤ cluster < k``,
+        ranks, every ``dup_of`` an earlier item of the same cluster), the strings
+        (:func:`~semdedup_core.engine.schema.check_strings`: unique one-line ids, each ``dup_of`` the id
+        of its ``dup_row``) now when ``strings`` is true or, by default, when the folder has at most
+        :data:`~semdedup_core.engine.schema.STRING_CHECK_ROWS` items — otherwise on first bulk use of the
+        ids (:meth:`check_strings`)."""
+        from .items import read_items
 
         folder = ResultsFolder(path)
         run = folder.finished_run()
         try:
-            items = pd.read_parquet(folder.file(ITEMS))
+            table, source = read_items(folder.path, folder.file(ITEMS), run)
         except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
             reason = str(exc).splitlines()[0] if str(exc) else ""
             raise SemDedupError(
                 f"could not read items.parquet in {str(folder.path)!r} ({type(exc).__name__}: {reason}); "
                 "rerun into a new folder"
             ) from None
-        dup_rows, clusters = check_items(items, run, str(folder.path))
-        res = cls(items, run, folder.path)
-        res.__dict__["dup_rows"] = dup_rows  # computed by the checks: the cached properties below
-        res.__dict__["clusters"] = clusters
+        checked = check_numeric(table, run, str(folder.path))
+        res = cls(table, run, folder.path)
+        res.source = source
+        res.__dict__["dup_rows"] = _readonly(checked.dup_rows)  # computed by the checks: the cached properties
+        res.__dict__["clusters"] = checked.clusters
+        for name, values in checked.columns.items():
+            res._columns[name] = _readonly(values)
+        res._strings = True if checked.strings_checked else None
+        if strings or (strings is None and res.n_items <= STRING_CHECK_ROWS):
+            res.check_strings()
         return res
+
+    # -- the string checks -------------------------------------------------------------------------
+    def check_strings(self) -> None:
+        """Run the string checks of a loaded folder once (unique one-line ids, each ``dup_of`` the id of
+        its ``dup_row``; see :func:`~semdedup_core.engine.schema.check_strings`), or wait for the run
+        already going; raise :class:`SemDedupError` naming the problem when they fail (every call)."""
+        with self._strings_lock:
+            if self._strings is None:
+                try:
+                    check_strings(self._arrow(), self.dup_rows, self.run, str(self.path), self._columns)
+                    self._strings = True
+                except SemDedupError as exc:
+                    self._strings = exc
+        if isinstance(self._strings, SemDedupError):
+            raise SemDedupError(str(self._strings))
+
+    @property
+    def strings_checked(self) -> bool:
+        """Whether the string checks have run (passed or failed)."""
+        return self._strings is not None
+
+    @property
+    def strings_problem(self) -> SemDedupError | None:
+        """The string checks' refusal, once they ran and failed; ``None`` otherwise (never waits)."""
+        return self._strings if isinstance(self._strings, SemDedupError) else None
+
+    def check_strings_in_background(self) -> threading.Thread | None:
+        """Start the string checks in a daemon thread (the app: its pages ask :attr:`strings_problem`);
+        ``None`` when they have run already."""
+        if self._strings is not None:
+            return None
+
+        def work() -> None:
+            try:
+                self.check_strings()
+            except SemDedupError:
+                pass  # kept in self._strings: strings_problem reports it
+
+        thread = threading.Thread(target=work, name="semdedup-check-strings", daemon=True)
+        thread.start()
+        return thread
+
+    # -- columns and rows --------------------------------------------------------------------------
+    @functools.cached_property
+    def items(self) -> Any:
+        """All items as one DataFrame (built on first use from the memory-mapped table; the views of the
+        explorer use :meth:`column` and :meth:`rows` instead)."""
+        return self._table.to_pandas()
+
+    @property
+    def columns(self) -> list[str]:
+        """The names of the items' columns (``items.parquet``'s, in order)."""
+        return list(self._table.column_names) if self._table is not None else list(self.items.columns)
+
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` as a read-only numpy array, read once and kept (numbers as they are stored;
+        strings as objects — avoid that for the ids of a big run: use :meth:`rows`)."""
+        got = self._columns.get(name)
+        if got is None:
+            if self._table is None:
+                got = self.items[name].to_numpy()
+            else:
+                if name not in self._table.column_names:
+                    raise KeyError(name)
+                col = self._table.column(name)
+                import pyarrow as pa
+
+                if pa.types.is_floating(col.type) and col.null_count:
+                    col = col.fill_null(np.nan)
+                got = col.to_numpy()
+            got = self._columns[name] = _readonly(got)
+        return got
+
+    def rows(self, indices: Any, columns: list[str] | tuple[str, ...] | None = None) -> Any:
+        """The items at the rows ``indices`` (in that order) as a DataFrame indexed by row, with
+        ``columns`` (default all) — what ``items.iloc[indices][columns]`` gives, reading only those rows."""
+        import pyarrow as pa
+
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        n = self.n_items
+        if len(idx) and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"rows must be between {-n} and {n - 1}")
+        idx = np.where(idx < 0, idx + n, idx)
+        names = self.columns if columns is None else list(columns)
+        missing = [c for c in names if c not in self.columns]
+        if missing:
+            raise KeyError(missing[0])
+        if self._table is None:
+            return self.items.iloc[idx][names]
+        table = pa.table({c: take_chunked(self._table.column(c), idx) for c in names})
+        frame = table.to_pandas()
+        frame.index = idx
+        return frame
+
+    def _arrow(self) -> Any:
+        return self._table if self._table is not None else as_table(self.items)
+
+    @functools.cached_property
+    def _scores(self) -> np.ndarray:
+        return _readonly(np.asarray(self.column("max_sim"), dtype=np.float32))
 
     # -- sizes -----------------------------------------------------------------------------------
     @property
     def n_items(self) -> int:
-        return len(self.items)
+        return int(self._table.num_rows) if self._table is not None else len(self.items)
 
     @property
     def n_clusters(self) -> int:
-        return int(self.run.get("counts", {}).get("clusters", self.items["cluster"].max() + 1))
+        return int(self.run.get("counts", {}).get("clusters", self.column("cluster").max() + 1))
 
     @functools.cached_property
     def centroids(self) -> np.ndarray:
@@ -112,6 +249,8 @@ class Results:
     @functools.cached_property
     def dup_rows(self) -> np.ndarray:
         """Row number (input order) of each item's ``dup_of``, or -1 where it has none."""
+        if DUP_ROW in self.columns:
+            return self.column(DUP_ROW)
         index = self.row_of_id
         dup = self.items["dup_of"]
         rows = np.full(self.n_items, -1, dtype=np.int64)
@@ -123,9 +262,9 @@ class Results:
     @functools.cached_property
     def clusters(self) -> ClusterIndex:
         """Rows grouped by cluster, each cluster in keep (rank) order."""
-        labels = self.items["cluster"].to_numpy(np.int64)
+        labels = np.asarray(self.column("cluster"), dtype=np.int64)
         k = max(self.n_clusters, int(labels.max()) + 1 if len(labels) else 0)
-        return ClusterIndex.build(labels, k, rank=self.items["rank"].to_numpy(np.int64))
+        return ClusterIndex.build(labels, k, rank=np.asarray(self.column("rank"), dtype=np.int64))
 
     # -- probing (runs with probe > 0) -------------------------------------------------------------
     @property
@@ -137,7 +276,7 @@ class Results:
     def probes(self) -> np.ndarray:
         """Each item's own cluster and its probed clusters (``n × (1 + probe)``; probing runs only)."""
         if not self.probe:
-            return self.items["cluster"].to_numpy(np.int64)[:, None]
+            return np.asarray(self.column("cluster"), dtype=np.int64)[:, None]
         return np.load(self._file(PROBES), mmap_mode="r")
 
     @functools.cached_property
@@ -147,22 +286,49 @@ class Results:
         from .probe import global_order
 
         dedup = self.run.get("params", {}).get("dedup", {})
-        return global_order(self.items["dist_to_centroid"].to_numpy(), dedup.get("keep", "hard"), dedup.get("seed", 0))
+        return global_order(self.column("dist_to_centroid"), dedup.get("keep", "hard"), dedup.get("seed", 0))
 
     @functools.cached_property
     def cross_cluster(self) -> np.ndarray:
         """Whether each item's ``dup_of`` lies in another cluster (only with probing)."""
         dup = self.dup_rows
-        cluster = self.items["cluster"].to_numpy()
-        return (dup >= 0) & (cluster[np.maximum(dup, 0)] != cluster)
+        cluster = self.column("cluster")
+        return _readonly((dup >= 0) & (cluster[np.maximum(dup, 0)] != cluster))
+
+    @functools.cached_property
+    def _cross_below(self) -> np.ndarray:
+        """``_cross_below[i]``: how many of the ``i`` lowest scores (ascending order) are cross-cluster."""
+        cum = np.zeros(self.n_items + 1, dtype=np.int64)
+        np.cumsum(self.cross_cluster[self.score_order()], out=cum[1:])
+        return cum
+
+    def n_cross_cluster(self, eps: float) -> int:
+        """How many items the paper's rule removes at ``eps`` whose ``dup_of`` lies in another cluster
+        (probing runs), in O(log n) once the scores are sorted."""
+        first = self.n_items - int(n_above(self.sorted_scores, check_eps(eps)))
+        cum = self._cross_below
+        return int(cum[-1] - cum[first])
+
+    # -- the scores in order ------------------------------------------------------------------------
+    @functools.cached_property
+    def sorted_scores(self) -> np.ndarray:
+        """``max_sim`` (float32) in ascending order: every count at an ε is a binary search in it."""
+        return _readonly(np.sort(self._scores))
+
+    def score_order(self, descending: bool = False) -> np.ndarray:
+        """The rows in order of ``max_sim``, ascending (or ``descending``), ties in row order either way
+        (computed once per direction). With :func:`~semdedup_core.engine.rules.n_above`, the items removed
+        at ε are the last ``n_above`` rows of the ascending order and the first of the descending one."""
+        name = "_order_desc" if descending else "_order_asc"
+        got = self.__dict__.get(name)
+        if got is None:
+            got = self.__dict__[name] = _readonly(score_order(self._scores, descending))
+        return got
 
     # -- the threshold ---------------------------------------------------------------------------
-    @functools.cached_property
-    def _sorted_scores(self) -> np.ndarray:
-        return np.sort(self._scores.astype(np.float64))
-
-    def removed_mask(self, eps: float, rule: str = "paper", labels: Any = None) -> np.ndarray:
-        """Boolean mask (input order) of the items removed at ``eps``.
+    def removed_mask(self, eps: float, rule: str = "paper", labels: Any = None, rows: Any = None) -> np.ndarray:
+        """Boolean mask (input order) of the items removed at ``eps`` — of the items at ``rows`` only when
+        given (under the paper's rule that reads only those scores).
 
         ``rule="paper"`` is SemDeDup's (``max_sim > 1 − eps``, chains included); ``"kept-only"`` removes
         an item only when it resembles an earlier *kept* item; ``"audited"`` is the paper's rule with
@@ -171,11 +337,16 @@ class Results:
         """
         eps = check_eps(eps)
         rule = check_rule(rule)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            if rule == "paper":
+                return removed_by_score(self._scores[rows], eps)
+            return self.removed_mask(eps, rule, labels)[rows]
         if rule == "paper":
             return removed_by_score(self._scores, eps)
         if rule == "audited":
             return self.audited(labels).removed(eps)
-        rank = self.items["rank"].to_numpy(np.int64)
+        rank = np.asarray(self.column("rank"), dtype=np.int64)
         if self.probe:
             return removed_kept_only(
                 self._scores,
@@ -202,10 +373,7 @@ class Results:
         if rule != "paper":
             counts = [int(self.removed_mask(float(e), rule).sum()) for e in np.ravel(eps)]
             return counts[0] if np.ndim(eps) == 0 else np.array(counts)
-        thr = 1.0 - e
-        kept = np.searchsorted(self._sorted_scores, thr, side="right")  # scores <= 1 - eps stay
-        removed = self.n_items - kept
-        return int(removed) if np.ndim(removed) == 0 else removed
+        return n_above(self.sorted_scores, e)
 
     def kept_fraction(self, eps: float | np.ndarray, rule: str = "paper", labels: Any = None) -> float | np.ndarray:
         """Fraction of items kept at ``eps`` (a number or an array of them)."""
@@ -227,10 +395,14 @@ class Results:
 
     @functools.cached_property
     def row_of_id(self) -> Any:
-        """A ``pandas.Index`` of the ids: ``row_of_id.get_indexer(ids)`` gives rows (-1 for unknown ids)."""
+        """A ``pandas.Index`` of the ids: ``row_of_id.get_indexer(ids)`` gives rows (-1 for unknown ids).
+        A bulk use of the ids: the string checks run first (:meth:`check_strings`)."""
         import pandas as pd
 
-        return pd.Index(self.items["id"].astype(str))
+        self.check_strings()
+        if self._table is None:
+            return pd.Index(self.items["id"].astype(str))
+        return pd.Index(self._table.column("id").to_pandas())
 
     def audited(self, labels: Any = None) -> Audited:
         """The ``audited`` rule's column for the verdicts now in ``labels`` (computed once per state of
@@ -247,7 +419,7 @@ class Results:
             index = self.row_of_id
             a = index.get_indexer(not_dup["id_a"].astype(str)) if len(not_dup) else np.empty(0, np.int64)
             b = index.get_indexer(not_dup["id_b"].astype(str)) if len(not_dup) else np.empty(0, np.int64)
-            rank = self.items["rank"].to_numpy(np.int64)
+            rank = np.asarray(self.column("rank"), dtype=np.int64)
             emb = self.embeddings if len(not_dup) else np.empty((0, 0), np.float32)
             if len(self._audited) >= 4:
                 self._audited.pop(next(iter(self._audited)))
@@ -259,8 +431,8 @@ class Results:
                 emb,
                 a,
                 b,
-                self._sorted_scores,
-                self.items["cluster"].to_numpy(np.int64),
+                self.sorted_scores,
+                np.asarray(self.column("cluster"), dtype=np.int64),
                 probes=np.asarray(self.probes) if self.probe else None,
                 position=self.global_position if self.probe else None,
             )
@@ -280,50 +452,90 @@ class Results:
             raise SemDedupError(f"kept fraction must be a number between 0 and 1, got {fraction!r}") from None
         if not 0.0 <= fraction <= 1.0:
             raise SemDedupError(f"kept fraction must be between 0 and 1, got {fraction}")
-        s = self._sorted_scores
+        s = self.sorted_scores
         n_keep = max(1, int(np.ceil(fraction * self.n_items - 1e-9)))
-        threshold = s[n_keep - 1]
+        threshold = float(s[n_keep - 1])
         eps = min(2.0, max(0.0, 1.0 - threshold))
         while eps > 0.0 and 1.0 - eps < threshold:  # make 1 - eps >= threshold despite rounding
             eps = float(np.nextafter(eps, -np.inf))
         return eps
 
+    # -- clusters ----------------------------------------------------------------------------------
+    @functools.cached_property
+    def scores_by_cluster(self) -> np.ndarray:
+        """``max_sim`` (float32) in the order of :attr:`clusters` (cluster by cluster, each in rank order)."""
+        return _readonly(self._scores[self.clusters.order])
+
+    @functools.cached_property
+    def _cluster_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per cluster: the start of each non-empty cluster in :attr:`scores_by_cluster`, the mean and the
+        max of ``max_sim`` over its items with a predecessor (NaN when none)."""
+        k = self.clusters.n_clusters
+        sizes = self.clusters.sizes
+        starts = self.clusters.offsets[:-1][sizes > 0]
+        s = self.scores_by_cluster
+        scored = s > -1.0
+        mean, top = np.full(k, np.nan), np.full(k, np.nan)
+        if len(starts):
+            total = np.add.reduceat(np.where(scored, s, 0.0).astype(np.float64), starts)
+            count = np.add.reduceat(scored.astype(np.int64), starts)
+            high = np.maximum.reduceat(np.where(scored, s, -np.inf).astype(np.float64), starts)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean[sizes > 0] = total / count
+            top[sizes > 0] = np.where(np.isfinite(high), high, np.nan)
+        return starts, mean, top
+
+    def n_removed_per_cluster(self, eps: float) -> np.ndarray:
+        """How many items of each cluster the paper's rule removes at ``eps`` (one pass over the scores in
+        cluster order, no mask of the whole run)."""
+        starts, _, _ = self._cluster_stats
+        out = np.zeros(self.clusters.n_clusters, dtype=np.int64)
+        if len(starts):
+            above = self.scores_by_cluster > threshold32(1.0 - check_eps(eps))
+            out[self.clusters.sizes > 0] = np.add.reduceat(above, starts, dtype=np.int64)
+        return out
+
+    def clusters_with_removals(self, eps: float) -> np.ndarray:
+        """The clusters in which the paper's rule removes at least one item at ``eps`` (ascending), from
+        each cluster's highest score: O(k)."""
+        _, _, top = self._cluster_stats
+        return np.flatnonzero(removed_by_score(np.nan_to_num(top, nan=-np.inf), check_eps(eps)))
+
     def cluster_table(self, eps: float) -> Any:
         """Per cluster: size, removed at ``eps``, mean and max ``max_sim`` (over items with a predecessor)."""
         import pandas as pd
 
-        removed = self.removed_mask(eps)
-        clusters = self.items["cluster"].to_numpy()
         k = self.clusters.n_clusters
         size = self.clusters.sizes
-        n_rem = np.bincount(clusters, weights=removed, minlength=k).astype(np.int64)
-        scored = self._scores > -1.0
-        s_sum = np.bincount(clusters, weights=np.where(scored, self._scores, 0.0), minlength=k)
-        s_cnt = np.bincount(clusters, weights=scored, minlength=k)
-        s_max = np.full(k, np.nan)
-        np.fmax.at(s_max, clusters[scored], self._scores[scored])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = s_sum / s_cnt
+        _, mean, top = self._cluster_stats
         table = pd.DataFrame(
-            {"cluster": np.arange(k), "size": size, "removed": n_rem, "mean_score": mean, "max_score": s_max}
+            {
+                "cluster": np.arange(k),
+                "size": size,
+                "removed": self.n_removed_per_cluster(eps),
+                "mean_score": mean,
+                "max_score": top,
+            }
         )
         return table[table["size"] > 0].reset_index(drop=True)
 
-    def __getstate__(self) -> dict[str, Any]:  # picklable: the lock and the audited columns stay behind
+    def __getstate__(self) -> dict[str, Any]:  # picklable: the locks and the audited columns stay behind
         state = dict(self.__dict__)
         state.pop("_audited_lock", None)
+        state.pop("_strings_lock", None)
         state["_audited"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._audited_lock = threading.Lock()
+        self._strings_lock = threading.Lock()
 
     # -- leakage (runs with a reference set) -----------------------------------------------------
     @property
     def has_reference(self) -> bool:
         """Whether this run was compared with a reference (held-out) set: ``ref_sim``/``ref_id`` exist."""
-        return "ref_sim" in self.items.columns
+        return "ref_sim" in self.columns
 
     def _need_reference(self) -> None:
         if not self.has_reference:
@@ -353,7 +565,7 @@ class Results:
 
         self._need_reference()
         rows = np.full(self.n_items, -1, dtype=np.int64)
-        ref = self.items["ref_id"]
+        ref = self.items["ref_id"] if self._table is None else self._table.column("ref_id").to_pandas()
         has = ref.notna().to_numpy()
         if has.any():
             rows[has] = pd.Index(self.reference["id"].astype(str)).get_indexer(ref[has].astype(str))
@@ -362,11 +574,11 @@ class Results:
     @functools.cached_property
     def _ref_scores(self) -> np.ndarray:
         self._need_reference()
-        return self.items["ref_sim"].to_numpy(dtype=np.float32)
+        return _readonly(np.asarray(self.column("ref_sim"), dtype=np.float32))
 
     @functools.cached_property
     def _sorted_ref_scores(self) -> np.ndarray:
-        return np.sort(self._ref_scores.astype(np.float64))
+        return _readonly(np.sort(self._ref_scores))
 
     def leaked_mask(self, eps: float) -> np.ndarray:
         """Boolean mask (input order) of the items leaked at ``eps``: ``ref_sim > 1 − eps``."""
@@ -377,9 +589,7 @@ class Results:
         e = np.asarray(eps, dtype=np.float64)
         for value in np.ravel(e):
             check_eps(float(value))
-        below = np.searchsorted(self._sorted_ref_scores, threshold(e), side="right")  # ref_sim <= 1 - eps stay
-        leaked = self.n_items - below
-        return int(leaked) if np.ndim(leaked) == 0 else leaked
+        return n_above(self._sorted_ref_scores, e)  # the filter of leaked_by_score
 
     def leaked(self, eps: float) -> Any:
         """The rows of ``items`` leaked at ``eps``."""
@@ -387,3 +597,32 @@ class Results:
 
     def __repr__(self) -> str:
         return f"Results({str(self.path)!r}, items={self.n_items}, clusters={self.n_clusters})"
+
+
+def _readonly(values: np.ndarray) -> np.ndarray:
+    """``values`` marked read-only: the arrays a :class:`Results` keeps are shared by every view."""
+    values.setflags(write=False)
+    return values
+
+
+def score_order(scores: np.ndarray, descending: bool = False) -> np.ndarray:
+    """The positions of ``scores`` (finite float32) in ascending (or ``descending``) order, ties in position
+    order either way: one sort of 64-bit keys (the score's bits above, the position below), several times
+    faster than a stable argsort of 20,000,000 scores."""
+    scores = np.asarray(scores, dtype=np.float32)
+    n = len(scores)
+    if n >= 2**32:
+        return np.argsort(-scores if descending else scores, kind="stable")
+    bits = (scores + np.float32(0.0)).view(np.int32)  # a new array (and -0.0 becomes 0.0, its tie)
+    flip = bits >> 31
+    flip &= 0x7FFFFFFF
+    bits ^= flip  # now the int32s order as the floats do
+    if descending:
+        np.negative(bits, out=bits)  # no overflow: only a NaN maps to the smallest int32
+    key = bits.astype(np.int64)
+    del bits, flip
+    key <<= 32
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    key &= 0xFFFFFFFF
+    return key

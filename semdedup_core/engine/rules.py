@@ -62,11 +62,41 @@ def threshold(eps: float | np.ndarray) -> float | np.ndarray:
     return 1.0 - np.asarray(eps, dtype=np.float64) if np.ndim(eps) else 1.0 - float(eps)
 
 
+def threshold32(thr: float | np.ndarray) -> np.float32 | np.ndarray:
+    """The largest float32 at or below ``thr`` (float64): for a float32 score ``s``, ``s > thr`` in float64
+    exactly when ``s > threshold32(thr)`` in float32 — so a float32 column is filtered, counted and
+    searched without a float64 copy, with the very result of the float64 comparison."""
+    t = np.asarray(thr, dtype=np.float64)
+    f = t.astype(np.float32)
+    over = f.astype(np.float64) > t
+    f = np.where(over, np.nextafter(f, np.float32(-np.inf)), f).astype(np.float32)
+    return f if np.ndim(thr) else np.float32(f)
+
+
 def removed_by_score(scores: np.ndarray | float, eps: float) -> np.ndarray | bool:
-    """The paper's rule: ``score > 1 − ε``, compared in float64 (a mask for an array, a bool for one score)."""
+    """The paper's rule: ``score > 1 − ε``, compared in float64 (a mask for an array, a bool for one score;
+    a float32 array is compared with :func:`threshold32`, which gives the same mask without a copy)."""
     if np.ndim(scores) == 0:
         return bool(float(scores) > threshold(eps))
-    return np.asarray(scores).astype(np.float64, copy=False) > threshold(eps)
+    scores = np.asarray(scores)
+    if scores.dtype == np.float32:
+        return scores > threshold32(threshold(eps))
+    return scores.astype(np.float64, copy=False) > threshold(eps)
+
+
+def n_above(sorted_scores: np.ndarray, eps: float | np.ndarray) -> int | np.ndarray:
+    """How many of the ascending ``sorted_scores`` (float32 or float64) :func:`removed_by_score` removes at
+    ``eps`` (a number or an array of them): O(log n) each."""
+    thr = threshold(eps)
+    key = threshold32(thr) if sorted_scores.dtype == np.float32 else thr
+    above = len(sorted_scores) - np.searchsorted(sorted_scores, key, side="right")  # scores <= 1 - eps stay
+    return int(above) if np.ndim(above) == 0 else above
+
+
+def first_above(sorted_scores: np.ndarray, eps: float) -> int:
+    """The position in the ascending ``sorted_scores`` of the first score removed at ``eps``: the scores
+    from there on are exactly those :func:`removed_by_score` removes."""
+    return len(sorted_scores) - int(n_above(sorted_scores, eps))
 
 
 def leaked_by_score(ref_sim: np.ndarray | float, eps: float) -> np.ndarray | bool:
@@ -127,7 +157,7 @@ class Audited:
     """The ``audited`` rule's column: ``score`` (float32, the paper's ``max_sim`` where nothing was
     judged not a duplicate) and ``partner`` (row of the item that justifies a removal, -1 for none);
     ``rows`` (the items scored again) with their paper's scores ``old`` (float64), ``paper_sorted`` (the
-    paper's scores, float64, ascending) and ``excluded`` (pairs judged ``not_duplicate`` that apply: both
+    paper's scores, float32 or float64, ascending) and ``excluded`` (pairs judged ``not_duplicate`` that apply: both
     items in one cluster of this run).
 
     Scoring again only ever lowers a score (a partner is taken out, none is added), so a count at ε is
@@ -150,7 +180,7 @@ class Audited:
 
     def n_removed(self, eps: float | np.ndarray) -> int | np.ndarray:
         thr = np.atleast_1d(threshold(eps))[:, None]
-        paper = len(self.paper_sorted) - np.searchsorted(self.paper_sorted, thr[:, 0], side="right")
+        paper = np.atleast_1d(n_above(self.paper_sorted, np.atleast_1d(np.asarray(eps, dtype=np.float64))))
         new = self.score[self.rows].astype(np.float64)[None, :]
         dropped = ((self.old[None, :] > thr) & ~(new > thr)).sum(axis=1)
         removed = paper - dropped
@@ -177,7 +207,7 @@ def audited_scores(
     not in this run, ignored). Only items whose own ``dup_of`` pair is among them change: each is scored
     again against the earlier items of its cluster (rank order, ties to the lower position as in the
     paper's kernel) with every partner judged not a duplicate of it left out; with none left its score
-    is -1 and it has no partner. ``paper_sorted``: ``max_sim`` as float64, sorted, and ``cluster_of``: each row's cluster (both
+    is -1 and it has no partner. ``paper_sorted``: ``max_sim`` sorted (float32 or float64), and ``cluster_of``: each row's cluster (both
     computed when not given). ``probes``/``position`` (a run with ``--probe P``): each item's own and
     probed clusters and its place in the global keep order; an item is then scored again against the
     items earlier in that order in those clusters (ties to the earlier one), as the probing run scored it.

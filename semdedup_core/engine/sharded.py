@@ -18,7 +18,8 @@ resumes at the shard level):
 5. ``shuffle`` per part: rows sent to *buckets* of whole clusters (about ``SHARD_ITEMS`` items each).
 6. ``score`` per bucket: each cluster ordered and scored exactly as :func:`~.pipeline.dedup` does; the
    results are sent back to the parts they came from.
-7. ``write`` per part: ``items.parquet/part-NNNNN.parquet`` and ``embeddings/part-NNNNN.npy``.
+7. ``write`` per part: ``items.parquet/part-NNNNN.parquet`` (its Arrow copy ``items.arrow/part-NNNNN.arrow``)
+   and ``embeddings/part-NNNNN.npy``.
 
 The results equal a local :func:`~.pipeline.dedup` over the same items in the same order (same ids,
 clusters and ranks; scores equal on the same device and precision).
@@ -42,10 +43,11 @@ from .clusters import ClusterIndex
 from .config import ClusterConfig, DedupConfig
 from .device import resolve_device
 from .executors import Executor, get_executor
+from .items import MIRROR_KEY, mirror_record, pair_record, write_items
 from .kmeans import assign, fit_centroids, kmeans_backend, kmeans_device
 from .pairwise import score_clusters
 from .pipeline import SHARD_ITEMS, _Run, engine_params, score_precision, shard_bounds
-from .schema import CENTROIDS, EMBEDDINGS_DIR, ERRORS, ITEMS, WORK, ResultsFolder
+from .schema import CENTROIDS, DUP_ROW, EMBEDDINGS_DIR, ERRORS, ITEMS, ITEMS_ARROW, WORK, ResultsFolder
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +292,7 @@ def _score(work: str, b: int, first: int, last: int, keep: str, seed: int, optio
         )
         has = dup_local >= 0
         dup_ids = np.where(has, a["ids"][np.maximum(dup_local, 0)], "")
+        dup_rows = np.where(has, a["gidx"][np.maximum(dup_local, 0)], -1)  # rows in the input order of all parts
         for p in np.unique(a["part"]):
             sel = np.flatnonzero(a["part"] == p)
             dest = Path(work) / "scored" / f"{int(p):05d}" / f"{b:05d}.parquet"
@@ -300,6 +303,7 @@ def _score(work: str, b: int, first: int, last: int, keep: str, seed: int, optio
                     "rank": rank[sel],
                     "max_sim": max_sim[sel],
                     "dup_of": pa.array(np.where(has[sel], dup_ids[sel], None).tolist(), pa.string()),
+                    DUP_ROW: dup_rows[sel].astype(np.int64),
                 }
             )
             with io.atomic_path(dest) as tmp:
@@ -309,16 +313,22 @@ def _score(work: str, b: int, first: int, last: int, keep: str, seed: int, optio
     return len(files)
 
 
+def _item_files(out: str | Path, p: int) -> tuple[Path, Path]:
+    """Part ``p``'s ``items.parquet/part-p.parquet`` and its Arrow copy ``items.arrow/part-p.arrow``."""
+    return Path(out) / ITEMS / f"part-{p:05d}.parquet", Path(out) / ITEMS_ARROW / f"part-{p:05d}.arrow"
+
+
 def _write(work: str, out: str, p: int) -> int:
-    """``items.parquet/part-p.parquet`` and ``embeddings/part-p.npy`` from part ``p``'s results."""
+    """``items.parquet/part-p.parquet`` (with its Arrow copy) and ``embeddings/part-p.npy`` from part ``p``'s
+    results."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     d = part_dir(Path(work), p)
-    dest = Path(out) / ITEMS / f"part-{p:05d}.parquet"
+    dest, arrow_dest = _item_files(out, p)
     emb_dest = Path(out) / EMBEDDINGS_DIR / f"part-{p:05d}.npy"
-    if dest.is_file() and emb_dest.is_file():
+    if dest.is_file() and arrow_dest.is_file() and emb_dest.is_file():
         return 0
     keep = np.load(d / "keep.npy")
     rows = np.load(d / "rows.npy")[keep]
@@ -329,11 +339,13 @@ def _write(work: str, out: str, p: int) -> int:
     rank = np.full(n, -1, dtype=np.int64)
     max_sim = np.full(n, -1.0, dtype=np.float32)
     dup_of = np.full(n, None, dtype=object)
+    dup_row = np.full(n, -1, dtype=np.int64)
     for f in sorted((Path(work) / "scored" / f"{p:05d}").glob("*.parquet")):
         t = pq.read_table(f).to_pandas()
         loc = t["local"].to_numpy()
         rank[loc], max_sim[loc] = t["rank"].to_numpy(), t["max_sim"].to_numpy()
         dup_of[loc] = t["dup_of"].to_numpy(dtype=object)
+        dup_row[loc] = t[DUP_ROW].to_numpy()
     if n and (rank < 0).any():
         raise SemDedupError(f"part {p} has rows that no scoring task returned; rerun the same command to resume")
     table = pa.table(
@@ -344,13 +356,13 @@ def _write(work: str, out: str, p: int) -> int:
             "rank": pa.array(rank),
             "max_sim": pa.array(max_sim),
             "dup_of": pa.array([None if v is None or v != v else str(v) for v in dup_of], pa.string()),
+            DUP_ROW: pa.array(dup_row),
         }
     )
     extra = pa.Table.from_pandas(meta.drop(columns=["id"]), preserve_index=False)
     for name in extra.column_names:
         table = table.append_column(name, extra[name])
-    with io.atomic_path(dest) as tmp:
-        pq.write_table(table, tmp)
+    write_items(table, dest, arrow_dest)
     unit = np.load(d / "unit.npy", mmap_mode="r")
     io.save_npy(emb_dest, np.asarray(unit[keep], dtype=np.float32))
     return n
@@ -522,9 +534,14 @@ def _dedup_parts(
 
     def write() -> tuple[None, dict]:
         (out / ITEMS).mkdir(parents=True, exist_ok=True)
+        (out / ITEMS_ARROW).mkdir(parents=True, exist_ok=True)
         (out / EMBEDDINGS_DIR).mkdir(parents=True, exist_ok=True)
+        run.meta.pop(MIRROR_KEY, None)
         for i, _ in enumerate(ex.imap(_write, ((p, (w, str(out), p)) for p in range(n_parts))), 1):
             progress("write", i, n_parts)
+        run.meta[MIRROR_KEY] = mirror_record(
+            out, [pair_record(*_item_files(out, p), int(sizes[p])) for p in range(n_parts)]
+        )
         _collect_errors(out, n_parts, dup_ids["repeated"])
         run.meta["counts"].update(
             {

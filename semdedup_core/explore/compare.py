@@ -41,10 +41,7 @@ EXAMPLES = 3  # ids named in a message about ids that differ
 def align(a: Results, b: Results) -> np.ndarray:
     """The row in ``b`` of each row of ``a`` (matched by id). Raises :class:`SemDedupError` saying how the
     ids differ (counts and a few examples of each side) when the two runs are not over the same items."""
-    import pandas as pd
-
-    ids_a = pd.Index(a.items["id"].astype(str))
-    ids_b = pd.Index(b.items["id"].astype(str))
+    ids_a, ids_b = a.row_of_id, b.row_of_id  # the ids of each run, checked and indexed once per run
     rows = ids_b.get_indexer(ids_a)
     if len(ids_a) == len(ids_b) and (rows >= 0).all():
         return rows.astype(np.int64)
@@ -143,9 +140,9 @@ class Comparison:
         if side not in ("a", "b"):
             raise SemDedupError(f"side must be 'a' or 'b', got {side!r}")
         if side == "a":
-            labels = self.a.items["cluster"].to_numpy(np.int64)
+            labels = np.asarray(self.a.column("cluster"), dtype=np.int64)
         else:
-            labels = self.b.items["cluster"].to_numpy(np.int64)[self.b_rows]
+            labels = np.asarray(self.b.column("cluster"), dtype=np.int64)[self.b_rows]
         k = int(labels.max()) + 1 if len(labels) else 0
 
         def count(mask: np.ndarray) -> np.ndarray:
@@ -181,17 +178,16 @@ class Comparison:
 
         rows_a = np.flatnonzero(self.mask(which))
         rows_b = self.b_rows[rows_a]
-        out: dict[str, Any] = {"id": self.a.items["id"].to_numpy()[rows_a].astype(str), "row_a": rows_a}
+        out: dict[str, Any] = {"id": self.a.rows(rows_a, ["id"])["id"].to_numpy().astype(str), "row_a": rows_a}
         out["row_b"] = rows_b
         for side, res, rows, removed in (
             ("a", self.a, rows_a, self.removed_a[rows_a]),
             ("b", self.b, rows_b, self.removed_b[rows_a]),
         ):
-            items = res.items
-            out[f"cluster_{side}"] = items["cluster"].to_numpy()[rows]
-            out[f"rank_{side}"] = items["rank"].to_numpy()[rows]
-            out[f"max_sim_{side}"] = items["max_sim"].to_numpy()[rows].astype(np.float64)
-            out[f"dup_of_{side}"] = items["dup_of"].to_numpy()[rows]
+            out[f"cluster_{side}"] = res.column("cluster")[rows]
+            out[f"rank_{side}"] = res.column("rank")[rows]
+            out[f"max_sim_{side}"] = res.column("max_sim")[rows].astype(np.float64)
+            out[f"dup_of_{side}"] = res.rows(rows, ["dup_of"])["dup_of"].to_numpy()
             out[f"dup_row_{side}"] = res.dup_rows[rows]
             out[f"removed_{side}"] = removed
         frame = pd.DataFrame(out)
@@ -216,8 +212,8 @@ class Comparison:
             remover, keeper, to_keeper, item_in = self.b, self.a, b_to_a, a_to_b[rows_a]
         partner = remover.dup_rows[item_in]  # removed by the remover: always has a partner
         item_k, partner_k = to_keeper[item_in], to_keeper[partner]
-        cluster = keeper.items["cluster"].to_numpy()
-        rank = keeper.items["rank"].to_numpy()
+        cluster = keeper.column("cluster")
+        rank = keeper.column("rank")
         reason = np.full(len(rows_a), "threshold", dtype=object)
         reason[cluster[item_k] != cluster[partner_k]] = "clusters"
         reason[(cluster[item_k] == cluster[partner_k]) & (rank[partner_k] > rank[item_k])] = "order"

@@ -44,7 +44,12 @@ def _check(which: str, fmt: str | None = None) -> None:
 
 
 def export_frame(
-    results: Results, eps: float, which: str = "removed", rule: str = "paper", labels: Any = None
+    results: Results,
+    eps: float,
+    which: str = "removed",
+    rule: str = "paper",
+    labels: Any = None,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """The ``which`` items at ``eps``: ``id``, ``path`` (when the run has one), ``cluster``, ``max_sim``
     (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item).
@@ -53,37 +58,42 @@ def export_frame(
     ``max_sim`` and ``dup_of`` are the rescored ones: for a removed item, ``dup_of`` is the partner that
     justifies its removal, never one judged not a duplicate of it (-1 and empty when none is left).
     ``leaked``: ``id``, ``path``, ``cluster``, ``ref_sim`` (similarity to the most similar reference
-    item), ``ref_id`` and ``ref_path`` (that reference item's, when the reference set has paths)."""
+    item), ``ref_id`` and ``ref_path`` (that reference item's, when the reference set has paths).
+
+    ``limit``: only the first ``limit`` of them (in input order; a preview reads only those rows). The
+    whole list is a bulk use of the ids: the folder's string checks run first
+    (:meth:`~semdedup_core.engine.results.Results.check_strings`)."""
     _check(which)
+    if limit is None:
+        results.check_strings()
     if which == "leaked":
-        return leaked_frame(results, eps, rule)
+        return leaked_frame(results, eps, rule, limit)
     mask = results.removed_mask(eps, rule, labels)
     if which == "kept":
         mask = ~mask
-    cols = [c for c in COLUMNS if c in results.items.columns]
-    frame = results.items.loc[mask, cols].reset_index(drop=True)
+    rows = np.flatnonzero(mask)[:limit]
+    frame = results.rows(rows, [c for c in COLUMNS if c in results.columns]).reset_index(drop=True)
     if rule == "audited":
         audited = results.audited(labels)
-        partner = audited.partner[mask]
-        ids = results.items["id"].to_numpy(dtype=object)
-        frame["max_sim"] = audited.score[mask]
-        frame["dup_of"] = np.where(partner >= 0, ids[np.maximum(partner, 0)], None)
+        partner = audited.partner[rows]
+        ids = results.rows(np.maximum(partner, 0), ["id"])["id"].to_numpy(dtype=object)
+        frame["max_sim"] = audited.score[rows]
+        frame["dup_of"] = np.where(partner >= 0, ids, None)
     return frame
 
 
-def leaked_frame(results: Results, eps: float, rule: str = "paper") -> pd.DataFrame:
-    """The items leaked at ``eps`` (``ref_sim > 1 − eps``) with their reference item, in input order."""
+def leaked_frame(results: Results, eps: float, rule: str = "paper", limit: int | None = None) -> pd.DataFrame:
+    """The items leaked at ``eps`` (``ref_sim > 1 − eps``) with their reference item, in input order
+    (the first ``limit`` of them when given)."""
     if rule != "paper":
         raise SemDedupError(
             f"--rule {rule} applies to removed and kept items; leaked items are those whose similarity to a "
             "reference item exceeds 1 - eps whatever the rule: drop --rule"
         )
-    mask = results.leaked_mask(eps)
-    frame = results.items.loc[mask, [c for c in LEAKED_COLUMNS[:5] if c in results.items.columns]]
-    frame = frame.reset_index(drop=True)
+    rows = np.flatnonzero(results.leaked_mask(eps))[:limit]
+    frame = results.rows(rows, [c for c in LEAKED_COLUMNS[:5] if c in results.columns]).reset_index(drop=True)
     if "path" in results.reference.columns:
-        rows = results.ref_rows[mask]
-        frame["ref_path"] = results.reference["path"].to_numpy()[rows]
+        frame["ref_path"] = results.reference["path"].to_numpy()[results.ref_rows[rows]]
     return frame
 
 

@@ -33,16 +33,16 @@ def leak_pairs(results: Results, eps: float, *, sort: str = "borderline") -> pd.
         raise SemDedupError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
     mask = results.leaked_mask(eps)
     rows = np.flatnonzero(mask)
-    items = results.items
-    sim = items["ref_sim"].to_numpy()[rows].astype(np.float64)
+    text = results.rows(rows, ["id", "ref_id"])
+    sim = results.column("ref_sim")[rows].astype(np.float64)
     frame = pd.DataFrame(
         {
             "row": rows,
-            "id": items["id"].to_numpy()[rows],
-            "cluster": items["cluster"].to_numpy()[rows],
+            "id": text["id"].to_numpy(),
+            "cluster": results.column("cluster")[rows],
             "ref_sim": sim,
             "ref_row": results.ref_rows[rows],
-            "ref_id": items["ref_id"].to_numpy()[rows],
+            "ref_id": text["ref_id"].to_numpy(),
             "margin": sim - (1.0 - float(eps)),
         }
     )
@@ -61,11 +61,11 @@ def leak_clusters(results: Results, eps: float) -> pd.DataFrame:
     import pandas as pd
 
     leaked = results.leaked_mask(eps)
-    cluster = results.items["cluster"].to_numpy()
+    cluster = results.column("cluster")
     k = results.clusters.n_clusters
     size = results.clusters.sizes
     n_leak = np.bincount(cluster, weights=leaked, minlength=k).astype(np.int64)
-    sim = results.items["ref_sim"].to_numpy()
+    sim = results.column("ref_sim")
     top = np.full(k, -1.0)
     np.fmax.at(top, cluster, sim)
     has = np.flatnonzero(n_leak)
@@ -83,6 +83,6 @@ def leak_clusters(results: Results, eps: float) -> pd.DataFrame:
 
 def ref_sim_histogram(results: Results, bins: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Counts and edges of ``ref_sim`` over the items that were compared with a reference item."""
-    s = results.items["ref_sim"].to_numpy()[results.ref_rows >= 0]
+    s = results.column("ref_sim")[results.ref_rows >= 0]
     # clipped: float32 cosines of identical items can exceed 1 by a hair
     return np.histogram(np.clip(s, -1.0, 1.0), bins=bins, range=(-1.0, 1.0))

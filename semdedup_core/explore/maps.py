@@ -173,9 +173,8 @@ def compute_map(
         return cached
     if progress:
         progress("sample")
-    items = results.items
     rows = sample_rows(
-        items["cluster"].to_numpy(), items["max_sim"].to_numpy(), results.dup_rows, max_points=max_points, seed=seed
+        results.column("cluster"), results.column("max_sim"), results.dup_rows, max_points=max_points, seed=seed
     )
     x = np.asarray(results.embeddings[rows])
     if progress:

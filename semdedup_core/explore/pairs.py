@@ -1,18 +1,22 @@
 """Duplicate pairs, groups and chains at a given ε, and a word-level diff of two texts.
 
 Pure functions over a :class:`~semdedup_core.engine.results.Results` (or its arrays); the app only
-draws what these return. Which items are removed always comes from ``Results.removed_mask`` — nothing
-here re-implements the threshold.
+draws what these return. Which items are removed always comes from the rule of
+:mod:`semdedup_core.engine.rules` (``Results.n_removed``, ``removed_by_score``) — nothing here
+re-implements the threshold. The orders come from the scores sorted once per run
+(``Results.score_order``), so a page of pairs reads only its own rows, whatever the size of the run.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.rules import removed_by_score, threshold32
 from ..errors import SemDedupError
 
 if TYPE_CHECKING:
@@ -33,22 +37,128 @@ def chain_roots(dup_row: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, n
     chain (the item itself when kept) and ``depth`` the number of steps to it (0 when kept).
     """
     n = len(dup_row)
-    idx = np.arange(n, dtype=np.int64)
     if len(dup_row) and (dup_row.min() < -1 or dup_row.max() >= n):
         raise SemDedupError(f"dup_row must hold rows between -1 and {n - 1}; the results are damaged")
-    parent = np.where(removed & (dup_row >= 0), dup_row, idx)
-    depth = (parent != idx).astype(np.int64)
-    for _ in range(max(1, int(n).bit_length()) + 1):  # pointer jumping: a chain of n halves in log2(n) passes
-        grand = parent[parent]
-        if np.array_equal(grand, parent):
-            # a chain ends at a kept item; one that ends at a removed item with a dup_of went round a loop
-            if not (removed[parent] & (dup_row[parent] >= 0)).any():
-                return parent, depth
-            break
-        depth = depth + depth[parent]
-        parent = grand
+    rows = np.flatnonzero(removed)
+    root = np.arange(n, dtype=np.int64)
+    depth = np.zeros(n, dtype=np.int64)
+    root[rows], depth[rows] = removed_chains(dup_row, rows)
+    return root, depth
+
+
+def removed_chains(dup_row: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the removed items ``rows`` (ascending): the kept item at the end of each one's chain of
+    ``dup_of`` links and the number of steps to it (an item without a ``dup_of`` is its own end, 0 steps).
+    Work and memory in proportion to the removed items (pointer jumping: log2 of the longest chain passes)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    m = len(rows)
+    parent = np.asarray(dup_row[rows], dtype=np.int64)
+    none = parent < 0
+    pos = np.minimum(np.searchsorted(rows, np.maximum(parent, 0)), max(m - 1, 0))
+    inside = ~none & (rows[pos] == parent) if m else none  # its dup_of is removed too: the chain goes on
+    nxt = np.where(inside, pos, -1)
+    root = np.where(none, rows, parent)
+    depth = np.where(none, 0, 1).astype(np.int64)
+    for _ in range(max(1, int(m).bit_length()) + 1):  # a chain of m halves in log2(m) passes
+        active = np.flatnonzero(nxt >= 0)
+        if not len(active):
+            return root, depth
+        j = nxt[active]
+        root[active] = root[j]
+        depth[active] += depth[j]
+        nxt[active] = nxt[j]
     # only a loop of dup_of never reaches a kept item (Results.load refuses folders with one)
     raise SemDedupError("the dup_of links form a loop, so a chain has no kept item; the results folder is damaged")
+
+
+def _bounds(sorted_scores: np.ndarray, sim_range: tuple[float, float] | None) -> tuple[int, int]:
+    """Positions ``[lo, hi)`` of the ascending ``sorted_scores`` (float32) that lie in ``sim_range``
+    (compared in float64; a bound at −1 or 1 is open: identical items may score a hair above 1)."""
+    if sim_range is None:
+        return 0, len(sorted_scores)
+    low, high = float(sim_range[0]), float(sim_range[1])
+    lo = 0 if low <= -1.0 else int(np.searchsorted(sorted_scores, -threshold32(-low), side="left"))
+    hi = len(sorted_scores) if high >= 1.0 else int(np.searchsorted(sorted_scores, threshold32(high), side="right"))
+    return lo, max(lo, hi)
+
+
+def removed_order(
+    results: Results,
+    eps: float,
+    sort: str = "similarity",
+    clusters: list[int] | None = None,
+    sim_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """The rows the paper's rule removes at ``eps``, in the order of ``sort`` (see :data:`SORTS`; ties in
+    row order), only those of ``clusters`` and with a score in ``sim_range`` when given.
+
+    Without a cluster filter this is a slice of an order :class:`Results` sorts once (no work per ε);
+    ``cluster`` order is one pass over the scores in cluster order; a cluster filter reads those clusters."""
+    if sort not in SORTS:
+        raise SemDedupError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+    n = results.n_items
+    m = int(results.n_removed(eps))
+    s = results.sorted_scores
+    lo, hi = _bounds(s, sim_range)
+    if clusters:
+        k = results.clusters.n_clusters
+        wanted = sorted({int(c) for c in clusters if 0 <= int(c) < k})
+        members = np.concatenate([results.clusters.members(c) for c in wanted]) if wanted else np.empty(0, np.int64)
+        scores = results.column("max_sim")[members]
+        keep = removed_by_score(scores, eps) & _in_range(scores, sim_range)
+        rows, scores = members[keep], scores[keep]
+        if sort == "similarity":
+            return rows[np.lexsort((rows, -scores.astype(np.float64)))]
+        if sort == "borderline":
+            return rows[np.lexsort((rows, scores))]
+        return rows
+    if sort == "borderline":  # ascending from the threshold
+        return results.score_order()[max(n - m, lo) : hi]
+    if sort == "similarity":  # descending from the top
+        return results.score_order(descending=True)[n - hi : min(m, n - lo)]
+    by_cluster = results.scores_by_cluster
+    keep = removed_by_score(by_cluster, eps)
+    if sim_range is not None:
+        keep &= _in_range(by_cluster, sim_range)
+    return results.clusters.order[np.flatnonzero(keep)]
+
+
+def _in_range(scores: np.ndarray, sim_range: tuple[float, float] | None) -> np.ndarray:
+    if sim_range is None:
+        return np.ones(len(scores), dtype=bool)
+    low, high = float(sim_range[0]), float(sim_range[1])
+    s = np.asarray(scores, dtype=np.float64)
+    return ((s >= low) | (low <= -1.0)) & ((s <= high) | (high >= 1.0))
+
+
+def pairs_rows(results: Results, eps: float, rows: np.ndarray) -> pd.DataFrame:
+    """The pairs of the removed items ``rows`` (in that order): ``row``, ``id``, ``cluster``, ``rank``,
+    ``max_sim``, ``dup_row``, ``dup_of``, ``dup_removed`` (that earlier item is removed too: a chain),
+    ``margin`` (``max_sim`` above 1 − ε) and ``cross_cluster`` (``dup_of`` in another cluster). Reads
+    only those rows."""
+    import pandas as pd
+
+    rows = np.asarray(rows, dtype=np.int64)
+    scores = results.column("max_sim")
+    cluster = results.column("cluster")
+    dup = np.asarray(results.dup_rows[rows], dtype=np.int64)
+    target = np.maximum(dup, 0)
+    ms = scores[rows].astype(np.float64)
+    text = results.rows(rows, ["id", "dup_of"])
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "id": text["id"].to_numpy(),
+            "cluster": cluster[rows],
+            "rank": results.column("rank")[rows],
+            "max_sim": ms,
+            "dup_row": dup,
+            "dup_of": text["dup_of"].to_numpy(),
+            "dup_removed": (dup >= 0) & removed_by_score(scores[target], eps),
+            "margin": ms - (1.0 - float(eps)),
+            "cross_cluster": (dup >= 0) & (cluster[target] != cluster[rows]),
+        }
+    )
 
 
 def pairs_frame(
@@ -59,53 +169,46 @@ def pairs_frame(
     clusters: list[int] | None = None,
     sim_range: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
-    """One row per item removed at ``eps``: ``row``, ``id``, ``cluster``, ``rank``, ``max_sim``,
-    ``dup_row``, ``dup_of``, ``dup_removed`` (whether that earlier item is removed too: a chain),
-    ``margin`` (how far ``max_sim`` lies above the threshold 1 − ε) and ``cross_cluster`` (whether
-    ``dup_of`` lies in another cluster: only runs with probing compare across clusters).
-    ``clusters`` keeps only those clusters; ``sim_range`` ``(low, high)`` only scores in it (a bound at
-    −1 or 1 is open, so identical items scored a hair above 1 stay in)."""
-    import pandas as pd
+    """One row per item removed at ``eps`` (see :func:`pairs_rows` for the columns), in the order of
+    ``sort``. ``clusters`` keeps only those clusters; ``sim_range`` ``(low, high)`` only scores in it (a
+    bound at −1 or 1 is open, so identical items scored a hair above 1 stay in). For a big run, read a
+    page of it with :func:`pairs_page`."""
+    return pairs_rows(results, eps, removed_order(results, eps, sort, clusters, sim_range))
 
-    if sort not in SORTS:
-        raise SemDedupError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
-    removed = results.removed_mask(eps)
-    mask = removed.copy()
-    dup_row = results.dup_rows
-    items = results.items
-    scores = items["max_sim"].to_numpy()
-    cluster = items["cluster"].to_numpy()
-    if clusters:
-        mask &= np.isin(cluster, np.asarray(clusters, dtype=cluster.dtype))
-    if sim_range is not None:
-        lo, hi = sim_range
-        # the ends of the scale are open: float32 scores of identical items can exceed 1 slightly
-        lo = -np.inf if lo <= -1.0 else lo
-        hi = np.inf if hi >= 1.0 else hi
-        mask &= (scores >= lo) & (scores <= hi)
-    rows = np.flatnonzero(mask)
-    ms = scores[rows].astype(np.float64)
-    frame = pd.DataFrame(
-        {
-            "row": rows,
-            "id": items["id"].to_numpy()[rows],
-            "cluster": cluster[rows],
-            "rank": items["rank"].to_numpy()[rows],
-            "max_sim": ms,
-            "dup_row": dup_row[rows],
-            "dup_of": items["dup_of"].to_numpy()[rows],
-            "dup_removed": removed[np.maximum(dup_row[rows], 0)] & (dup_row[rows] >= 0),
-            "margin": ms - (1.0 - float(eps)),
-            "cross_cluster": results.cross_cluster[rows],
-        }
-    )
-    if sort == "similarity":
-        order = np.lexsort((rows, -ms))
-    elif sort == "borderline":
-        order = np.lexsort((rows, frame["margin"].to_numpy()))
-    else:
-        order = np.lexsort((frame["rank"].to_numpy(), frame["cluster"].to_numpy()))
-    return frame.iloc[order].reset_index(drop=True)
+
+@dataclass(frozen=True)
+class PairsPage:
+    """One page of :func:`pairs_frame`: its rows (``frame``), the page ``number`` shown (clipped), the number
+    of pages, how many pairs match in all (``total``) and of those how many cross clusters (probing runs)."""
+
+    frame: pd.DataFrame
+    number: int
+    n_pages: int
+    total: int
+    cross_cluster: int
+
+
+def pairs_page(
+    results: Results,
+    eps: float,
+    number: int,
+    per_page: int,
+    *,
+    sort: str = "similarity",
+    clusters: list[int] | None = None,
+    sim_range: tuple[float, float] | None = None,
+) -> PairsPage:
+    """Page ``number`` (0-based, clipped to the last page) of ``pairs_frame(results, eps, sort=sort,
+    clusters=clusters, sim_range=sim_range)``, reading only that page's rows: what the Pairs page shows of
+    a run of any size."""
+    if per_page < 1:
+        raise SemDedupError(f"per_page must be at least 1, got {per_page}")
+    order = removed_order(results, eps, sort, clusters, sim_range)
+    n_pages = max(1, -(-len(order) // per_page))
+    number = min(max(0, int(number)), n_pages - 1)
+    part = order[number * per_page : (number + 1) * per_page]
+    cross = int(results.cross_cluster[order].sum()) if results.probe else 0
+    return PairsPage(pairs_rows(results, eps, part), number, n_pages, len(order), cross)
 
 
 def page(frame: pd.DataFrame, number: int, per_page: int) -> tuple[pd.DataFrame, int]:
@@ -119,20 +222,49 @@ def page(frame: pd.DataFrame, number: int, per_page: int) -> tuple[pd.DataFrame,
 
 def groups_table(results: Results, roots: np.ndarray, removed: np.ndarray) -> pd.DataFrame:
     """Kept items that caused removals, most removals first: ``row``, ``id``, ``cluster``, ``removed``."""
+    return _groups_table(results, *np.unique(roots[removed], return_counts=True))
+
+
+def _groups_table(results: Results, rows: np.ndarray, counts: np.ndarray, limit: int | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    counts = np.bincount(roots[removed], minlength=len(roots))
-    rows = np.flatnonzero(counts)
-    order = np.lexsort((rows, -counts[rows]))
-    rows = rows[order]
+    order = np.lexsort((rows, -counts))[:limit]
+    rows, counts = rows[order].astype(np.int64), counts[order].astype(np.int64)
     return pd.DataFrame(
         {
             "row": rows,
-            "id": results.items["id"].to_numpy()[rows],
-            "cluster": results.items["cluster"].to_numpy()[rows],
-            "removed": counts[rows],
+            "id": results.rows(rows, ["id"])["id"].to_numpy(),
+            "cluster": results.column("cluster")[rows],
+            "removed": counts,
         }
     )
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The groups at one ε: the removed ``rows`` (ascending), the kept ``root`` of each and its chain
+    ``depth``; ``n_groups`` kept items caused them, the ``table`` lists the largest (:func:`removal_groups`)."""
+
+    rows: np.ndarray
+    root: np.ndarray
+    depth: np.ndarray
+    n_groups: int
+    table: pd.DataFrame
+
+    def tree(self, root: int, dup_row: np.ndarray, rank: np.ndarray) -> list[tuple[int, int]]:
+        """:func:`group_tree` of the kept item ``root``."""
+        return _tree(root, self.rows[self.root == root], dup_row, rank)
+
+
+def removal_groups(results: Results, eps: float, limit: int | None = None) -> Groups:
+    """The groups of what the paper's rule removes at ``eps`` (kept item → the items removed as its
+    duplicates, chains included), with the ``limit`` largest in ``table``: work in proportion to the
+    removed items."""
+    rows = np.flatnonzero(results.removed_mask(eps))
+    root, depth = removed_chains(results.dup_rows, rows)
+    counts = np.bincount(root, minlength=results.n_items) if len(root) else np.zeros(0, dtype=np.int64)
+    group_rows = np.flatnonzero(counts)
+    return Groups(rows, root, depth, len(group_rows), _groups_table(results, group_rows, counts[group_rows], limit))
 
 
 def group_tree(
@@ -140,7 +272,10 @@ def group_tree(
 ) -> list[tuple[int, int]]:
     """The group of kept item ``root``: ``(row, depth)`` in tree order — the root (depth 0), then each item
     it caused to be removed, each followed by the items removed as duplicates of *it* (a chain)."""
-    members = np.flatnonzero((roots == root) & removed)
+    return _tree(root, np.flatnonzero((roots == root) & removed), dup_row, rank)
+
+
+def _tree(root: int, members: np.ndarray, dup_row: np.ndarray, rank: np.ndarray) -> list[tuple[int, int]]:
     children: dict[int, list[int]] = {}
     for m in members[np.argsort(rank[members], kind="stable")]:
         children.setdefault(int(dup_row[m]), []).append(int(m))
@@ -153,23 +288,51 @@ def group_tree(
     return out
 
 
-def showcase_pairs(results: Results, eps: float, n: int = 6) -> pd.DataFrame:
+SHOWCASE_SCAN = 200_000
+""":func:`showcase_pairs` looks at most at this many of the most similar removals…"""
+SHOWCASE_FIRST = 2_000
+"""…in steps of this many, then four times as many each time."""
+
+
+def showcase_pairs(results: Results, eps: float, n: int = 6, scan: int = SHOWCASE_SCAN) -> pd.DataFrame:
     """The ``n`` most convincing removals at ``eps`` for people new to the method: at most one per
     cluster, preferring pairs whose earlier item is kept (no chain to explain) and, when a ``text``
-    column exists, texts that differ in more than whitespace; most similar first."""
-    frame = pairs_frame(results, eps, sort="similarity")
+    column exists, texts that differ in more than whitespace; most similar first.
+
+    Read from the top of the similarity order in growing steps, stopping as soon as the answer cannot
+    change (``n`` clusters with a pair of the preferred kind), and after ``scan`` pairs at most."""
+    import pandas as pd
+
+    m = int(results.n_removed(eps))
+    top = results.score_order(descending=True)[: min(m, max(1, scan))]
+    frames, sames, good = [], [], set()
+    start, step = 0, SHOWCASE_FIRST
+    while start < len(top) or not frames:
+        frame = pairs_rows(results, eps, top[start : start + step])
+        same = _same_words(results, frame)
+        frames.append(frame)
+        sames.append(same)
+        good.update(frame["cluster"].to_numpy()[~same & ~frame["dup_removed"].to_numpy()].tolist())
+        if len(good) >= n:  # n clusters with a preferred pair: nothing further down can come first
+            break
+        start, step = start + step, step * 4
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if frame.empty:
         return frame
-    chained = frame["dup_removed"].to_numpy()
-    same = np.zeros(len(frame), dtype=bool)
-    if "text" in results.items.columns:
-        text = results.items["text"].to_numpy()
-        same = np.array(
-            [str(text[a]).split() == str(text[b]).split() for a, b in zip(frame["row"], frame["dup_row"], strict=True)]
-        )
-    order = np.lexsort((-frame["max_sim"].to_numpy(), chained, same))
+    same = np.concatenate(sames)
+    order = np.lexsort((-frame["max_sim"].to_numpy(), frame["dup_removed"].to_numpy(), same))
     frame = frame.iloc[order].drop_duplicates("cluster")
     return frame.head(n).reset_index(drop=True)
+
+
+def _same_words(results: Results, frame: pd.DataFrame) -> np.ndarray:
+    """Whether each pair's two texts are the same words (differ at most in whitespace); all False
+    without a ``text`` column."""
+    if "text" not in results.columns or frame.empty:
+        return np.zeros(len(frame), dtype=bool)
+    texts = results.rows(np.concatenate([frame["row"], frame["dup_row"]]), ["text"])["text"].to_numpy()
+    half = len(frame)
+    return np.array([str(texts[i]).split() == str(texts[half + i]).split() for i in range(half)], dtype=bool)
 
 
 # -- texts -------------------------------------------------------------------------------------

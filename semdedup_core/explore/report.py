@@ -297,7 +297,7 @@ def _groups_section(results: Results, items: _Items, eps: float, n_groups: int) 
     table = pairs.groups_table(results, roots, removed).head(n_groups)
     if table.empty:
         return '<p class="empty">Nothing is a duplicate at this threshold.</p>'
-    rank = results.items["rank"].to_numpy()
+    rank = results.column("rank")
     out = []
     for root, count in zip(table["row"], table["removed"], strict=True):
         tree = pairs.group_tree(int(root), roots, results.dup_rows, removed, rank)
