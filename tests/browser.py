@@ -131,3 +131,23 @@ def wait_idle(page) -> None:
         timeout=30_000,
     )
     page.wait_for_timeout(300)
+
+
+def move_slider(page, slider, steps: int) -> float:
+    """Press the arrow key ``abs(steps)`` times on ``slider`` (right for positive) and return its value once
+    the app is idle (presses made while the app reruns may be merged, so the move can fall short)."""
+    slider.focus()
+    for _ in range(abs(steps)):
+        page.keyboard.press("ArrowRight" if steps > 0 else "ArrowLeft")
+    wait_idle(page)
+    return float(slider.get_attribute("aria-valuetext"))
+
+
+def wait_metric(page, label: str, value: int) -> None:
+    """Wait until a metric whose text holds ``label`` shows ``value`` (formatted with thousands commas)."""
+    page.wait_for_function(
+        "([label, n]) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+        ".some(m => m.innerText.includes(label) && m.innerText.includes(n))",
+        arg=[label, f"{value:,}"],
+        timeout=15_000,
+    )

@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 import semdedup_app as sa
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
 from semdedup_core.cli import main
+from semdedup_core.engine import io, schema
 from semdedup_core.engine import results as results_module
 from semdedup_core.engine.items import MIRROR_KEY
 from semdedup_core.engine.rules import removed_by_score, threshold32
@@ -174,6 +175,35 @@ def test_the_string_checks_of_a_big_folder_wait_for_the_first_bulk_use(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (folder / "exports").exists()
+
+
+def test_string_hashes_depend_only_on_the_bytes():
+    """The uniqueness screen's hash: the same strings hash the same whatever the chunks, offsets, string
+    type or step size, and different strings differ here."""
+    words = ["", "a", "ab", "ba", "é", "x" * 300, "doc-10", "doc-01", "", "a"]
+    arr = pa.array(words)
+    h = io.hash_strings(arr)
+    assert h[0] == h[8] and h[1] == h[9]
+    assert len(set(h.tolist())) == 8
+    sliced = pa.chunked_array([arr.slice(0, 3), arr.slice(3, 4), arr.slice(7)])
+    assert (io.hash_strings(sliced) == h).all()
+    assert (io.hash_strings(arr.cast(pa.large_string())) == h).all()
+    steps = io._HASH_BYTES
+    try:
+        io._HASH_BYTES = 5  # steps of a few bytes, and a string longer than a step alone
+        assert (io.hash_strings(sliced) == h).all()
+    finally:
+        io._HASH_BYTES = steps
+
+
+def test_ids_whose_hashes_meet_are_compared_as_strings(monkeypatch):
+    """The hashes only screen: when they meet, the strings decide — distinct ids pass, a repeat is named with
+    both rows."""
+    ids = pa.chunked_array([pa.array(["p", "q", "r"]), pa.array(["s", "q"])])
+    monkeypatch.setattr(io, "hash_strings", lambda values: np.zeros(len(values), dtype=np.uint64))
+    schema._check_unique(pa.chunked_array([pa.array(["p", "q", "r", "s"])]), "here")  # all meet, all differ
+    with pytest.raises(SemDedupError, match=r"has the id 'q' twice \(rows 1 and 4\)"):
+        schema._check_unique(ids, "here")
 
 
 def test_the_app_checks_a_big_folder_in_the_background_and_refuses_it(text_results, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import ARGS, CHROMIUM, SHOTS, need_browser, serve, wait_idle
+from browser import ARGS, CHROMIUM, SHOTS, move_slider, need_browser, serve, wait_idle, wait_metric
 from browser import removed_metric as _removed
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -50,19 +50,9 @@ def test_served_app_end_to_end(served_app, text_results):
         wait_idle(page)
         before = _removed(page)
         assert before == res.n_removed(0.05)
-        slider = page.get_by_role("slider").first
-        slider.focus()
-        for _ in range(100):  # 100 steps of 0.0005: ε 0.05 → 0.10
-            page.keyboard.press("ArrowRight")
-        wait_idle(page)
-        eps = float(slider.get_attribute("aria-valuetext"))
-        assert 0.06 <= eps <= 0.1  # key presses made while the app reruns may be merged
-        page.wait_for_function(
-            "(n) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-            ".some(m => m.innerText.includes('removed') && m.innerText.includes(n))",
-            arg=f"{res.n_removed(eps):,}",
-            timeout=15_000,
-        )
+        eps = move_slider(page, page.get_by_role("slider").first, 100)  # 100 steps of 0.0005: ε 0.05 → 0.10
+        assert 0.06 <= eps <= 0.1
+        wait_metric(page, "removed", res.n_removed(eps))
         after = _removed(page)
         assert after == res.n_removed(eps) and after > before
         page.screenshot(path=str(SHOTS / "threshold.png"), full_page=False)
@@ -125,18 +115,9 @@ def test_image_pairs_show_thumbnails(image_run, tmp_path):
         slider.wait_for(timeout=30_000)
         wait_idle(page)
         assert _removed(page) == res.n_removed(eps)
-        slider.focus()
-        for _ in range(40):
-            page.keyboard.press("ArrowLeft")
-        wait_idle(page)
-        moved = float(slider.get_attribute("aria-valuetext"))
+        moved = move_slider(page, slider, -40)
         assert moved < eps
-        page.wait_for_function(
-            "(n) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-            ".some(m => m.innerText.includes('removed') && m.innerText.includes(n))",
-            arg=f"{res.n_removed(moved):,}",
-            timeout=15_000,
-        )
+        wait_metric(page, "removed", res.n_removed(moved))
         assert _removed(page) == res.n_removed(moved)
         page.screenshot(path=str(SHOTS / "threshold-images.png"))
         page.get_by_role("link", name="Stakeholder view").first.click()

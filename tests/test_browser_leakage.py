@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import SHOTS, open_page, serve, wait_idle
+from browser import SHOTS, move_slider, open_page, serve, wait_idle, wait_metric
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,19 +27,9 @@ def test_leakage_page_in_the_browser(text_leak_results, tmp_path):
         wait_idle(page)
         page.get_by_role("link", name="Leakage").first.wait_for(timeout=15_000)  # in the app's navigation
         assert leaked_metric(page) == res.n_leaked(0.05)
-        slider = page.get_by_role("slider").first  # the sidebar's shared ε
-        slider.focus()
-        for _ in range(100):  # 100 steps of 0.0005: ε 0.05 → 0.10
-            page.keyboard.press("ArrowRight")
-        wait_idle(page)
-        eps = float(slider.get_attribute("aria-valuetext"))
-        assert 0.06 <= eps <= 0.1  # key presses made while the app reruns may be merged
-        page.wait_for_function(
-            "(n) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-            ".some(m => m.innerText.includes('leaked') && m.innerText.includes(n))",
-            arg=f"{res.n_leaked(eps):,}",
-            timeout=15_000,
-        )
+        eps = move_slider(page, page.get_by_role("slider").first, 100)  # the sidebar's shared ε: 0.05 → 0.10
+        assert 0.06 <= eps <= 0.1
+        wait_metric(page, "leaked", res.n_leaked(eps))
         assert leaked_metric(page) == res.n_leaked(eps) > res.n_leaked(0.05)
         caption = page.get_by_text(re.compile(rf"leaked items at ε = {eps:.4f}")).first.inner_text()
         assert caption.startswith(f"{res.n_leaked(eps):,} leaked items")

@@ -67,6 +67,28 @@ def test_long_chain_is_resolved_by_pointer_jumping():
     assert depth.tolist() == list(range(n))
 
 
+def test_chain_roots_match_a_walk_on_a_random_forest():
+    """Short chains (walked step by step) and long ones (left to pointer jumping) in one forest, against
+    following each chain link by link."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    dup = np.full(n, -1)
+    for i in range(1, n):
+        if rng.random() < 0.9:  # a predecessor: mostly the one just before (long chains), else any earlier
+            dup[i] = i - 1 if rng.random() < 0.7 else int(rng.integers(0, i))
+    deepest = 0
+    for share in (0.2, 0.6, 0.95):
+        removed = (dup >= 0) & (rng.random(n) < share)
+        root, depth = chain_roots(dup, removed)
+        for i in range(n):
+            r, d = i, 0
+            while removed[r]:
+                r, d = dup[r], d + 1
+            assert (root[i], depth[i]) == (r, d)
+        deepest = max(deepest, int(depth.max()))
+    assert deepest > 16  # the pointer-jumping part ran
+
+
 def test_group_tree_shows_chains_under_their_cause():
     res = hand_results()
     dup = res.dup_rows

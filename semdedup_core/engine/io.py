@@ -187,6 +187,71 @@ def _suspect(chunk: Any) -> bool:
     return bool(len(view)) and (int(view.min()) < 0x20 or int(view.max()) >= 0x80)
 
 
+def _string_bytes(chunk: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (``len(chunk) + 1``, from 0) and the bytes of a string array's values, without a copy."""
+    import pyarrow as pa
+
+    _, offsets, data = chunk.buffers()
+    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    bounds = np.frombuffer(offsets, width)[chunk.offset : chunk.offset + len(chunk) + 1].astype(np.int64)
+    view = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return bounds - bounds[0], view[int(bounds[0]) : int(bounds[-1])]
+
+
+_HASH_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
+_HASH_BYTES = 1 << 24  # bytes hashed per step: the step's temporaries stay near 400 MB
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """``base**0 .. base**(n-1)`` modulo 2**64 (``uint64``)."""
+    out = np.ones(n, dtype=np.uint64)
+    if n > 1:
+        np.cumprod(np.full(n - 1, base, dtype=np.uint64), dtype=np.uint64, out=out[1:])
+    return out
+
+
+def hash_strings(values: Any) -> np.ndarray:
+    """A 64-bit hash (``uint64``) of each string of ``values`` (an Arrow array or chunked array, no nulls),
+    computed on the Arrow buffers with numpy: the polynomial ``Σ (byte_j + 1)·B**j`` modulo 2**64 over each
+    string's bytes, mixed with its length and finalised (splitmix64). Equal strings hash equal; a screen
+    for uniqueness (one sort of 8 bytes an item) where hashing every string into a table would copy them
+    all. Per step of about :data:`_HASH_BYTES` bytes: one prefix sum of ``(byte + 1)·B**position`` over
+    the step, each string's difference of two prefixes brought back to its own start by ``B**-start``."""
+    arr = strings(values)
+    out = np.empty(len(arr), dtype=np.uint64)
+    up = down = np.zeros(0, dtype=np.uint64)
+    at = 0
+    for chunk in arr.chunks:
+        bounds, data = _string_bytes(chunk)
+        lo = 0
+        while lo < len(chunk):  # row blocks of about _HASH_BYTES bytes (one longer string alone)
+            hi = int(np.searchsorted(bounds, bounds[lo] + _HASH_BYTES, side="right")) - 1
+            hi = min(len(chunk), max(hi, lo + 1))
+            start = bounds[lo : hi + 1] - bounds[lo]
+            size = int(start[-1])
+            if len(up) < size + 1:
+                up = _powers(_HASH_BASE, max(size + 1, min(_HASH_BYTES + 1, int(bounds[-1]) + 1)))
+                down = _powers(pow(_HASH_BASE, -1, 2**64), len(up))
+            with np.errstate(over="ignore"):
+                sums = np.zeros(size + 1, dtype=np.uint64)
+                terms = data[int(bounds[lo]) : int(bounds[hi])].astype(np.uint64)
+                terms += np.uint64(1)
+                terms *= up[:size]
+                np.cumsum(terms, out=sums[1:])
+                del terms
+                h = (sums[start[1:]] - sums[start[:-1]]) * down[start[:-1]]
+                h ^= np.diff(start).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                h ^= h >> np.uint64(30)
+                h *= np.uint64(0xBF58476D1CE4E5B9)
+                h ^= h >> np.uint64(27)
+                h *= np.uint64(0x94D049BB133111EB)
+                h ^= h >> np.uint64(31)
+            out[at + lo : at + hi] = h
+            lo = hi
+        at += len(chunk)
+    return out
+
+
 def strings(values: Any) -> Any:
     """``values`` (a pandas column of strings, nulls allowed, or an Arrow array) as an Arrow
     ``ChunkedArray`` of strings, without copying an Arrow-backed column."""

@@ -420,16 +420,22 @@ def _normalize(job: _Job) -> tuple[np.ndarray, dict[str, Any]]:
     return x, {}
 
 
-def _kmeans(job: _Job, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    cluster, n = job.cluster, job.n
-    k = cluster.n_clusters
-    job.progress("kmeans", 0, 1)
-    n_sample = min(n, k * cluster.max_points_per_centroid)
-    if n_sample < n:
-        pick = np.sort(np.random.default_rng(cluster.seed).choice(n, n_sample, replace=False))
-        sample = x[pick]
-    else:
-        sample = x
+def kmeans_sample(n: int, cluster: ClusterConfig) -> np.ndarray | None:
+    """The rows k-means is fitted on (sorted; a seeded sample of ``n_clusters × max_points_per_centroid``),
+    or ``None`` when that is every row. The local and the sharded pipeline draw the same sample."""
+    n_sample = min(n, cluster.n_clusters * cluster.max_points_per_centroid)
+    if n_sample >= n:
+        return None
+    return np.sort(np.random.default_rng(cluster.seed).choice(n, n_sample, replace=False))
+
+
+def fit_and_save_centroids(
+    sample: np.ndarray, cluster: ClusterConfig, out: Path, progress: Progress
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit the centroids on ``sample`` (:func:`kmeans_sample`'s rows), write ``centroids.npy`` atomically
+    and return them with the stage's facts for ``run.json``."""
+    k, n_sample = cluster.n_clusters, len(sample)
+    progress("kmeans", 0, 1)
     centroids = fit_centroids(
         sample,
         k,
@@ -439,13 +445,18 @@ def _kmeans(job: _Job, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         device=cluster.device,
         backend=cluster.backend,
     )
-    io.save_npy(job.out / CENTROIDS, centroids)
-    job.progress("kmeans", 1, 1)
+    io.save_npy(out / CENTROIDS, centroids)
+    progress("kmeans", 1, 1)
     return centroids, {
         "sample_size": int(n_sample),
         "device": kmeans_device(cluster.device, cluster.backend),
         "backend": kmeans_backend(cluster.device, cluster.backend),
     }
+
+
+def _kmeans(job: _Job, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    pick = kmeans_sample(job.n, job.cluster)
+    return fit_and_save_centroids(x if pick is None else x[pick], job.cluster, job.out, job.progress)
 
 
 def _assign_path(job: _Job) -> Path:

@@ -303,31 +303,37 @@ def _digit_counts(n: int) -> np.ndarray:
     return np.repeat(np.arange(1, len(bounds), dtype=np.int64), np.diff(bounds))
 
 
+def _is_row_numbers(ids: Any) -> bool:
+    """Whether the ids are exactly ``"0".."n-1"`` in order (the engine's default): the numbers, and as many
+    bytes as their digits (no sign, no leading zero)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(ids)
+    if n == 0 or ids[0].as_py() != "0" or ids[n - 1].as_py() != str(n - 1):  # else skip the full cast
+        return False
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        as_int = pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False)
+        return bool(
+            np.array_equal(as_int, np.arange(n))
+            and np.array_equal(pc.binary_length(ids).to_numpy(zero_copy_only=False), _digit_counts(n))
+        )
+    return False
+
+
 def _rows_of(ids: Any, dup: Any, where: str) -> np.ndarray:
-    """Check ``ids`` are unique and map each non-null ``dup`` to its row (``-1`` for null; ``dup=None``: only
-    the uniqueness); raise naming the first id that repeats or the first ``dup_of`` that is no id. One hash
+    """Check ``ids`` are unique and map each non-null ``dup`` to its row (``-1`` for null); raise naming the first id that repeats or the first ``dup_of`` that is no id. One hash
     pass over the strings, or none when the ids are the row numbers ``"0".."n-1"`` (the engine's default)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     n = len(ids)
-    if dup is None:
-        has = np.zeros(n, dtype=bool)
-        present = pa.chunked_array([], ids.type)
-    else:
-        has = pc.is_valid(dup).to_numpy(zero_copy_only=False)
-        present = pc.drop_null(dup)
+    has = pc.is_valid(dup).to_numpy(zero_copy_only=False)
+    present = pc.drop_null(dup)
     rows = np.full(n, -1, dtype=np.int64)
-    looks_numeric = ids[0].as_py() == "0" and ids[n - 1].as_py() == str(n - 1)  # else skip the full cast
-    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        if not looks_numeric:
-            raise pa.ArrowInvalid("not the row numbers")
-        # "0".."n-1" exactly: the numbers, and as many bytes as their digits (no sign, no leading zero)
+    if _is_row_numbers(ids):
         digits = _digit_counts(n)
-        as_int = pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False)
-        if np.array_equal(as_int, np.arange(n)) and np.array_equal(
-            pc.binary_length(ids).to_numpy(zero_copy_only=False), digits
-        ):
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
             targets = pc.cast(present, pa.int64()).to_numpy(zero_copy_only=False)
             if ((targets >= 0) & (targets < n)).all() and np.array_equal(
                 pc.binary_length(present).to_numpy(zero_copy_only=False), digits[targets]
@@ -518,6 +524,10 @@ def check_numeric(table: Any, run: dict[str, Any], where: str) -> ItemsCheck:
     return ItemsCheck(dup_rows, clusters, columns, False)
 
 
+_COMPARE_ROWS = 1_000_000
+"""Rows of ``dup_of`` compared with the ids they name per step of :func:`check_strings`."""
+
+
 def check_strings(
     table: Any, dup_rows: np.ndarray, run: dict[str, Any], where: str, columns: dict[str, np.ndarray] | None = None
 ) -> None:
@@ -540,10 +550,16 @@ def check_strings(
         raise refuse("has no dup_of although dup_row names earlier items")
     if dup.type != ids.type:
         dup = dup.cast(ids.type)
-    present = pc.drop_null(dup)
-    named = _take(ids, dup_rows[has])
-    same = pc.equal(named, present).to_numpy(zero_copy_only=False)
-    if same.all():
+    present = pc.drop_null(dup)  # aligned with the rows that have a dup_row
+    targets = dup_rows[has]
+    bad = -1
+    for lo in range(0, len(targets), _COMPARE_ROWS):  # in blocks: never a second copy of the column
+        block = targets[lo : lo + _COMPARE_ROWS]
+        same = pc.equal(_take(ids, block), present.slice(lo, len(block))).to_numpy(zero_copy_only=False)
+        if not same.all():
+            bad = lo + _first(~same)
+            break
+    if bad < 0:
         return
     # say what is wrong with the strings as a folder without dup_row would be told, else that they disagree
     cols = columns or {}
@@ -555,7 +571,7 @@ def check_strings(
 
     from_text = _rows_of(ids, dup, where)
     _Links(ids, col("cluster"), col("rank"), col("max_sim"), col("dist_to_centroid"), run, refuse).check(from_text)
-    r = int(np.flatnonzero(has)[_first(~same)])
+    r = int(np.flatnonzero(has)[bad])
     t = int(dup_rows[r])
     raise refuse(
         f"row {r} ({ids[r].as_py()!r}) has dup_of {dup[r].as_py()!r} but dup_row {t} (the item "
@@ -581,7 +597,7 @@ def take_chunked(values: Any, rows: np.ndarray) -> Any:
         return values.chunk(0).take(pa.array(rows))
     if len(rows) == 0:
         return pa.array([], type=values.type)
-    if len(rows) > len(values) // 8:  # much of the column: Arrow's own take (it reads every chunk) is faster
+    if len(rows) > len(values) // 32:  # much of the column: Arrow's own take (it reads every chunk) is faster
         return pc.take(values, pa.array(rows)).combine_chunks()
     lengths = np.fromiter((len(c) for c in values.chunks), dtype=np.int64, count=values.num_chunks)
     starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -604,8 +620,31 @@ def _check_id_text(ids: Any, refuse: Any) -> None:
 
 
 def _check_unique(ids: Any, where: str) -> None:
-    """Raise naming the first id that repeats (no hash pass when the ids are the row numbers)."""
-    _rows_of(ids, None, where)
+    """Raise naming the first id that repeats. No pass over the strings when the ids are the row numbers;
+    otherwise one 64-bit hash of each id (:func:`~.io.hash_strings`) and a sort of the hashes, and only
+    the ids whose hashes meet are compared as strings — never a hash table of every id (at 20,000,000 ids
+    that took 10 s and 3 GB)."""
+    import pyarrow.compute as pc
+
+    if len(ids) < 2 or _is_row_numbers(ids):
+        return
+    h = io.hash_strings(ids)
+    s = np.sort(h)
+    meet = s[1:] == s[:-1]
+    if not meet.any():
+        return
+    rows = np.flatnonzero(np.isin(h, np.unique(s[1:][meet])))  # ascending: the first repeat comes first
+    del h, s
+    codes = pc.dictionary_encode(_take(ids, rows)).indices.to_numpy(zero_copy_only=False)
+    _, first_of_code = np.unique(codes, return_index=True)
+    repeat = np.flatnonzero(first_of_code[codes] != np.arange(len(rows)))
+    if len(repeat):
+        i = int(repeat[0])
+        r, first = int(rows[i]), int(rows[first_of_code[codes[i]]])
+        raise SemDedupError(
+            f"items.parquet in {where!r} has the id {ids[r].as_py()!r} twice (rows {first} and {r}); "
+            "ids must be unique: rerun into a new folder"
+        )
 
 
 class _Links:
@@ -641,9 +680,9 @@ class _Links:
         """Each ``dup_of`` (``dup_rows``) is an earlier item: of the same cluster, or for a probing run
         earlier in the run's global keep order."""
         ids, cluster, rank = self.ids, self.cluster, self.rank
-        src = np.flatnonzero(dup_rows >= 0)
-        tgt = dup_rows[src]
         if self.probe:
+            src = np.flatnonzero(dup_rows >= 0)
+            tgt = dup_rows[src]
             from .probe import global_order
 
             pos = global_order(self.dist, self.dedup.get("keep", "hard"), int(self.dedup.get("seed", 0)))
@@ -660,10 +699,13 @@ class _Links:
             starts = np.concatenate([[0], np.cumsum(np.bincount(cluster))])
             slot = starts[cluster] + rank
         # the same cluster and an earlier rank: a slot from the start of the item's cluster to its own
-        there, here = slot[tgt], slot[src]
-        bad = (there >= here) | (there < here - rank[src])
+        # (over every row, the rows without a dup_of masked: no gathers through a list of rows)
+        there = slot[np.maximum(dup_rows, 0)]
+        bad = (there >= slot) | (there < slot - rank)
+        bad &= dup_rows >= 0
         if bad.any():
-            r, t = int(src[bad][0]), int(tgt[bad][0])
+            r = _first(bad)
+            t = int(dup_rows[r])
             raise self.refuse(
                 f"row {r} ({ids[r].as_py()!r}, cluster {int(cluster[r])}, rank {int(rank[r])}) has dup_of "
                 f"{ids[t].as_py()!r} (cluster {int(cluster[t])}, rank {int(rank[t])}); dup_of must be an earlier "

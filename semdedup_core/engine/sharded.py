@@ -44,9 +44,17 @@ from .config import ClusterConfig, DedupConfig
 from .device import resolve_device
 from .executors import Executor, get_executor
 from .items import MIRROR_KEY, mirror_record, pair_record, write_items
-from .kmeans import assign, fit_centroids, kmeans_backend, kmeans_device
+from .kmeans import assign, kmeans_backend, kmeans_device
 from .pairwise import score_clusters
-from .pipeline import SHARD_ITEMS, _Run, engine_params, score_precision, shard_bounds
+from .pipeline import (
+    SHARD_ITEMS,
+    _Run,
+    engine_params,
+    fit_and_save_centroids,
+    kmeans_sample,
+    score_precision,
+    shard_bounds,
+)
 from .schema import CENTROIDS, DUP_ROW, EMBEDDINGS_DIR, ERRORS, ITEMS, ITEMS_ARROW, WORK, ResultsFolder
 
 log = logging.getLogger(__name__)
@@ -451,33 +459,13 @@ def _dedup_parts(
         raise SemDedupError(f"n_clusters must be between 1 and the number of items ({n}), got {k}")
 
     def kmeans() -> tuple[np.ndarray, dict]:
-        n_sample = min(n, k * cluster.max_points_per_centroid)
-        pick = (
-            np.sort(np.random.default_rng(cluster.seed).choice(n, n_sample, replace=False))
-            if n_sample < n
-            else np.arange(n)
-        )
+        pick = kmeans_sample(n, cluster)
+        pick = np.arange(n) if pick is None else pick
         owner = np.searchsorted(starts, pick, side="right") - 1
         tasks = ((int(p), (w, int(p), pick[owner == p] - starts[p])) for p in np.unique(owner))
         got = dict(ex.imap(_read_rows, tasks))
         sample = np.concatenate([got[int(p)] for p in np.unique(owner)])
-        progress("kmeans", 0, 1)
-        centroids = fit_centroids(
-            sample,
-            k,
-            niter=cluster.niter,
-            seed=cluster.seed,
-            max_points_per_centroid=max(cluster.max_points_per_centroid, -(-n_sample // k)),
-            device=cluster.device,
-            backend=cluster.backend,
-        )
-        io.save_npy(out / CENTROIDS, centroids)
-        progress("kmeans", 1, 1)
-        return centroids, {
-            "sample_size": int(n_sample),
-            "device": kmeans_device(cluster.device, cluster.backend),
-            "backend": kmeans_backend(cluster.device, cluster.backend),
-        }
+        return fit_and_save_centroids(sample, cluster, out, progress)
 
     run.stage("kmeans", kmeans, load=lambda: np.load(out / CENTROIDS))
 

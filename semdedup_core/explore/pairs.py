@@ -42,23 +42,47 @@ def chain_roots(dup_row: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, n
     rows = np.flatnonzero(removed)
     root = np.arange(n, dtype=np.int64)
     depth = np.zeros(n, dtype=np.int64)
-    root[rows], depth[rows] = removed_chains(dup_row, rows)
+    root[rows], depth[rows] = removed_chains(dup_row, rows, np.asarray(removed, dtype=bool))
     return root, depth
 
 
-def removed_chains(dup_row: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+_WALK_STEPS = 16
+"""Steps up the chains taken one at a time before the long chains left switch to pointer jumping."""
+
+
+def removed_chains(
+    dup_row: np.ndarray, rows: np.ndarray, removed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """For the removed items ``rows`` (ascending): the kept item at the end of each one's chain of
     ``dup_of`` links and the number of steps to it (an item without a ``dup_of`` is its own end, 0 steps).
-    Work and memory in proportion to the removed items (pointer jumping: log2 of the longest chain passes)."""
+    ``removed``: the mask of all rows whose ``flatnonzero`` is ``rows``, when the caller has it.
+
+    Chains are walked up a step at a time for :data:`_WALK_STEPS` steps, each step touching only the items
+    still on a removed item (most chains are a few links long), then what is left by pointer jumping (log2
+    of the longest chain passes): work in proportion to the removed items."""
     rows = np.asarray(rows, dtype=np.int64)
     m = len(rows)
     parent = np.asarray(dup_row[rows], dtype=np.int64)
-    none = parent < 0
-    pos = np.minimum(np.searchsorted(rows, np.maximum(parent, 0)), max(m - 1, 0))
-    inside = ~none & (rows[pos] == parent) if m else none  # its dup_of is removed too: the chain goes on
-    nxt = np.where(inside, pos, -1)
-    root = np.where(none, rows, parent)
-    depth = np.where(none, 0, 1).astype(np.int64)
+    if removed is None:
+        removed = np.zeros(len(dup_row), dtype=bool)
+        removed[rows] = True
+    root = np.where(parent < 0, rows, parent)
+    depth = (parent >= 0).astype(np.int64)
+    active = np.flatnonzero(parent >= 0)
+    for _ in range(_WALK_STEPS):
+        active = active[removed[root[active]]]  # still on a removed item: one more step up
+        if not len(active):
+            return root, depth
+        root[active] = dup_row[root[active]]
+        depth[active] += 1
+    active = active[removed[root[active]]]
+    if not len(active):
+        return root, depth
+    position = np.full(len(dup_row), -1, dtype=np.int64)
+    position[rows] = np.arange(m)
+    nxt = np.full(m, -1, dtype=np.int64)
+    nxt[active] = position[root[active]]  # the removed item the chain goes on from
+    del position
     for _ in range(max(1, int(m).bit_length()) + 1):  # a chain of m halves in log2(m) passes
         active = np.flatnonzero(nxt >= 0)
         if not len(active):
@@ -228,6 +252,12 @@ def groups_table(results: Results, roots: np.ndarray, removed: np.ndarray) -> pd
 def _groups_table(results: Results, rows: np.ndarray, counts: np.ndarray, limit: int | None = None) -> pd.DataFrame:
     import pandas as pd
 
+    if limit is not None and limit < len(counts):  # the `limit` largest without sorting them all
+        kth = np.partition(counts, len(counts) - limit)[len(counts) - limit]
+        above = np.flatnonzero(counts > kth)
+        ties = np.flatnonzero(counts == kth)[: limit - len(above)]  # rows ascending: the first rows win ties
+        pick = np.concatenate([above, ties])
+        rows, counts = rows[pick], counts[pick]
     order = np.lexsort((rows, -counts))[:limit]
     rows, counts = rows[order].astype(np.int64), counts[order].astype(np.int64)
     return pd.DataFrame(
@@ -260,8 +290,9 @@ def removal_groups(results: Results, eps: float, limit: int | None = None) -> Gr
     """The groups of what the paper's rule removes at ``eps`` (kept item → the items removed as its
     duplicates, chains included), with the ``limit`` largest in ``table``: work in proportion to the
     removed items."""
-    rows = np.flatnonzero(results.removed_mask(eps))
-    root, depth = removed_chains(results.dup_rows, rows)
+    removed = results.removed_mask(eps)
+    rows = np.flatnonzero(removed)
+    root, depth = removed_chains(results.dup_rows, rows, removed)
     counts = np.bincount(root, minlength=results.n_items) if len(root) else np.zeros(0, dtype=np.int64)
     group_rows = np.flatnonzero(counts)
     return Groups(rows, root, depth, len(group_rows), _groups_table(results, group_rows, counts[group_rows], limit))
