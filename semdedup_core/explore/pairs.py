@@ -68,9 +68,10 @@ def removed_chains(
         removed[rows] = True
     root = np.where(parent < 0, rows, parent)
     depth = (parent >= 0).astype(np.int64)
-    active = np.flatnonzero(parent >= 0)
-    for _ in range(_WALK_STEPS):
-        active = active[removed[root[active]]]  # still on a removed item: one more step up
+    active = np.flatnonzero(removed[np.maximum(parent, 0)] & (parent >= 0))  # the chains that go on
+    for step in range(_WALK_STEPS):
+        if step:
+            active = active[removed[root[active]]]  # still on a removed item: one more step up
         if not len(active):
             return root, depth
         root[active] = dup_row[root[active]]
