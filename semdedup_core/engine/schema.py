@@ -322,8 +322,10 @@ def _is_row_numbers(ids: Any) -> bool:
 
 
 def _rows_of(ids: Any, dup: Any, where: str) -> np.ndarray:
-    """Check ``ids`` are unique and map each non-null ``dup`` to its row (``-1`` for null); raise naming the first id that repeats or the first ``dup_of`` that is no id. One hash
-    pass over the strings, or none when the ids are the row numbers ``"0".."n-1"`` (the engine's default)."""
+    """Check ``ids`` are unique and map each non-null ``dup`` to its row (``-1`` for null); raise naming the
+    first id that repeats or the first ``dup_of`` that is no id. One dictionary encoding of the ids and
+    ``dup`` together, or none when the ids are the row numbers ``"0".."n-1"`` (the engine's default). For
+    folders written before ``dup_row``; the others never map strings to rows."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -59,7 +59,8 @@ def removed_chains(
 
     Chains are walked up a step at a time for :data:`_WALK_STEPS` steps, each step touching only the items
     still on a removed item (most chains are a few links long), then what is left by pointer jumping (log2
-    of the longest chain passes): work in proportion to the removed items."""
+    of the longest chain passes): work in proportion to the removed items, besides one lookup array of
+    every row where ``removed`` is not given or a chain is longer than the steps."""
     rows = np.asarray(rows, dtype=np.int64)
     m = len(rows)
     parent = np.asarray(dup_row[rows], dtype=np.int64)
