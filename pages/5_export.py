@@ -58,11 +58,30 @@ except SemDedupError as exc:
     sa.error(exc)
     st.stop()
 
+if which == "leaked":
+    n_rows = res.n_leaked(e)
+else:
+    n_removed = n_rem if rule == "paper" else res.n_removed(e, rule, labels)
+    n_rows = n_removed if which == "removed" else res.n_items - n_removed
 d1, d2 = st.columns(2)
 with d1:
-    if st.button("Prepare download", key="exp_prepare"):
+    if n_rows > sa.DOWNLOAD_ROWS:  # a browser download is built in the app's memory: large lists go to a file
+        st.caption(
+            f"{sa.fmt_int(n_rows)} rows is more than a download from the explorer holds "
+            f"({sa.fmt_int(sa.DOWNLOAD_ROWS)}): write it into the results folder (written a block at a time), or "
+            f"run `python -m semdedup_core export {escape_markdown(str(res.path))} --eps {e:.4f} --which {which} "
+            f"--format {fmt}{' --rule ' + rule if rule != 'paper' else ''}`."
+        )
+    elif st.button("Prepare download", key="exp_prepare"):
         st.session_state["exp_ready"] = (str(res.path), e, which, fmt, txt_column, rule)
-    if st.session_state.get("exp_ready") == (str(res.path), e, which, fmt, txt_column, rule):
+    if n_rows <= sa.DOWNLOAD_ROWS and st.session_state.get("exp_ready") == (
+        str(res.path),
+        e,
+        which,
+        fmt,
+        txt_column,
+        rule,
+    ):
         st.download_button(
             f"Download {name}",
             data=sa.export_bytes(
@@ -76,7 +95,8 @@ with d2:
         st.caption("This explorer is read-only: exports are downloads only.")
     elif st.button("Write into the results folder", key="exp_write"):
         try:
-            path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
+            with st.spinner(f"Writing {sa.fmt_int(n_rows)} rows…"):
+                path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
             st.success(f"Wrote {escape_markdown(str(path))}")
         except (SemDedupError, OSError) as exc:
             sa.error(f"could not write the export: {exc}")

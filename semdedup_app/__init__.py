@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every page imports this package 
 
 from . import access, audit, jobs  # noqa: E402
 from .data import (  # noqa: E402
+    DOWNLOAD_ROWS,
     MAX_CLUSTER_OPTIONS,
     centroid_map,
     cluster_table,
@@ -88,6 +89,7 @@ from .widgets import (  # noqa: E402
 )
 
 __all__ = [
+    "DOWNLOAD_ROWS",
     "audit",
     "access",
     "centroid_map",

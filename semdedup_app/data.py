@@ -270,6 +270,11 @@ def centroid_map(res: Results, method: str = "umap"):
 
 
 # -- export -------------------------------------------------------------------------------------------
+DOWNLOAD_ROWS = 1_000_000
+"""The largest export the Export page offers as a browser download: a download is built in the app's memory
+(and kept there for the session), so larger lists are written into the results folder a block at a time."""
+
+
 @per_run(max_entries=4, show_spinner="Preparing the file…")
 def export_bytes(
     res: Results,

@@ -232,6 +232,28 @@ def test_export_page_writes_into_the_results_folder(image_results):
     assert not at.exception
 
 
+def test_a_large_export_is_written_to_the_folder_not_offered_as_a_download(text_results, monkeypatch):
+    """Above DOWNLOAD_ROWS rows the Export page offers no in-memory download: it names the count, the CLI
+    command, and writes the file a block at a time."""
+    from semdedup_core.explore import export as export_module
+
+    res = text_results
+    monkeypatch.setattr(sa, "DOWNLOAD_ROWS", 10)
+    monkeypatch.setattr(export_module, "EXPORT_BATCH_ROWS", 4)
+    at = open_app(res.path, "export")
+    at.radio(key="exp_which").set_value("kept").run()
+    kept = res.n_items - res.n_removed(0.05)
+    assert kept > 10
+    assert not [b for b in at.button if b.key == "exp_prepare"]
+    note = " ".join(c.value for c in at.caption)
+    assert f"{kept:,} rows is more than a download" in note
+    assert f"python -m semdedup_core export {res.path} --eps 0.0500 --which kept --format csv" in note.replace("\\", "")
+    at.button(key="exp_write").click().run()
+    assert not at.exception and at.success
+    written = pd.read_csv(res.path / "exports" / "kept-eps0.0500.csv", dtype={"id": str})
+    assert written["id"].tolist() == res.items.loc[~res.removed_mask(0.05), "id"].tolist()
+
+
 def _plotly_array(v) -> np.ndarray:
     """A plotly JSON array: a list, or a typed array {"dtype", "bdata"} (base64)."""
     import base64

@@ -71,3 +71,48 @@ def test_file_names_and_bad_arguments():
         file_name(0.1, "gone", "csv")
     with pytest.raises(SemDedupError, match="eps must be between 0 and 2"):
         file_name(3.0, "kept", "csv")
+
+
+@pytest.mark.parametrize("which", ["removed", "kept"])
+def test_written_exports_stream_in_blocks_and_equal_the_whole_list(text_results, monkeypatch, which):
+    """write_export writes a block of rows at a time (here 7): the file is the same bytes as the whole list
+    encoded at once (CSV with its formula guard and one header, TXT), the same table for Parquet — also when
+    the first block has no dup_of at all (kept: the first item of each cluster)."""
+    from semdedup_core.explore import export as export_module
+
+    e = 0.2
+    whole = export_frame(text_results, e, which)
+    assert len(whole) > 3 * 7
+    monkeypatch.setattr(export_module, "EXPORT_BATCH_ROWS", 7)
+    blocks = list(export_module.export_batches(text_results, e, which))
+    assert len(blocks) == -(-len(whole) // 7) and all(len(b) <= 7 for b in blocks)
+    for fmt in ("csv", "txt"):
+        path = write_export(text_results, e, which, fmt)
+        assert path.read_bytes() == to_bytes(whole, fmt)
+    path = write_export(text_results, e, which, "parquet")
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, pd.read_parquet(io.BytesIO(to_bytes(whole, "parquet"))))
+
+
+def test_a_parquet_export_whose_first_block_has_no_dup_of(tmp_path):
+    """A block whose dup_of column is all missing (say, the first items of clusters) and a later block with
+    ids: one Parquet file with a string column."""
+    from semdedup_core.explore.export import write_batches
+
+    first = pd.DataFrame({"id": ["a", "b"], "max_sim": [-1.0, -1.0], "dup_of": [None, None]})
+    second = pd.DataFrame({"id": ["c"], "max_sim": [0.97], "dup_of": ["a"]})
+    write_batches([first, second], tmp_path / "x.parquet", "parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(tmp_path / "x.parquet").field("dup_of").type == pa.string()
+    whole = pd.concat([first, second], ignore_index=True)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "x.parquet"), pd.read_parquet(io.BytesIO(to_bytes(whole, "parquet")))
+    )
+    assert pd.read_parquet(tmp_path / "x.parquet")["dup_of"].iloc[2] == "a"
+
+
+def test_an_empty_export_still_has_its_header(text_results):
+    path = write_export(text_results, 0.0, "removed", "csv")
+    assert path.read_text().splitlines() == [",".join(export_frame(text_results, 0.0).columns)]

@@ -14,6 +14,7 @@ value holding a line break or NUL is refused (naming its row) instead of becomin
 from __future__ import annotations
 
 import io as _io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,16 +63,60 @@ def export_frame(
 
     ``limit``: only the first ``limit`` of them (in input order; a preview reads only those rows). The
     whole list is a bulk use of the ids: the folder's string checks run first
-    (:meth:`~semdedup_core.engine.results.Results.check_strings`)."""
+    (:meth:`~semdedup_core.engine.results.Results.check_strings`). :func:`export_batches` gives the same
+    rows a block at a time."""
     _check(which)
     if limit is None:
         results.check_strings()
+    return _frame_of(results, export_rows(results, eps, which, rule, labels)[:limit], which, rule, labels)
+
+
+def export_rows(
+    results: Results, eps: float, which: str = "removed", rule: str = "paper", labels: Any = None
+) -> np.ndarray:
+    """The rows (input order) of the ``which`` items at ``eps`` under ``rule``: what an export lists."""
+    _check(which)
     if which == "leaked":
-        return leaked_frame(results, eps, rule, limit)
+        if rule != "paper":
+            raise SemDedupError(
+                f"--rule {rule} applies to removed and kept items; leaked items are those whose similarity to a "
+                "reference item exceeds 1 - eps whatever the rule: drop --rule"
+            )
+        return np.flatnonzero(results.leaked_mask(eps))
     mask = results.removed_mask(eps, rule, labels)
-    if which == "kept":
-        mask = ~mask
-    rows = np.flatnonzero(mask)[:limit]
+    return np.flatnonzero(~mask if which == "kept" else mask)
+
+
+EXPORT_BATCH_ROWS = 1_000_000
+"""Rows an export reads and writes per step (:func:`export_batches`, :func:`write_export`)."""
+
+
+def export_batches(
+    results: Results,
+    eps: float,
+    which: str = "removed",
+    rule: str = "paper",
+    labels: Any = None,
+    batch_rows: int | None = None,
+) -> Iterator[pd.DataFrame]:
+    """:func:`export_frame`'s rows in blocks of ``batch_rows`` (default :data:`EXPORT_BATCH_ROWS`), so an
+    export of 20,000,000 items never holds more than one block (at least one block, empty when no item
+    matches). The string checks run first."""
+    _check(which)
+    results.check_strings()
+    rows = export_rows(results, eps, which, rule, labels)
+    step = max(1, int(batch_rows or EXPORT_BATCH_ROWS))
+    for lo in range(0, max(len(rows), 1), step):
+        yield _frame_of(results, rows[lo : lo + step], which, rule, labels)
+
+
+def _frame_of(results: Results, rows: np.ndarray, which: str, rule: str, labels: Any) -> pd.DataFrame:
+    """The export's columns for ``rows`` (see :func:`export_frame`)."""
+    if which == "leaked":
+        frame = results.rows(rows, [c for c in LEAKED_COLUMNS[:5] if c in results.columns]).reset_index(drop=True)
+        if "path" in results.reference.columns:
+            frame["ref_path"] = results.reference["path"].to_numpy()[results.ref_rows[rows]]
+        return frame
     frame = results.rows(rows, [c for c in COLUMNS if c in results.columns]).reset_index(drop=True)
     if rule == "audited":
         audited = results.audited(labels)
@@ -85,16 +130,7 @@ def export_frame(
 def leaked_frame(results: Results, eps: float, rule: str = "paper", limit: int | None = None) -> pd.DataFrame:
     """The items leaked at ``eps`` (``ref_sim > 1 − eps``) with their reference item, in input order
     (the first ``limit`` of them when given)."""
-    if rule != "paper":
-        raise SemDedupError(
-            f"--rule {rule} applies to removed and kept items; leaked items are those whose similarity to a "
-            "reference item exceeds 1 - eps whatever the rule: drop --rule"
-        )
-    rows = np.flatnonzero(results.leaked_mask(eps))[:limit]
-    frame = results.rows(rows, [c for c in LEAKED_COLUMNS[:5] if c in results.columns]).reset_index(drop=True)
-    if "path" in results.reference.columns:
-        frame["ref_path"] = results.reference["path"].to_numpy()[results.ref_rows[rows]]
-    return frame
+    return export_frame(results, eps, "leaked", rule, limit=limit)
 
 
 def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
@@ -165,11 +201,61 @@ def write_export(
     rule: str = "paper",
     labels: Any = None,
 ) -> Path:
-    """Write the export into ``<results>/exports/`` atomically and return its path."""
+    """Write the export into ``<results>/exports/`` atomically and return its path. It is written a block
+    of :data:`EXPORT_BATCH_ROWS` rows at a time (the same bytes as :func:`to_bytes` of the whole list), so
+    memory stays bounded whatever the size of the run."""
     if results.path is None:
         raise SemDedupError("these results have no folder to write into; load them with Results.load(DIR)")
-    data = to_bytes(export_frame(results, eps, which, rule, labels), fmt, txt_column)
+    _check(which, fmt)
     dest = Path(results.path) / EXPORT_DIR / file_name(eps, which, fmt, txt_column, rule)
+    batches = export_batches(results, eps, which, rule, labels)
     with io.atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
+        write_batches(batches, tmp, fmt, txt_column)
     return dest
+
+
+def write_batches(batches: Iterable[pd.DataFrame], path: Path, fmt: str, txt_column: str = "id") -> None:
+    """Write frames of the same columns one after another as one ``csv``, ``parquet`` or ``txt`` file at
+    ``path`` (what :func:`to_bytes` gives for their concatenation)."""
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer, schema = None, None
+        try:
+            for frame in batches:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:  # a column that is all missing in the first block is still a string column
+                    schema = _string_columns_for_nulls(table.schema)
+                    writer = pq.ParquetWriter(str(path), schema)
+                writer.write_table(table.replace_schema_metadata(schema.metadata).cast(schema))
+        finally:
+            if writer is not None:
+                writer.close()
+        return
+    with open(path, "wb") as f:
+        for i, frame in enumerate(batches):
+            if fmt == "csv":
+                text = neutralize_formulas(frame).to_csv(index=False, header=i == 0, lineterminator="\r\n")
+                f.write(text.encode("utf-8"))
+            else:
+                f.write(to_bytes(frame, fmt, txt_column))
+
+
+def _string_columns_for_nulls(schema: Any) -> Any:
+    """``schema`` with each all-missing (null-typed) column made a string column, in the Arrow types and in
+    the pandas metadata (so pandas reads its missing values back as ``None``, as for the whole list)."""
+    import json
+
+    import pyarrow as pa
+
+    nulls = {f.name for f in schema if pa.types.is_null(f.type)}
+    fields = [f.with_type(pa.string()) if f.name in nulls else f for f in schema]
+    metadata = dict(schema.metadata or {})
+    if nulls and b"pandas" in metadata:
+        meta = json.loads(metadata[b"pandas"])
+        for col in meta.get("columns", []):
+            if col.get("name") in nulls:
+                col["pandas_type"], col["numpy_type"] = "unicode", "object"
+        metadata[b"pandas"] = json.dumps(meta).encode()
+    return pa.schema(fields, metadata=metadata or None)
