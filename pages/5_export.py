@@ -58,11 +58,7 @@ except SemDedupError as exc:
     sa.error(exc)
     st.stop()
 
-if which == "leaked":
-    n_rows = res.n_leaked(e)
-else:
-    n_removed = n_rem if rule == "paper" else res.n_removed(e, rule, labels)
-    n_rows = n_removed if which == "removed" else res.n_items - n_removed
+n_rows = sd_export.export_count(res, e, which, rule, labels)
 d1, d2 = st.columns(2)
 with d1:
     if n_rows > sa.DOWNLOAD_ROWS:  # a browser download is built in the app's memory: large lists go to a file

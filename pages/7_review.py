@@ -160,32 +160,21 @@ else:
         if not reviewer:
             st.warning("Enter your name above to judge: every verdict records who gave it.")
         b1, b2, b3, b4, b5 = st.columns(5)
-        off = not reviewer
-        b1.button(
-            "Duplicate",
-            key="rev_dup",
-            type="primary",
-            on_click=_judge,
-            args=("duplicate", pos, reviewer),
-            disabled=off,
-            width="stretch",
+        buttons = (
+            ("Duplicate", "rev_dup", "duplicate"),
+            ("Not a duplicate", "rev_not", "not_duplicate"),
+            ("Unsure", "rev_unsure", "unsure"),
         )
-        b2.button(
-            "Not a duplicate",
-            key="rev_not",
-            on_click=_judge,
-            args=("not_duplicate", pos, reviewer),
-            disabled=off,
-            width="stretch",
-        )
-        b3.button(
-            "Unsure",
-            key="rev_unsure",
-            on_click=_judge,
-            args=("unsure", pos, reviewer),
-            disabled=off,
-            width="stretch",
-        )
+        for column, (label, key, verdict) in zip((b1, b2, b3), buttons, strict=True):
+            column.button(
+                label,
+                key=key,
+                type="primary" if verdict == "duplicate" else "secondary",
+                on_click=_judge,
+                args=(verdict, pos, reviewer),
+                disabled=not reviewer,
+                width="stretch",
+            )
         b4.button("Skip", key="rev_skip", on_click=_skip, args=(pos,), width="stretch")
         b5.button(
             "Back",

@@ -174,28 +174,22 @@ def first_bad_string(values: Any) -> int | None:
 
 def _suspect(chunk: Any) -> bool:
     """Whether the bytes of a string array's values hold a control byte or a non-ASCII byte."""
-    import pyarrow as pa
-
     if len(chunk) == 0 or chunk.null_count == len(chunk):
         return False
-    _, offsets, data = chunk.buffers()
-    if data is None:
-        return False
-    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-    bounds = np.frombuffer(offsets, width)[[chunk.offset, chunk.offset + len(chunk)]]
-    view = np.frombuffer(data, np.uint8)[int(bounds[0]) : int(bounds[1])]
+    _, view = _string_bytes(chunk)
     return bool(len(view)) and (int(view.min()) < 0x20 or int(view.max()) >= 0x80)
 
 
 def _string_bytes(chunk: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The offsets (``len(chunk) + 1``, from 0) and the bytes of a string array's values, without a copy."""
+    """The offsets of a string array's values (``len(chunk) + 1`` of them, as stored: int32, or int64 for
+    large strings; the first need not be 0) and the bytes they index, as views (no copy)."""
     import pyarrow as pa
 
     _, offsets, data = chunk.buffers()
     width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-    bounds = np.frombuffer(offsets, width)[chunk.offset : chunk.offset + len(chunk) + 1].astype(np.int64)
+    bounds = np.frombuffer(offsets, width)[chunk.offset : chunk.offset + len(chunk) + 1]
     view = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-    return bounds - bounds[0], view[int(bounds[0]) : int(bounds[-1])]
+    return bounds, view[int(bounds[0]) : int(bounds[-1])]
 
 
 _HASH_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
@@ -223,6 +217,7 @@ def hash_strings(values: Any) -> np.ndarray:
     at = 0
     for chunk in arr.chunks:
         bounds, data = _string_bytes(chunk)
+        bounds = bounds.astype(np.int64) - int(bounds[0])  # from the first value's first byte
         lo = 0
         while lo < len(chunk):  # row blocks of about _HASH_BYTES bytes (one longer string alone)
             hi = int(np.searchsorted(bounds, bounds[lo] + _HASH_BYTES, side="right")) - 1

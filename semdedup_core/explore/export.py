@@ -37,11 +37,16 @@ COLUMNS = ("id", "path", "cluster", "max_sim", "dup_of")
 LEAKED_COLUMNS = ("id", "path", "cluster", "ref_sim", "ref_id", "ref_path")
 
 
-def _check(which: str, fmt: str | None = None) -> None:
+def _check(which: str, fmt: str | None = None, rule: str = "paper") -> None:
     if which not in WHICH:
         raise SemDedupError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     if fmt is not None and fmt not in FORMATS:
         raise SemDedupError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if which == "leaked" and rule != "paper":
+        raise SemDedupError(
+            f"--rule {rule} applies to removed and kept items; leaked items are those whose similarity to a "
+            "reference item exceeds 1 - eps whatever the rule: drop --rule"
+        )
 
 
 def export_frame(
@@ -75,16 +80,21 @@ def export_rows(
     results: Results, eps: float, which: str = "removed", rule: str = "paper", labels: Any = None
 ) -> np.ndarray:
     """The rows (input order) of the ``which`` items at ``eps`` under ``rule``: what an export lists."""
-    _check(which)
+    _check(which, rule=rule)
     if which == "leaked":
-        if rule != "paper":
-            raise SemDedupError(
-                f"--rule {rule} applies to removed and kept items; leaked items are those whose similarity to a "
-                "reference item exceeds 1 - eps whatever the rule: drop --rule"
-            )
         return np.flatnonzero(results.leaked_mask(eps))
     mask = results.removed_mask(eps, rule, labels)
     return np.flatnonzero(~mask if which == "kept" else mask)
+
+
+def export_count(results: Results, eps: float, which: str = "removed", rule: str = "paper", labels: Any = None) -> int:
+    """How many rows the export of the ``which`` items at ``eps`` under ``rule`` lists (O(log n) under the
+    paper's and the audited rule)."""
+    _check(which, rule=rule)
+    if which == "leaked":
+        return int(results.n_leaked(eps))
+    removed = int(results.n_removed(eps, rule, labels))
+    return removed if which == "removed" else results.n_items - removed
 
 
 EXPORT_BATCH_ROWS = 1_000_000
@@ -127,18 +137,11 @@ def _frame_of(results: Results, rows: np.ndarray, which: str, rule: str, labels:
     return frame
 
 
-def leaked_frame(results: Results, eps: float, rule: str = "paper", limit: int | None = None) -> pd.DataFrame:
-    """The items leaked at ``eps`` (``ref_sim > 1 − eps``) with their reference item, in input order
-    (the first ``limit`` of them when given)."""
-    return export_frame(results, eps, "leaked", rule, limit=limit)
-
-
 def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
     """``frame`` encoded as ``csv``, ``parquet`` or ``txt`` (one ``txt_column`` value per line)."""
     _check("removed", fmt)
     if fmt == "csv":
-        # CRLF line ends (RFC 4180): the csv writer then quotes every cell holding a "\r" or "\n"
-        return neutralize_formulas(frame).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
+        return _csv(frame)
     if fmt == "parquet":
         buf = _io.BytesIO()
         frame.to_parquet(buf, index=False)
@@ -156,6 +159,12 @@ def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
             "export as csv or parquet"
         )
     return ("".join(v + "\n" for v in values)).encode("utf-8")
+
+
+def _csv(frame: pd.DataFrame, header: bool = True) -> bytes:
+    """``frame`` as CSV in UTF-8 with formulas neutralised; CRLF line ends (RFC 4180): the csv writer then
+    quotes every cell holding a "\r" or "\n"."""
+    return neutralize_formulas(frame).to_csv(index=False, header=header, lineterminator="\r\n").encode("utf-8")
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -236,8 +245,7 @@ def write_batches(batches: Iterable[pd.DataFrame], path: Path, fmt: str, txt_col
     with open(path, "wb") as f:
         for i, frame in enumerate(batches):
             if fmt == "csv":
-                text = neutralize_formulas(frame).to_csv(index=False, header=i == 0, lineterminator="\r\n")
-                f.write(text.encode("utf-8"))
+                f.write(_csv(frame, header=i == 0))
             else:
                 f.write(to_bytes(frame, fmt, txt_column))
 
