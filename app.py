@@ -17,7 +17,7 @@ import semdedup_app as sa  # sets HF_HUB_OFFLINE before any model can load
 from semdedup_app import access, jobs
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
-from semdedup_core.engine.schema import ResultsFolder
+from semdedup_core.results.folder import ResultsFolder
 
 sa.page_setup("Home")
 st.title("semdedup explorer")

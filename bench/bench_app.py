@@ -75,11 +75,11 @@ def make_synthetic(out: Path, n: int, d: int, k: int, seed: int = 0, map_method:
     import pyarrow.compute as pc
 
     from semdedup_core import ClusterConfig, DedupConfig, Results
-    from semdedup_core.engine import io
-    from semdedup_core.engine.items import MIRROR_KEY, mirror_record
-    from semdedup_core.engine.pipeline import _write_items, engine_params, library_versions
-    from semdedup_core.engine.schema import CENTROIDS, EMBEDDINGS, FORMAT_VERSION, RUN
     from semdedup_core.explore import maps
+    from semdedup_core.results import io
+    from semdedup_core.results.items import MIRROR_KEY, mirror_record
+    from semdedup_core.results.names import CENTROIDS, EMBEDDINGS, FORMAT_VERSION, RUN
+    from semdedup_core.run.pipeline import _write_items, engine_params, library_versions
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -50,8 +50,8 @@ def timed(fn) -> tuple[float, object]:
 
 def answer(res, design, n_verdicts: int, store) -> None:
     """The synthetic ground truth's verdicts on the sample's first ``n_verdicts`` pairs, in one write."""
+    from semdedup_core.audit.labels import make_rows
     from semdedup_core.audit.sample import pair_keys
-    from semdedup_core.engine.labels import make_rows
 
     units = design.units.iloc[:n_verdicts]
     u = pair_keys(units["id_a"], units["id_b"], 99, "truth").astype(np.float64) / 2.0**64
@@ -80,7 +80,7 @@ def main() -> int:
 
     from semdedup_core import Results
     from semdedup_core.audit import draw_sample, estimate, report, save_design
-    from semdedup_core.engine.labels import LabelStore
+    from semdedup_core.audit.labels import LabelStore
 
     folder = args.folder or args.work / f"n{args.n}-d{args.d}-k{args.k}"
     if not (folder / "run.json").exists():

@@ -218,7 +218,7 @@ def scale_baseline(b: dict[str, Any], n_b: int, k_b: int, n: int, k: int, sum_sq
 
 # -- 2. k-means alone ---------------------------------------------------------------------------------
 def kmeans_alone(x: np.ndarray, k: int, niter: int, device: str, faiss_iters: int) -> dict[str, Any]:
-    from semdedup_core.engine.kmeans import torch_kmeans
+    from semdedup_core.kernels.kmeans import torch_kmeans
 
     n_sample = min(len(x), k * 256)
     pick = np.sort(np.random.default_rng(0).choice(len(x), n_sample, replace=False))
@@ -526,7 +526,7 @@ def part_kmeans(args: argparse.Namespace, device: str, n: int, d: int, k: int, r
 def part_pairwise(args: argparse.Namespace, device: str, d: int, report: dict, rows: list) -> None:
     """Scoring many small clusters: the batched kernel vs one cluster at a time (one launch per cluster)."""
     from semdedup_core import scores_in_cluster
-    from semdedup_core.engine.pairwise import order_cluster, score_clusters
+    from semdedup_core.kernels.pairwise import order_cluster, score_clusters
 
     n_clusters = max(20, int(20_000 * args.scale))
     rng = np.random.default_rng(3)
@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ap.error(f"--parts takes {', '.join(PARTS)}, got {args.parts!r}")
     import torch
 
-    from semdedup_core.engine.device import resolve_device
+    from semdedup_core.kernels.device import resolve_device
 
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"

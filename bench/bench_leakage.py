@@ -53,7 +53,7 @@ def exact_nearest(
 
 def run_engine(args: argparse.Namespace) -> None:
     from semdedup_core import ClusterConfig, DedupConfig, dedup
-    from semdedup_core.engine.config import ReferenceConfig
+    from semdedup_core.run.config import ReferenceConfig
 
     t = time.perf_counter()
     train, ref, _ = leak_data(args.n, args.m, args.d, args.topics, seed=args.seed, spread=args.spread)
@@ -106,8 +106,8 @@ def run_engine(args: argparse.Namespace) -> None:
 
 
 def strategies(args: argparse.Namespace) -> None:
-    from semdedup_core.engine.kmeans import assign, fit_centroids
-    from semdedup_core.engine.probe import nearest_centroids, neighbour_clusters
+    from semdedup_core.kernels.kmeans import assign, fit_centroids
+    from semdedup_core.kernels.probe import nearest_centroids, neighbour_clusters
 
     probes = [0, 1, 2, 4, 6, 8, 12, 16]
     settings = [
@@ -165,7 +165,7 @@ def main() -> None:
         strategies(args)
         return
     if args.probe is None:
-        from semdedup_core.engine.config import DEFAULT_REFERENCE_PROBE
+        from semdedup_core.run.config import DEFAULT_REFERENCE_PROBE
 
         args.probe = DEFAULT_REFERENCE_PROBE
     run_engine(args)

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from semdedup_core import Results  # noqa: E402
-from semdedup_core.engine import io  # noqa: E402
-from semdedup_core.engine.schema import FORMAT_VERSION  # noqa: E402
+from semdedup_core.results import io  # noqa: E402
+from semdedup_core.results.names import FORMAT_VERSION  # noqa: E402
 
 
 def make_folder(out: Path, n: int, k: int, string_ids: bool, seed: int = 0) -> None:

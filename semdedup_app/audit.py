@@ -15,8 +15,8 @@ import streamlit as st
 
 from semdedup_core import Results
 from semdedup_core.audit import Design, Report, draw_sample, estimate, load_design, save_design, unit_verdicts
+from semdedup_core.audit.labels import LabelStore, lookup
 from semdedup_core.audit.sample import sample_path
-from semdedup_core.engine.labels import LabelStore, lookup
 
 from .cache import per_run
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from semdedup_core.engine.schema import RUN
+from semdedup_core.results.names import RUN
 
 F = TypeVar("F", bound=Callable[..., Any])
 

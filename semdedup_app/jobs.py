@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from semdedup_core import SemDedupError
-from semdedup_core.engine import io
-from semdedup_core.engine.schema import RUN, FolderState, ResultsFolder
+from semdedup_core.results import io
+from semdedup_core.results.folder import FolderState, ResultsFolder
+from semdedup_core.results.names import RUN
 
 from . import access
 
@@ -35,7 +36,7 @@ MAX_RUNNING = 2  # background runs at a time: each embeds or clusters with every
 
 def home() -> Path:
     """Where the app keeps its runs, jobs and recent list — the same place the offline demos use
-    (:func:`semdedup_core.engine.io.cache_dir`). Demo runs live in ``runs/demo-<kind>``."""
+    (:func:`semdedup_core.results.io.cache_dir`). Demo runs live in ``runs/demo-<kind>``."""
     return io.cache_dir()
 
 
@@ -223,7 +224,7 @@ def _child(job_file: str) -> int:
         with ResultsFolder(job["out"]).lock():  # the job's folder is this process's, start to end
             if job["kind"] == "demo":
                 from semdedup_core import run_demo
-                from semdedup_core.engine.progress import JsonFileProgress
+                from semdedup_core.run.progress import JsonFileProgress
 
                 # a first look at part of the text demo opens while the rest is embedded
                 run_demo(job["args"][0], job["out"], progress=JsonFileProgress(job["progress"]), first_look=True)

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from semdedup_core import SemDedupError
-from semdedup_core.engine.schema import ResultsFolder
+from semdedup_core.results.folder import ResultsFolder
 
 from . import access, jobs
 from .access import may_write_labels, read_only  # noqa: F401 - what pages ask (the Review page too)

@@ -9,8 +9,8 @@ from typing import Any
 import streamlit as st
 
 from semdedup_core import Results, SemDedupError
-from semdedup_core.engine import images
 from semdedup_core.explore.pairs import word_diff
+from semdedup_core.media import images
 
 from . import access, jobs
 from .data import eps_max, load
@@ -154,7 +154,7 @@ def _thumb(path: str, stamp: tuple, size: int) -> tuple[bytes | None, str | None
 
 def image(res: Results | None, path: Any, size: int = THUMB) -> tuple[bytes | None, str | None]:
     """A PNG of the image at ``path`` fitted into ``size`` px, or ``(None, why not)``: missing, unreadable,
-    refused by :mod:`semdedup_core.engine.images` (a FIFO, too many pixels…), or — in read-only mode —
+    refused by :mod:`semdedup_core.media.images` (a FIFO, too many pixels…), or — in read-only mode —
     outside ``res``'s input folders (without ``res`` no image is shown there)."""
     problem = access.image_problem(res.run if res is not None else {}, path)
     if problem is not None:

@@ -1,14 +1,17 @@
 """semdedup: find semantic duplicates in training data (SemDeDup, Abbas et al., 2023).
 
-The package is layered; a lower layer never imports a higher one:
+The package is layered; a lower layer never imports a higher one (``tests/test_architecture.py``):
 
-- :mod:`semdedup_core.engine` — the method on arrays: config, normalising, k-means, the pairwise
-  kernel, executors (local or Ray), the staged pipeline, removal rules, and the results folder
-  (:mod:`~semdedup_core.engine.schema` owns its format, :class:`Results` reads it);
-- :mod:`semdedup_core.ingest` — from raw data to embeddings: inputs, encoders, embedding, demos;
+- :mod:`semdedup_core.kernels` — the method on arrays: the pairwise kernel, k-means, probing, the rules'
+  arithmetic (pure functions, no files); :mod:`semdedup_core.media` — opening the user's files safely;
+- :mod:`semdedup_core.results` — the results folder: its names, its lock, the checks on load, the items
+  table, the rules table and :class:`Results`, the reader;
+- :mod:`semdedup_core.run` — a run: configs, the stages over parts of the input, the executors that decide
+  where each unit runs (this process or Ray), progress;
+- :mod:`semdedup_core.ingest` — from raw data to embeddings: input readers, encoders, embedding, demos;
+  :mod:`semdedup_core.audit` — verdicts, the review sample, precision per ε with an interval;
 - :mod:`semdedup_core.explore` — what an explorer computes from a results folder: pairs, maps, exports;
-- :mod:`semdedup_core.audit` — the audit loop: a review sample, verdicts, precision per ε with an interval;
-- :mod:`semdedup_core.cli` — the command line over all of them.
+- :mod:`semdedup_core.cli` — the command line over all of them, one module per command.
 
 The Streamlit app (``semdedup_app``, ``app.py``, ``pages/``) sits on top and is not part of this package.
 """
@@ -16,14 +19,14 @@ The Streamlit app (``semdedup_app``, ``app.py``, ``pages/``) sits on top and is 
 from __future__ import annotations
 
 from ._version import __version__  # noqa: F401
-from .engine.config import ClusterConfig, DedupConfig, ReferenceConfig
-from .engine.pairwise import scores_in_cluster
-from .engine.pipeline import dedup
-from .engine.results import Results
 from .errors import SemDedupError
 from .ingest.demo import run_demo
 from .ingest.embed import EmbedConfig, run_input
 from .ingest.encoders import list_encoders
+from .kernels.pairwise import scores_in_cluster
+from .results.results import Results
+from .run.config import ClusterConfig, DedupConfig, ReferenceConfig
+from .run.pipeline import dedup
 
 __all__ = [
     "ClusterConfig",

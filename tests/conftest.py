@@ -241,8 +241,8 @@ def oracle_truth(results, midpoint: float = 0.86, width: float = 0.025) -> np.nd
     """The ground truth of every item's pair (item, ``dup_of``): a true duplicate with probability
     ``1 / (1 + exp(-(max_sim - midpoint) / width))``, drawn once per pair from a hash of its two ids (so the
     same pair has the same truth in every run). False for items without a ``dup_of``."""
+    from semdedup_core.audit.labels import sorted_pairs
     from semdedup_core.audit.sample import pair_keys
-    from semdedup_core.engine.labels import sorted_pairs
 
     items = results.items
     has = items["dup_of"].notna().to_numpy()

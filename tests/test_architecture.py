@@ -23,14 +23,17 @@ APP = ROOT / "semdedup_app"
 LAYERS = {
     "semdedup_core._version": 0,
     "semdedup_core.errors": 0,
-    "semdedup_core.engine": 1,
-    "semdedup_core.ingest": 2,
-    "semdedup_core.explore": 2,
-    "semdedup_core.audit": 2,
-    "semdedup_core.cli": 3,
-    "semdedup_core": 4,  # the package's __init__: the public names of every layer
-    "semdedup_core.__main__": 4,
-    "semdedup_app": 5,
+    "semdedup_core.kernels": 1,  # pure array code: no files, no state
+    "semdedup_core.media": 1,  # opening the user's files safely
+    "semdedup_core.results": 2,  # the results-folder format and its reader
+    "semdedup_core.run": 3,  # the stages, executors and progress of a run
+    "semdedup_core.ingest": 4,
+    "semdedup_core.audit": 4,
+    "semdedup_core.explore": 5,
+    "semdedup_core.cli": 6,
+    "semdedup_core": 7,  # the package's __init__: the public names of every layer
+    "semdedup_core.__main__": 7,
+    "semdedup_app": 8,
 }
 
 
@@ -140,33 +143,42 @@ def test_the_cycle_checker_finds_a_cycle(tmp_path, monkeypatch):
     visit("a", {}, [])
     assert seen == [["a", "b", "a"]]
     # and the import reader sees relative, absolute and lazy imports
-    pkg = tmp_path / "semdedup_core" / "engine"
+    pkg = tmp_path / "semdedup_core" / "run"
     pkg.mkdir(parents=True)
     f = pkg / "x.py"
     f.write_text("from . import io\nfrom ..errors import E\ndef f():\n    import semdedup_core.explore.pairs\n")
-    known = {"semdedup_core.engine.io", "semdedup_core.errors", "semdedup_core.explore.pairs", "semdedup_core.engine.x"}
-    assert imports_of("semdedup_core.engine.x", f, known) == known - {"semdedup_core.engine.x"}
+    known = {
+        "semdedup_core.results.io",
+        "semdedup_core.errors",
+        "semdedup_core.explore.pairs",
+        "semdedup_core.run.x",
+    }
+    f.write_text("from ..results import io\nfrom ..errors import E\ndef f():\n    import semdedup_core.explore.pairs\n")
+    assert imports_of("semdedup_core.run.x", f, known) == known - {"semdedup_core.run.x"}
 
 
 def test_folders_show_the_layers():
     assert {p.name for p in CORE.iterdir() if p.is_dir() and not p.name.startswith("__")} == {
-        "engine",
+        "kernels",
+        "media",
+        "results",
+        "run",
         "ingest",
         "explore",
         "audit",
+        "cli",
     }
     assert not list(CORE.glob("*.py")) or {p.name for p in CORE.glob("*.py")} == {
         "__init__.py",
         "__main__.py",
         "_version.py",
-        "cli.py",
         "errors.py",
     }
     pages = [ROOT / "app.py", *(ROOT / "pages").glob("*.py")]
     for page in pages:  # pages import the app package and the core's public surface, nothing lower
         for node in ast.walk(ast.parse(page.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("semdedup_core.engine."):
-                assert node.module == "semdedup_core.engine.schema", (page.name, node.module)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("semdedup_core.results."):
+                assert node.module == "semdedup_core.results.folder", (page.name, node.module)
 
 
 def test_core_never_imports_streamlit():

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
 from semdedup_core.audit import estimate, load_design
-from semdedup_core.engine.labels import LabelStore
+from semdedup_core.audit.labels import LabelStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -106,7 +106,7 @@ def test_other_pages_show_the_estimate_and_the_judged_pairs(audit_copy, monkeypa
     rep = estimate(load_design(res), LabelStore(res.path / "labels.parquet").resolved(), [0.3])
     assert f"of {rep.rows['labelled'].iat[0]} checked pairs" in line and "95 % interval" in line
     at.toggle(key="thr_audited").set_value(True).run()
-    n_aud = res.n_removed(0.3, "audited", res.path / "labels.parquet")
+    n_aud = res.n_removed(0.3, "audited", LabelStore(res.path / "labels.parquet"))
     assert n_aud == res.n_removed(0.3) - 1  # the one pair judged not a duplicate had no other partner above 0.7
     assert any(f"**audited rule:** removes {n_aud:,}" in c.value for c in at.caption)
     at.switch_page(sa.PAGES["stakeholder"]).run()
@@ -120,7 +120,7 @@ def test_other_pages_show_the_estimate_and_the_judged_pairs(audit_copy, monkeypa
     at.radio(key="exp_rule").set_value("audited").run()
     assert not at.exception and not at.error
     df = at.dataframe[0].value
-    assert len(df) == min(20, res.n_removed(0.3, "audited", res.path / "labels.parquet"))
+    assert len(df) == min(20, res.n_removed(0.3, "audited", LabelStore(res.path / "labels.parquet")))
 
 
 def test_a_store_that_cannot_be_written_is_an_error_line_not_a_traceback(audit_copy, monkeypatch, tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from semdedup_core.audit.labels import LabelStore
 from semdedup_core.cli import main
-from semdedup_core.engine.labels import LabelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_the_whole_loop_as_a_user_runs_it(audit_copy, tmp_path):
     assert out["recommended_eps"] is not None and out["recommended_eps"] <= 0.3
     p = cli("export", res.path, "--eps", "0.3", "--rule", "audited")
     assert p.returncode == 0, p.stderr
-    assert f"removed: {res.n_removed(0.3, 'audited'):,} of" in p.stdout
+    assert f"removed: {res.n_removed(0.3, 'audited', LabelStore(res.path / 'labels.parquet')):,} of" in p.stdout
 
 
 def test_report_table_eps_list_and_plain_no_recommendation(audit_copy, tmp_path, capsys):

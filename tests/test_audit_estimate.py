@@ -15,10 +15,10 @@ from scipy.stats import beta
 
 from semdedup_core import SemDedupError
 from semdedup_core.audit import default_grid, draw_sample, estimate, queue_frame
+from semdedup_core.audit.labels import make_rows, resolve
 from semdedup_core.audit.precision import stratified
 from semdedup_core.audit.sample import allocate, pair_keys
-from semdedup_core.engine.labels import make_rows, resolve
-from semdedup_core.engine.rules import removed_by_score
+from semdedup_core.kernels.rules import removed_by_score
 
 GRID = np.array([0.03, 0.05, 0.1, 0.15, 0.2, 0.3])
 

@@ -18,8 +18,8 @@ import pytest
 
 from semdedup_core import ClusterConfig, Results, SemDedupError, dedup
 from semdedup_core.audit import draw_sample, estimate, queue_frame, save_design
+from semdedup_core.audit.labels import COLUMNS, LabelStore, make_rows, resolve
 from semdedup_core.cli import main
-from semdedup_core.engine.labels import COLUMNS, LabelStore, make_rows, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_concurrent_threads_lose_no_verdict(tmp_path, monkeypatch):
 
 WRITER = """
 import sys, time
-from semdedup_core.engine.labels import LabelStore
+from semdedup_core.audit.labels import LabelStore
 path, k, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 store = LabelStore(path)
 while time.time() < start:
@@ -272,6 +272,6 @@ def test_verdicts_survive_a_run_with_another_k_and_seed(tmp_path, capsys):
     rep = estimate(design_b, LabelStore(store).resolved())
     assert rep.sample["judged"] == sum(in_store) and rep.sample["outside_sample"] > 0
     # and the audited rule of run B applies A's not-duplicate verdicts to B's pairs
-    audited = b.audited(store)
+    audited = b.audited(LabelStore(store))
     assert audited.excluded > 0 and audited.rescored > 0
-    assert b.n_removed(0.3, "audited", store) < b.n_removed(0.3)
+    assert b.n_removed(0.3, "audited", LabelStore(store)) < b.n_removed(0.3)

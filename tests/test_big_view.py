@@ -21,14 +21,14 @@ from streamlit.testing.v1 import AppTest
 import semdedup_app as sa
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
 from semdedup_core.cli import main
-from semdedup_core.engine import io, schema
-from semdedup_core.engine import results as results_module
-from semdedup_core.engine.items import MIRROR_KEY
-from semdedup_core.engine.rules import removed_by_score, threshold32
-from semdedup_core.engine.schema import DUP_ROW, REQUIRED_COLUMNS
 from semdedup_core.explore import curve, pairs
 from semdedup_core.explore.export import export_frame
 from semdedup_core.ingest.sharded import run_sharded
+from semdedup_core.kernels.rules import removed_by_score, threshold32
+from semdedup_core.results import checks, io
+from semdedup_core.results import results as results_module
+from semdedup_core.results.items import MIRROR_KEY
+from semdedup_core.results.names import DUP_ROW, REQUIRED_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -201,9 +201,9 @@ def test_ids_whose_hashes_meet_are_compared_as_strings(monkeypatch):
     both rows."""
     ids = pa.chunked_array([pa.array(["p", "q", "r"]), pa.array(["s", "q"])])
     monkeypatch.setattr(io, "hash_strings", lambda values: np.zeros(len(values), dtype=np.uint64))
-    schema._check_unique(pa.chunked_array([pa.array(["p", "q", "r", "s"])]), "here")  # all meet, all differ
+    checks._check_unique(pa.chunked_array([pa.array(["p", "q", "r", "s"])]), "here")  # all meet, all differ
     with pytest.raises(SemDedupError, match=r"has the id 'q' twice \(rows 1 and 4\)"):
-        schema._check_unique(ids, "here")
+        checks._check_unique(ids, "here")
 
 
 def test_the_app_checks_a_big_folder_in_the_background_and_refuses_it(text_results, tmp_path, monkeypatch):

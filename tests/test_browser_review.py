@@ -11,8 +11,8 @@ import pytest
 from browser import SHOTS, open_page, serve, wait_idle
 
 from semdedup_core.audit import estimate, load_design
+from semdedup_core.audit.labels import LabelStore
 from semdedup_core.cli import main
-from semdedup_core.engine.labels import LabelStore
 from semdedup_core.explore.pairs import word_diff
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -12,13 +12,7 @@ import torch
 from PIL import Image
 
 from semdedup_core.errors import SemDedupError
-from semdedup_core.ingest.encoders import (
-    EfficientNetLite0,
-    Encoder,
-    get_encoder,
-    list_encoders,
-    map_lite0_weights,
-)
+from semdedup_core.ingest.encoders import EfficientNetLite0, Encoder, get_encoder, list_encoders, map_lite0_weights
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

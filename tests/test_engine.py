@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
-from semdedup_core.engine import pipeline
+from semdedup_core.run import pipeline
 
 
 def planted(n=3000, d=24, n_dups=300, seed=0):
@@ -264,8 +264,8 @@ def test_resume_keeps_the_precision_scoring_started_with(tmp_path, monkeypatch):
 def test_run_json_records_where_kmeans_really_ran():
     """With faiss-cpu and CUDA asked for, k-means runs on torch's CUDA backend (not on faiss's CPU);
     run.json records where it really ran, not the device that was asked for."""
-    from semdedup_core.engine import kmeans
-    from semdedup_core.engine.device import cuda_available
+    from semdedup_core.kernels import kmeans
+    from semdedup_core.kernels.device import cuda_available
 
     assert kmeans.faiss_device("cuda", faiss_has_gpu=False) == "cpu"  # faiss-cpu on a GPU machine
     assert kmeans.faiss_device("cuda", faiss_has_gpu=True) == "cuda"
@@ -415,7 +415,7 @@ def test_kept_only_rule_matches_greedy(tmp_path):
 
 
 def test_get_executor_without_ray():
-    from semdedup_core.engine.executors import LocalExecutor, get_executor
+    from semdedup_core.run.executors import LocalExecutor, get_executor
 
     assert isinstance(get_executor(None), LocalExecutor)
     assert isinstance(get_executor("local"), LocalExecutor)

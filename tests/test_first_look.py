@@ -19,7 +19,6 @@ from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
 from semdedup_core import ClusterConfig, EmbedConfig, dedup, run_input
-from semdedup_core.engine import io
 from semdedup_core.ingest.demo import (
     FIRST_LOOK_ITEMS,
     build_text_data,
@@ -30,6 +29,7 @@ from semdedup_core.ingest.demo import (
 )
 from semdedup_core.ingest.embed import reusable_embeddings
 from semdedup_core.ingest.inputs import load_input
+from semdedup_core.results import io
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

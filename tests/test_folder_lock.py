@@ -18,14 +18,15 @@ import pytest
 from conftest import brute_force_scores
 
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
-from semdedup_core.engine import pipeline
-from semdedup_core.engine.schema import LOCK, ResultsFolder
+from semdedup_core.results.folder import ResultsFolder
+from semdedup_core.results.names import LOCK
+from semdedup_core.run import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 HOLD = (
     "import sys, time\n"
-    "from semdedup_core.engine.schema import ResultsFolder\n"
+    "from semdedup_core.results.folder import ResultsFolder\n"
     "with ResultsFolder(sys.argv[1]).lock():\n"
     "    print('held', flush=True)\n"
     "    time.sleep(600)\n"

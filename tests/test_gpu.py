@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from semdedup_core import ClusterConfig, DedupConfig, dedup, scores_in_cluster
-from semdedup_core.engine.vectors import normalize_rows
+from semdedup_core.kernels.vectors import normalize_rows
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -49,7 +49,7 @@ def test_full_run_on_cuda_matches_cpu(tmp_path):
 
 
 def test_run_json_says_where_each_stage_ran(tmp_path):
-    from semdedup_core.engine.device import faiss_gpu_available
+    from semdedup_core.kernels.device import faiss_gpu_available
 
     x = np.random.default_rng(2).standard_normal((2_000, 32)).astype(np.float32)
     res = dedup(x, cluster=ClusterConfig(8, device="cuda"), config=DedupConfig(device="cuda"), out=tmp_path / "r")
@@ -61,7 +61,7 @@ def test_run_json_says_where_each_stage_ran(tmp_path):
 
 def test_torch_kmeans_on_cuda_within_one_percent_of_faiss():
     faiss_or_skip()
-    from semdedup_core.engine import kmeans
+    from semdedup_core.kernels import kmeans
 
     x = blobs(40_000, 64, 400, 1.0, 3)
     ref = kmeans.fit_centroids(x, 200, niter=20, max_points_per_centroid=10**6, device="cpu", backend="faiss")
@@ -77,7 +77,7 @@ def test_torch_kmeans_on_cuda_within_one_percent_of_faiss():
 def test_streamed_points_give_the_resident_result():
     """Points that do not fit the device budget are streamed from pinned memory each iteration: the same
     centroids as when they sit on the device."""
-    from semdedup_core.engine.kmeans import torch_kmeans
+    from semdedup_core.kernels.kmeans import torch_kmeans
 
     x = blobs(30_000, 32, 100, 0.8, 4)
     resident = torch_kmeans(x, 50, niter=8, device="cuda")
@@ -87,7 +87,7 @@ def test_streamed_points_give_the_resident_result():
 
 def test_cuda_assignment_refined_to_float32():
     faiss_or_skip()
-    from semdedup_core.engine import kmeans
+    from semdedup_core.kernels import kmeans
 
     x = blobs(50_000, 96, 300, 1.2, 5)
     c = kmeans.fit_centroids(x, 256, niter=5, device="cpu", backend="faiss")
@@ -98,7 +98,7 @@ def test_cuda_assignment_refined_to_float32():
 
 
 def test_batched_pairwise_on_cuda_matches_the_cpu():
-    from semdedup_core.engine.pairwise import score_clusters
+    from semdedup_core.kernels.pairwise import score_clusters
 
     rng = np.random.default_rng(6)
     sizes = np.r_[rng.integers(0, 50, 4_000), [3_000]]

@@ -16,10 +16,10 @@ from conftest import write_png_bomb
 
 from semdedup_core import ClusterConfig, SemDedupError, dedup, run_input
 from semdedup_core.cli import main
-from semdedup_core.engine import images
-from semdedup_core.engine.io import read_ids
 from semdedup_core.explore.export import export_frame, to_bytes
 from semdedup_core.ingest.inputs import load_input
+from semdedup_core.media import images
+from semdedup_core.results.io import read_ids
 
 
 def test_a_null_id_in_a_parquet_ids_file_is_refused_not_named_nan(tmp_path):

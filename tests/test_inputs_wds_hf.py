@@ -17,8 +17,8 @@ import pytest
 from conftest import _scene, brute_force_scores
 
 from semdedup_core import ClusterConfig, EmbedConfig, SemDedupError, run_input
-from semdedup_core.engine import media
 from semdedup_core.ingest.inputs import expand_braces, load_input
+from semdedup_core.media import files as media
 
 ROOT = Path(__file__).resolve().parents[1]
 

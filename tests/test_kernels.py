@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from semdedup_core import scores_in_cluster
-from semdedup_core.engine.pairwise import block_rows, order_cluster
-from semdedup_core.engine.vectors import normalize_rows
 from semdedup_core.errors import SemDedupError
+from semdedup_core.kernels.pairwise import block_rows, order_cluster
+from semdedup_core.kernels.vectors import normalize_rows
 
 
 def unit(*rows):

@@ -12,13 +12,13 @@ from topics import leak_data
 
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
 from semdedup_core.cli import main
-from semdedup_core.engine import pipeline
-from semdedup_core.engine.config import DEFAULT_REFERENCE_PROBE, ReferenceConfig
-from semdedup_core.engine.pairwise import best_matches, match_in_clusters
-from semdedup_core.engine.probe import nearest_centroids
-from semdedup_core.engine.rules import leaked_by_score, threshold
 from semdedup_core.explore.export import export_frame, write_export
 from semdedup_core.explore.leakage import leak_clusters, leak_pairs, ref_sim_histogram
+from semdedup_core.kernels.pairwise import best_matches, match_in_clusters
+from semdedup_core.kernels.probe import nearest_centroids
+from semdedup_core.kernels.rules import leaked_by_score, threshold
+from semdedup_core.run import pipeline
+from semdedup_core.run.config import DEFAULT_REFERENCE_PROBE, ReferenceConfig
 
 
 def unit(*rows):

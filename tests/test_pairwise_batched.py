@@ -7,8 +7,8 @@ import numpy as np
 from test_kernels import EXPECTED_ARG, EXPECTED_SIM, SIX
 
 from semdedup_core import scores_in_cluster
-from semdedup_core.engine.pairwise import order_cluster, plan_batches, score_clusters
-from semdedup_core.engine.vectors import normalize_rows
+from semdedup_core.kernels.pairwise import order_cluster, plan_batches, score_clusters
+from semdedup_core.kernels.vectors import normalize_rows
 
 
 def per_cluster(emb, dist, offsets, keep="hard", seed=0, dtype="float32"):

@@ -17,10 +17,10 @@ from topics import dedup_data
 import semdedup_app as sa
 from semdedup_core import ClusterConfig, DedupConfig, SemDedupError, dedup
 from semdedup_core.cli import main
-from semdedup_core.engine import pipeline
-from semdedup_core.engine.pairwise import order_cluster
-from semdedup_core.engine.probe import global_order
 from semdedup_core.explore.pairs import pairs_frame
+from semdedup_core.kernels.pairwise import order_cluster
+from semdedup_core.kernels.probe import global_order
+from semdedup_core.run import pipeline
 
 
 def test_global_order_by_hand():
@@ -271,7 +271,7 @@ def test_probe_kernel_on_cuda_in_half_precision():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU; this machine has none")
-    from semdedup_core.engine.pairwise import best_matches
+    from semdedup_core.kernels.pairwise import best_matches
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 64)).astype(np.float32)

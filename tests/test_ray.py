@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from semdedup_core import ClusterConfig, DedupConfig, dedup
-from semdedup_core.engine.executors import RayExecutor
+from semdedup_core.run.executors import RayExecutor
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install ray==2.60.0)")
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ KW = dict(cluster=ClusterConfig(12), config=DedupConfig(keep="random", seed=3))
 
 
 def test_ray_matches_local(tmp_path, cluster, monkeypatch):
-    from semdedup_core.engine import pipeline
+    from semdedup_core.run import pipeline
 
     monkeypatch.setattr(pipeline, "SHARD_ITEMS", 500)  # several shards, several tasks
     monkeypatch.setattr(pipeline, "ASSIGN_ROWS", 1000)
@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 from semdedup_core import ClusterConfig, DedupConfig, dedup
 from semdedup_core.engine import pipeline
-from semdedup_core.engine.executors import RayExecutor
+from semdedup_core.run.executors import RayExecutor
 
 pipeline.SHARD_ITEMS = 500
 out, address, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
@@ -80,7 +80,7 @@ dedup(x, out=out, executor=RayExecutor(address, max_in_flight=1), progress=progr
 def test_a_killed_ray_driver_resumes(tmp_path, cluster, monkeypatch):
     """kill -9 of the driver mid-scoring (the cluster lives on); the same call again resumes from the
     checkpointed shards and ends equal to an uninterrupted local run."""
-    from semdedup_core.engine import pipeline
+    from semdedup_core.run import pipeline
 
     x = data()
     np.save(tmp_path / "x.npy", x)

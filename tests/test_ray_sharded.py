@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
-from semdedup_core.engine import sharded
 from semdedup_core.ingest.sharded import run_sharded
+from semdedup_core.run import sharded
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 import semdedup_app as sa
 from semdedup_app import access, jobs
 from semdedup_core import SemDedupError
-from semdedup_core.engine.schema import ResultsFolder
+from semdedup_core.results.folder import ResultsFolder
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["threshold", "pairs", "clusters", "map", "export", "stakeholder"]

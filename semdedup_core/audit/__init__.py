@@ -6,7 +6,7 @@
   keeps, and the recommended ε for a target precision;
 - :mod:`~semdedup_core.audit.labelfile` — verdicts from a CSV (``audit import``), checked row by row.
 
-The verdicts themselves live in the store of :mod:`semdedup_core.engine.labels`, shared by every run
+The verdicts themselves live in the store of :mod:`semdedup_core.audit.labels`, shared by every run
 over the same ids. Imports the engine; never ``ingest``, ``explore``, the CLI or the app.
 """
 

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.labels import VERDICTS, LabelStore, make_rows, sorted_pairs
 from ..errors import SemDedupError
+from .labels import VERDICTS, LabelStore, make_rows, sorted_pairs
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.results import Results
+    from ..results.results import Results
 
 REQUIRED = ("id", "dup_of", "verdict")
 

@@ -35,15 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.rules import check_eps, threshold
 from ..errors import SemDedupError
+from ..kernels.rules import threshold
+from ..results.rules import check_eps
+from .labels import LabelStore
 from .sample import Design, unit_verdicts
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.labels import LabelStore
-    from ..engine.results import Results
+    from ..results.results import Results
 
 DEFAULT_TARGET = 0.95
 LEVEL = 0.95
@@ -227,7 +228,7 @@ def estimate(
     level: float = LEVEL,
 ) -> Report:
     """The audit report for the verdicts ``resolved`` (one per pair, see
-    :func:`semdedup_core.engine.labels.resolve`) on the sample ``design``, at ``eps`` (default
+    :func:`semdedup_core.audit.labels.resolve`) on the sample ``design``, at ``eps`` (default
     :func:`default_grid`; each ≤ ``eps_max``). Vectorised over ε: no loop over items or pairs."""
     import pandas as pd
 
@@ -319,7 +320,7 @@ def report(
             f"no review sample in {str(results.path)!r}; draw one with "
             f"`python -m semdedup_core audit sample {results.path} --n 400 --out queue.csv`"
         )
-    return estimate(design, results.label_store(labels).resolved(), eps, target)
+    return estimate(design, LabelStore.for_results(results.path, labels).resolved(), eps, target)
 
 
 def summary_at(
@@ -333,9 +334,9 @@ def summary_at(
     design = load_design(results)
     if design is None or eps > design.eps_max:
         return None
-    rep = estimate(design, results.label_store(labels).resolved(), [eps], target)
+    rep = estimate(design, LabelStore.for_results(results.path, labels).resolved(), [eps], target)
     if rep.sample["judged"] == 0:
         return None
-    full = estimate(design, results.label_store(labels).resolved(), None, target)
+    full = estimate(design, LabelStore.for_results(results.path, labels).resolved(), None, target)
     row = rep.rows.iloc[0].to_dict()
     return {**row, "target": rep.target, "recommended_eps": full.recommended_eps, "confidence": rep.level}

@@ -35,16 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import io
-from ..engine.labels import lookup, sorted_pairs
-from ..engine.rules import check_eps, threshold
-from ..engine.schema import AUDIT
 from ..errors import SemDedupError
+from ..kernels.rules import threshold
+from ..results import io
+from ..results.names import AUDIT
+from ..results.rules import check_eps
+from .labels import lookup, sorted_pairs
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.results import Results
+    from ..results.results import Results
 
 SAMPLE = "sample.parquet"
 DEFAULT_N = 400
@@ -302,7 +303,7 @@ def load_design(results: Results) -> Design | None:
 # -- the sample and the verdicts ----------------------------------------------------------------------
 def unit_verdicts(design: Design, resolved: pd.DataFrame) -> np.ndarray:
     """Each sampled pair's verdict (``duplicate`` / ``not_duplicate`` / ``unsure``) or ``None`` when
-    unjudged, in queue order, from resolved store verdicts (:func:`semdedup_core.engine.labels.resolve`)."""
+    unjudged, in queue order, from resolved store verdicts (:func:`semdedup_core.audit.labels.resolve`)."""
     pos = lookup(resolved, design.units["id_a"].to_numpy(), design.units["id_b"].to_numpy(), presorted=True)
     verdicts = resolved["verdict"].to_numpy(dtype=object)
     return np.where(pos >= 0, verdicts[np.maximum(pos, 0)] if len(verdicts) else None, None)

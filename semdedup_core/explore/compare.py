@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.rules import check_eps, check_rule
 from ..errors import SemDedupError
+from ..results.rules import check_eps, check_rule
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.results import Results
+    from ..results.results import Results
 
 WHICH = ("only_a", "only_b", "both")
 """The sets of removed items one can browse: removed by A only, by B only, by both."""

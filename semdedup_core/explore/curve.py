@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..engine.results import Results
+    from ..results.results import Results
 
 POINTS = 401
 

@@ -20,21 +20,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import io
-from ..engine.rules import check_eps
-from ..engine.schema import EXPORTS
 from ..errors import SemDedupError
+from ..results import io
+from ..results.names import EXPORTS
+from ..results.rules import check_eps
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.results import Results
+    from ..results.results import Results
 
 FORMATS = ("csv", "parquet", "txt")
 WHICH = ("removed", "kept", "leaked")
 EXPORT_DIR = EXPORTS
 COLUMNS = ("id", "path", "cluster", "max_sim", "dup_of")
 LEAKED_COLUMNS = ("id", "path", "cluster", "ref_sim", "ref_id", "ref_path")
+
+
+def verdicts(results: Results, rule: str, labels: Any) -> Any:
+    """What the ``audited`` rule takes: the verdict store ``labels`` (a store or a path), by default the
+    folder's ``labels.parquet``; ``None`` for the other rules."""
+    if rule != "audited":
+        return None
+    from ..audit.labels import LabelStore
+
+    return LabelStore.for_results(results.path, labels)
 
 
 def _check(which: str, fmt: str | None = None, rule: str = "paper") -> None:
@@ -59,7 +69,7 @@ def export_frame(
 ) -> pd.DataFrame:
     """The ``which`` items at ``eps``: ``id``, ``path`` (when the run has one), ``cluster``, ``max_sim``
     (the score: similarity to the most similar earlier item of the cluster) and ``dup_of`` (that item).
-    ``rule``: ``paper`` (SemDeDup's), ``kept-only`` or ``audited`` (see :mod:`semdedup_core.engine.rules`).
+    ``rule``: ``paper`` (SemDeDup's), ``kept-only`` or ``audited`` (see :mod:`semdedup_core.kernels.rules`).
     Under ``audited`` (verdicts from the store ``labels``, default the folder's ``labels.parquet``),
     ``max_sim`` and ``dup_of`` are the rescored ones: for a removed item, ``dup_of`` is the partner that
     justifies its removal, never one judged not a duplicate of it (-1 and empty when none is left).
@@ -68,7 +78,7 @@ def export_frame(
 
     ``limit``: only the first ``limit`` of them (in input order; a preview reads only those rows). The
     whole list is a bulk use of the ids: the folder's string checks run first
-    (:meth:`~semdedup_core.engine.results.Results.check_strings`). :func:`export_batches` gives the same
+    (:meth:`~semdedup_core.results.results.Results.check_strings`). :func:`export_batches` gives the same
     rows a block at a time."""
     _check(which)
     if limit is None:
@@ -83,7 +93,7 @@ def export_rows(
     _check(which, rule=rule)
     if which == "leaked":
         return np.flatnonzero(results.leaked_mask(eps))
-    mask = results.removed_mask(eps, rule, labels)
+    mask = results.removed_mask(eps, rule, verdicts(results, rule, labels))
     return np.flatnonzero(~mask if which == "kept" else mask)
 
 
@@ -93,7 +103,7 @@ def export_count(results: Results, eps: float, which: str = "removed", rule: str
     _check(which, rule=rule)
     if which == "leaked":
         return int(results.n_leaked(eps))
-    removed = int(results.n_removed(eps, rule, labels))
+    removed = int(results.n_removed(eps, rule, verdicts(results, rule, labels)))
     return removed if which == "removed" else results.n_items - removed
 
 
@@ -129,7 +139,7 @@ def _frame_of(results: Results, rows: np.ndarray, which: str, rule: str, labels:
         return frame
     frame = results.rows(rows, [c for c in COLUMNS if c in results.columns]).reset_index(drop=True)
     if rule == "audited":
-        audited = results.audited(labels)
+        audited = results.audited(verdicts(results, rule, labels))
         partner = audited.partner[rows]
         ids = results.rows(np.maximum(partner, 0), ["id"])["id"].to_numpy(dtype=object)
         frame["max_sim"] = audited.score[rows]

@@ -1,6 +1,6 @@
 """Leaks at a given ε: training items beside the held-out (reference) item they copy, and counts per cluster.
 
-Pure functions over a :class:`~semdedup_core.engine.results.Results` of a run with a reference set.
+Pure functions over a :class:`~semdedup_core.results.results.Results` of a run with a reference set.
 Which items are leaked always comes from ``Results.leaked_mask`` (``ref_sim > 1 − ε``) — nothing here
 re-implements the threshold.
 """
@@ -16,7 +16,7 @@ from ..errors import SemDedupError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.results import Results
+    from ..results.results import Results
 
 SORTS = ("borderline", "similarity", "cluster")
 """``borderline``: closest above the threshold 1 − ε first (the pairs worth auditing); ``similarity``:

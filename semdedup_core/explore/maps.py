@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import io
-from ..engine.clusters import ClusterIndex
 from ..errors import SemDedupError
+from ..kernels.clusters import ClusterIndex
+from ..results import io
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.results import Results
+    from ..results.results import Results
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Duplicate pairs, groups and chains at a given ε, and a word-level diff of two texts.
 
-Pure functions over a :class:`~semdedup_core.engine.results.Results` (or its arrays); the app only
+Pure functions over a :class:`~semdedup_core.results.results.Results` (or its arrays); the app only
 draws what these return. Which items are removed always comes from the rule of
-:mod:`semdedup_core.engine.rules` (``Results.n_removed``, ``removed_by_score``) — nothing here
+:mod:`semdedup_core.kernels.rules` (``Results.n_removed``, ``removed_by_score``) — nothing here
 re-implements the threshold. The orders come from the scores sorted once per run
 (``Results.score_order``), so a page of pairs reads only its own rows, whatever the size of the run.
 """
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.rules import removed_by_score, threshold32
 from ..errors import SemDedupError
+from ..kernels.rules import removed_by_score, threshold32
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..engine.results import Results
+    from ..results.results import Results
 
 SORTS = ("similarity", "borderline", "cluster")
 """``similarity``: most similar first. ``borderline``: closest above the threshold 1 − ε first (the pairs

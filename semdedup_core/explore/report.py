@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._version import __version__
-from ..engine import io
-from ..engine.images import data_uri, thumbnail
-from ..engine.rules import check_eps
 from ..errors import SemDedupError
+from ..media.images import data_uri, thumbnail
+from ..results import io
+from ..results.rules import check_eps
 from . import curve, pairs
 
 if TYPE_CHECKING:
-    from ..engine.results import Results
+    from ..results.results import Results
 
 THUMB_SIZE = 160  # px: the longer side of an embedded thumbnail
 THUMB_QUALITY = 80  # JPEG quality of the thumbnails

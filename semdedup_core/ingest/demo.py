@@ -43,13 +43,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import io
-from ..engine.config import ClusterConfig, DedupConfig
-from ..engine.schema import ResultsFolder
 from ..errors import SemDedupError
+from ..results import io
+from ..results.folder import ResultsFolder
+from ..run.config import ClusterConfig, DedupConfig
 
 if TYPE_CHECKING:
-    from ..engine.results import Results
+    from ..results.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ def run_demo(
     :func:`first_look_folder`, a complete results folder an explorer can open at once, then run the
     whole collection, reusing the part's embeddings (the same results, up to float rounding).
     """
-    from ..engine.results import Results
+    from ..results.results import Results
     from .embed import EmbedConfig, run_input
 
     if kind not in DEMOS:

@@ -5,7 +5,7 @@ in chunks of ``chunk_size`` items; after each chunk the array is flushed and ``s
 (atomically), so a killed run starts again from the last finished chunk. Images are decoded and
 preprocessed by ``DataLoader`` worker processes while the main process runs the model under
 ``torch.inference_mode`` (and float16 autocast on CUDA). Images are opened by
-:mod:`semdedup_core.engine.images` (regular files only, a pixel limit checked before decoding). An item
+:mod:`semdedup_core.media.images` (regular files only, a pixel limit checked before decoding). An item
 that cannot be used (unreadable, truncated, oversize or non-image file, a FIFO, a link out of the image
 folder, missing path, empty or huge text, duplicate id, NaN row) is recorded in ``errors.parquet`` and
 left out; only a run where nothing is usable fails.
@@ -23,19 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import io
-from ..engine.config import ClusterConfig, DedupConfig, ReferenceConfig, _check_device, _check_int
-from ..engine.device import resolve_device
-from ..engine.images import ImageRefused, open_image
-from ..engine.schema import ERRORS, REFERENCE_CARRIED, WORK, ResultsFolder
 from ..errors import SemDedupError
+from ..kernels.device import resolve_device
+from ..media.images import ImageRefused, open_image
+from ..results import io
+from ..results.folder import ResultsFolder
+from ..results.names import ERRORS, REFERENCE_CARRIED, WORK
+from ..run.config import ClusterConfig, DedupConfig, ReferenceConfig, _check_device, _check_int
 from .encoders import get_encoder
 from .inputs import Items, load_input
 
 __all__ = ["EmbedConfig", "open_image", "run_input"]
 
 if TYPE_CHECKING:
-    from ..engine.results import Results
+    from ..results.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +395,7 @@ def reusable_embeddings(
     or shares no item. (Its vectors are unit length; every run normalises its rows anyway.)"""
     import pandas as pd
 
-    from ..engine.schema import EMBEDDINGS, ITEMS
+    from ..results.names import EMBEDDINGS, ITEMS
 
     rf = ResultsFolder(folder)
     if items.kind == "shards" or not rf.is_complete():
@@ -514,8 +515,8 @@ def run_input(
     for a run over precomputed embedding shards, shards of the same kind or an ``.npy`` file with
     ``reference_ids``. ``reference_config``: the reference search (probe count or exact).
     """
-    from ..engine.pipeline import dedup, engine_params, params_match
-    from ..engine.results import Results
+    from ..results.results import Results
+    from ..run.pipeline import dedup, engine_params, params_match
 
     embed = embed or EmbedConfig()
     config = config or DedupConfig()

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.images import file_problem
-from ..engine.io import bad_id_char
-from ..engine.schema import RESERVED_COLUMNS as RESERVED
 from ..errors import SemDedupError
+from ..media.images import file_problem
+from ..results.io import bad_id_char
+from ..results.names import RESERVED_COLUMNS as RESERVED
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
@@ -163,7 +163,7 @@ def load_image_folder(folder: Path, only: list[str] | None = None) -> Items:
     folders not followed), or the files ``only`` names (a slice of that listing, for one part of a sharded
     run). A file whose name holds a line break is an error row at once; a file that must not be decoded (a
     symbolic link to a file outside ``folder``, a FIFO, device or socket, an empty or oversize file)
-    becomes one when the embedder opens it (:mod:`semdedup_core.engine.images`)."""
+    becomes one when the embedder opens it (:mod:`semdedup_core.media.images`)."""
     import pandas as pd
 
     folder = folder.resolve()
@@ -592,7 +592,7 @@ def load_webdataset(shards: list[Path], *, id_column: str | None = None) -> Item
 
     import pandas as pd
 
-    from ..engine import media
+    from ..media import files as media
 
     if id_column is not None:
         raise SemDedupError("--id-column does not apply to webdataset shards: the sample key is the id; drop it")
@@ -695,7 +695,7 @@ def load_hf_dataset(
 
     import pandas as pd
 
-    from ..engine import media
+    from ..media import files as media
 
     folder = folder.resolve()
     if text_column is None and image_column is None:

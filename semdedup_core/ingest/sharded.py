@@ -1,4 +1,4 @@
-"""Raw data to parts, shard by shard, for the sharded engine (:mod:`semdedup_core.engine.sharded`).
+"""Raw data to parts, shard by shard, for the sharded engine (:mod:`semdedup_core.run.sharded`).
 
 Each input shard becomes one *part*: a webdataset ``.tar``, an embedding shard (``img_emb_N.npy`` with
 its metadata), an Arrow file of a Hugging Face dataset, a slice of a table's rows or of an image
@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import io
-from ..engine.config import ClusterConfig, DedupConfig
-from ..engine.device import resolve_device
-from ..engine.executors import Executor, LocalExecutor, get_executor
-from ..engine.schema import WORK, ResultsFolder
-from ..engine.sharded import PARTS, dedup_parts, part_dir, part_done, split_npy, write_part
 from ..errors import SemDedupError
+from ..kernels.device import resolve_device
+from ..results import io
+from ..results.folder import ResultsFolder
+from ..results.names import WORK
+from ..run.config import ClusterConfig, DedupConfig
+from ..run.executors import Executor, LocalExecutor, get_executor
+from ..run.sharded import PARTS, dedup_parts, part_dir, part_done, split_npy, write_part
 from .embed import EmbedConfig, _EmbedState, default_workers, embed_items
 from .encoders import get_encoder
 from .inputs import is_hf_dataset, list_images, wds_shards
@@ -246,7 +247,7 @@ def _run_sharded(
     ex = get_executor(executor)
     work = out / WORK
     if ResultsFolder(out).is_complete():
-        from ..engine.results import Results
+        from ..results.results import Results
 
         return Results.load(out)
     if embeddings is not None:

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import SemDedupError
-from .config import KMEANS_BACKENDS
 from .device import faiss_gpu_available, resolve_device
 
 log = logging.getLogger(__name__)
 
+KMEANS_BACKENDS = ("auto", "faiss", "torch")
 _ASSIGN_CHUNK = 1 << 17
 SPLIT_EPS = 1.0 / 1024  # the perturbation faiss gives the two halves of a split cluster
 REFINE_TOP = 4  # candidates re-scored in float32 when the similarities were computed in float16

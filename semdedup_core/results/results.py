@@ -1,9 +1,9 @@
 """Reading a results folder and asking it questions. Every ε is a filter over the stored scores.
 
 A folder opens without reading its items into one DataFrame: the table is memory-mapped from the Arrow
-copy the engine writes beside ``items.parquet`` (:mod:`~semdedup_core.engine.items`; parquet otherwise),
+copy the engine writes beside ``items.parquet`` (:mod:`~semdedup_core.results.items`; parquet otherwise),
 the numbers are checked on load and the strings on load below
-:data:`~semdedup_core.engine.schema.STRING_CHECK_ROWS` items, else on first bulk use of the ids
+:data:`~semdedup_core.results.names.STRING_CHECK_ROWS` items, else on first bulk use of the ids
 (:meth:`Results.check_strings`). Views read what they need: a numeric column (:meth:`Results.column`,
 read once), a few rows (:meth:`Results.rows`), the scores sorted once (:attr:`Results.sorted_scores`,
 :meth:`Results.score_order`). :attr:`Results.items` is still there, built on first use.
@@ -19,34 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import SemDedupError
-from .clusters import ClusterIndex
-from .labels import LabelStore
-from .rules import (
-    Audited,
-    audited_scores,
-    check_eps,
-    check_rule,
-    leaked_by_score,
-    n_above,
-    removed_by_score,
-    removed_kept_only,
-    threshold32,
-)
-from .schema import (
-    CENTROIDS,
-    DUP_ROW,
-    EMBEDDINGS,
-    ITEMS,
-    PROBES,
-    REFERENCE,
-    REFERENCE_EMBEDDINGS,
-    STRING_CHECK_ROWS,
-    ResultsFolder,
-    as_table,
-    check_numeric,
-    check_strings,
-    take_chunked,
-)
+from ..kernels.clusters import ClusterIndex
+from ..kernels.rules import Audited, audited_scores, n_above, removed_by_score, threshold32
+from . import rules
+from .checks import as_table, check_numeric, check_strings, take_chunked
+from .folder import ResultsFolder
+from .names import CENTROIDS, DUP_ROW, EMBEDDINGS, ITEMS, PROBES, REFERENCE, REFERENCE_EMBEDDINGS, STRING_CHECK_ROWS
+from .rules import check_eps, check_rule
 
 __all__ = ["Results", "check_eps"]
 
@@ -84,11 +63,11 @@ class Results:
         The items are memory-mapped from the folder's Arrow copy when it still mirrors ``items.parquet``,
         else read from ``items.parquet``. They are checked before anything uses them, and a folder that
         fails is refused in one line naming the problem: the numbers always
-        (:func:`~semdedup_core.engine.schema.check_numeric`: types, finite scores, ``0 ≤ cluster < k``,
+        (:func:`~semdedup_core.results.checks.check_numeric`: types, finite scores, ``0 ≤ cluster < k``,
         ranks, every ``dup_of`` an earlier item of the same cluster), the strings
-        (:func:`~semdedup_core.engine.schema.check_strings`: unique one-line ids, each ``dup_of`` the id
+        (:func:`~semdedup_core.results.checks.check_strings`: unique one-line ids, each ``dup_of`` the id
         of its ``dup_row``) now when ``strings`` is true or, by default, when the folder has at most
-        :data:`~semdedup_core.engine.schema.STRING_CHECK_ROWS` items — otherwise on first bulk use of the
+        :data:`~semdedup_core.results.names.STRING_CHECK_ROWS` items — otherwise on first bulk use of the
         ids (:meth:`check_strings`)."""
         from .items import read_items
 
@@ -117,7 +96,7 @@ class Results:
     # -- the string checks -------------------------------------------------------------------------
     def check_strings(self) -> None:
         """Run the string checks of a loaded folder once (unique one-line ids, each ``dup_of`` the id of
-        its ``dup_row``; see :func:`~semdedup_core.engine.schema.check_strings`), or wait for the run
+        its ``dup_row``; see :func:`~semdedup_core.results.checks.check_strings`), or wait for the run
         already going; raise :class:`SemDedupError` naming the problem when they fail (every call)."""
         with self._strings_lock:
             if self._strings is None:
@@ -211,7 +190,8 @@ class Results:
         return self._table if self._table is not None else as_table(self.items)
 
     @functools.cached_property
-    def _scores(self) -> np.ndarray:
+    def scores(self) -> np.ndarray:
+        """``max_sim`` as float32, read-only: every rule and count filters it."""
         return _readonly(np.asarray(self.column("max_sim"), dtype=np.float32))
 
     # -- sizes -----------------------------------------------------------------------------------
@@ -282,8 +262,8 @@ class Results:
     @functools.cached_property
     def global_position(self) -> np.ndarray:
         """Each item's place in the one global keep order that probing compares in (see
-        :func:`semdedup_core.engine.probe.global_order`)."""
-        from .probe import global_order
+        :func:`semdedup_core.kernels.probe.global_order`)."""
+        from ..kernels.probe import global_order
 
         dedup = self.run.get("params", {}).get("dedup", {})
         return global_order(self.column("dist_to_centroid"), dedup.get("keep", "hard"), dedup.get("seed", 0))
@@ -313,86 +293,49 @@ class Results:
     @functools.cached_property
     def sorted_scores(self) -> np.ndarray:
         """``max_sim`` (float32) in ascending order: every count at an ε is a binary search in it."""
-        return _readonly(np.sort(self._scores))
+        return _readonly(np.sort(self.scores))
 
     def score_order(self, descending: bool = False) -> np.ndarray:
         """The rows in order of ``max_sim``, ascending (or ``descending``), ties in row order either way
-        (computed once per direction). With :func:`~semdedup_core.engine.rules.n_above`, the items removed
+        (computed once per direction). With :func:`~semdedup_core.kernels.rules.n_above`, the items removed
         at ε are the last ``n_above`` rows of the ascending order and the first of the descending one."""
         name = "_order_desc" if descending else "_order_asc"
         got = self.__dict__.get(name)
         if got is None:
-            got = self.__dict__[name] = _readonly(score_order(self._scores, descending))
+            got = self.__dict__[name] = _readonly(score_order(self.scores, descending))
         return got
 
-    # -- the threshold ---------------------------------------------------------------------------
+    # -- the threshold: every rule through the one table (results/rules.py) -----------------------
     def removed_mask(self, eps: float, rule: str = "paper", labels: Any = None, rows: Any = None) -> np.ndarray:
-        """Boolean mask (input order) of the items removed at ``eps`` — of the items at ``rows`` only when
-        given (under the paper's rule that reads only those scores).
-
-        ``rule="paper"`` is SemDeDup's (``max_sim > 1 − eps``, chains included); ``"kept-only"`` removes
-        an item only when it resembles an earlier *kept* item; ``"audited"`` is the paper's rule with
-        the pairs judged ``not_duplicate`` in the verdict store ``labels`` (a :class:`LabelStore` or a
-        path; default ``labels.parquet`` in the folder) taken out (see :mod:`semdedup_core.engine.rules`).
-        """
-        eps = check_eps(eps)
-        rule = check_rule(rule)
+        """Boolean mask (input order) of the items removed at ``eps`` under ``rule`` (see
+        :data:`~semdedup_core.results.rules.RULES`) — of the items at ``rows`` only when given (under the
+        paper's rule that reads only those scores). ``labels``: the verdicts the ``audited`` rule takes
+        (see :meth:`audited`)."""
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
-            if rule == "paper":
-                return removed_by_score(self._scores[rows], eps)
+            if check_rule(rule).name == "paper":
+                return removed_by_score(self.scores[rows], check_eps(eps))
             return self.removed_mask(eps, rule, labels)[rows]
-        if rule == "paper":
-            return removed_by_score(self._scores, eps)
-        if rule == "audited":
-            return self.audited(labels).removed(eps)
-        rank = np.asarray(self.column("rank"), dtype=np.int64)
-        if self.probe:
-            return removed_kept_only(
-                self._scores,
-                self.dup_rows,
-                self.clusters,
-                rank,
-                self.embeddings,
-                eps,
-                probes=np.asarray(self.probes),
-                position=self.global_position,
-            )
-        return removed_kept_only(self._scores, self.dup_rows, self.clusters, rank, self.embeddings, eps)
+        return rules.mask(self, eps, rule, labels, kind="removed")
 
     def n_removed(self, eps: float | np.ndarray, rule: str = "paper", labels: Any = None) -> int | np.ndarray:
         """How many items are removed at ``eps`` (a number or an array of them); O(log n) each for the
         paper's and the audited rule."""
-        e = np.asarray(eps, dtype=np.float64)
-        bad = ~((e >= 0.0) & (e <= 2.0))
-        if np.any(bad):
-            check_eps(float(np.ravel(e)[np.flatnonzero(np.ravel(bad))[0]]))
-        rule = check_rule(rule)
-        if rule == "audited":
-            return self.audited(labels).n_removed(eps)
-        if rule != "paper":
-            counts = [int(self.removed_mask(float(e), rule).sum()) for e in np.ravel(eps)]
-            return counts[0] if np.ndim(eps) == 0 else np.array(counts)
-        return n_above(self.sorted_scores, e)
+        return rules.count(self, eps, rule, labels, kind="removed")
 
     def kept_fraction(self, eps: float | np.ndarray, rule: str = "paper", labels: Any = None) -> float | np.ndarray:
         """Fraction of items kept at ``eps`` (a number or an array of them)."""
-        removed = self.n_removed(eps, rule, labels)
-        return 1.0 - removed / self.n_items
+        return 1.0 - self.n_removed(eps, rule, labels) / self.n_items
 
     def removed(self, eps: float, rule: str = "paper", labels: Any = None) -> Any:
-        """The rows of ``items`` removed at ``eps``."""
+        """The rows of ``items`` removed at ``eps`` (a DataFrame: for small runs)."""
         return self.items[self.removed_mask(eps, rule, labels)]
 
     def kept(self, eps: float, rule: str = "paper", labels: Any = None) -> Any:
-        """The rows of ``items`` kept at ``eps``."""
+        """The rows of ``items`` kept at ``eps`` (a DataFrame: for small runs)."""
         return self.items[~self.removed_mask(eps, rule, labels)]
 
     # -- verdicts ----------------------------------------------------------------------------------
-    def label_store(self, labels: Any = None) -> LabelStore:
-        """The verdict store ``labels`` (a :class:`LabelStore` or a path), else ``labels.parquet`` here."""
-        return LabelStore.for_results(self.path, labels)
-
     @functools.cached_property
     def row_of_id(self) -> Any:
         """A ``pandas.Index`` of the ids: ``row_of_id.get_indexer(ids)`` gives rows (-1 for unknown ids).
@@ -404,39 +347,43 @@ class Results:
             return pd.Index(self.items["id"].astype(str))
         return pd.Index(self._table.column("id").to_pandas())
 
-    def audited(self, labels: Any = None) -> Audited:
-        """The ``audited`` rule's column for the verdicts now in ``labels`` (computed once per state of
-        the store: a write to it is a new state)."""
-        store = self.label_store(labels)
-        key = (str(store.path), store.stamp())
-        with self._audited_lock:
-            return self._audited_column(store, key)
-
-    def _audited_column(self, store: LabelStore, key: tuple) -> Audited:
-        if key not in self._audited:
-            resolved = store.resolved()
-            not_dup = resolved[resolved["verdict"] == "not_duplicate"]
-            index = self.row_of_id
-            a = index.get_indexer(not_dup["id_a"].astype(str)) if len(not_dup) else np.empty(0, np.int64)
-            b = index.get_indexer(not_dup["id_b"].astype(str)) if len(not_dup) else np.empty(0, np.int64)
-            rank = np.asarray(self.column("rank"), dtype=np.int64)
-            emb = self.embeddings if len(not_dup) else np.empty((0, 0), np.float32)
-            if len(self._audited) >= 4:
-                self._audited.pop(next(iter(self._audited)))
-            self._audited[key] = audited_scores(
-                self._scores,
-                self.dup_rows,
-                self.clusters,
-                rank,
-                emb,
-                a,
-                b,
-                self.sorted_scores,
-                np.asarray(self.column("cluster"), dtype=np.int64),
-                probes=np.asarray(self.probes) if self.probe else None,
-                position=self.global_position if self.probe else None,
+    def audited(self, verdicts: Any) -> Audited:
+        """The ``audited`` rule's column for the pairs ``verdicts`` calls not duplicates. ``verdicts`` is any
+        object with ``not_duplicate_pairs() -> (ids_a, ids_b)``, a ``path`` and a ``stamp()`` that changes
+        with its content (the audit's :class:`~semdedup_core.audit.labels.LabelStore`); the column is
+        computed once per state of it."""
+        if verdicts is None or not hasattr(verdicts, "not_duplicate_pairs"):
+            raise SemDedupError(
+                "the audited rule needs the reviewers' verdicts: pass labels=LabelStore(PATH) "
+                "(semdedup_core.audit.labels), or use --labels STORE on the command line"
             )
-        return self._audited[key]
+        key = (str(verdicts.path), verdicts.stamp())
+        with self._audited_lock:
+            if key not in self._audited:
+                if len(self._audited) >= 4:
+                    self._audited.pop(next(iter(self._audited)))
+                self._audited[key] = self._audited_column(*verdicts.not_duplicate_pairs())
+            return self._audited[key]
+
+    def _audited_column(self, ids_a: np.ndarray, ids_b: np.ndarray) -> Audited:
+        index = self.row_of_id
+        a = index.get_indexer(np.asarray(ids_a).astype(str)) if len(ids_a) else np.empty(0, np.int64)
+        b = index.get_indexer(np.asarray(ids_b).astype(str)) if len(ids_b) else np.empty(0, np.int64)
+        rank = np.asarray(self.column("rank"), dtype=np.int64)
+        emb = self.embeddings if len(ids_a) else np.empty((0, 0), np.float32)
+        return audited_scores(
+            self.scores,
+            self.dup_rows,
+            self.clusters,
+            rank,
+            emb,
+            a,
+            b,
+            self.sorted_scores,
+            np.asarray(self.column("cluster"), dtype=np.int64),
+            probes=np.asarray(self.probes) if self.probe else None,
+            position=self.global_position if self.probe else None,
+        )
 
     def eps_for_kept_fraction(self, fraction: float) -> float:
         """The largest ε that keeps at least ``fraction`` of the items, solved exactly from the scores.
@@ -464,7 +411,7 @@ class Results:
     @functools.cached_property
     def scores_by_cluster(self) -> np.ndarray:
         """``max_sim`` (float32) in the order of :attr:`clusters` (cluster by cluster, each in rank order)."""
-        return _readonly(self._scores[self.clusters.order])
+        return _readonly(self.scores[self.clusters.order])
 
     @functools.cached_property
     def _cluster_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -572,24 +519,23 @@ class Results:
         return rows
 
     @functools.cached_property
-    def _ref_scores(self) -> np.ndarray:
+    def ref_scores(self) -> np.ndarray:
+        """``ref_sim`` as float32 (runs with a reference set)."""
         self._need_reference()
         return _readonly(np.asarray(self.column("ref_sim"), dtype=np.float32))
 
     @functools.cached_property
-    def _sorted_ref_scores(self) -> np.ndarray:
-        return _readonly(np.sort(self._ref_scores))
+    def sorted_ref_scores(self) -> np.ndarray:
+        """``ref_sim`` in ascending order: every count of leaks at an ε is a binary search in it."""
+        return _readonly(np.sort(self.ref_scores))
 
     def leaked_mask(self, eps: float) -> np.ndarray:
         """Boolean mask (input order) of the items leaked at ``eps``: ``ref_sim > 1 − eps``."""
-        return leaked_by_score(self._ref_scores, check_eps(eps))
+        return rules.mask(self, eps, "leaked", kind="leaked")
 
     def n_leaked(self, eps: float | np.ndarray) -> int | np.ndarray:
         """How many items are leaked at ``eps`` (a number or an array of them), O(log n) each."""
-        e = np.asarray(eps, dtype=np.float64)
-        for value in np.ravel(e):
-            check_eps(float(value))
-        return n_above(self._sorted_ref_scores, e)  # the filter of leaked_by_score
+        return rules.count(self, eps, "leaked", kind="leaked")
 
     def leaked(self, eps: float) -> Any:
         """The rows of ``items`` leaked at ``eps``."""

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SemDedupError
+from ..kernels.kmeans import KMEANS_BACKENDS
 
 KEEP_POLICIES = ("hard", "easy", "random")
 DEVICES = ("auto", "cpu", "cuda")
-KMEANS_BACKENDS = ("auto", "faiss", "torch")
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
@@ -32,7 +32,7 @@ class ClusterConfig:
 
     ``max_points_per_centroid`` bounds the training sample (``k * max_points_per_centroid`` points are
     sampled when there are more); every item is then assigned with the final normalised centroids.
-    ``backend``: ``faiss``, ``torch`` (:mod:`semdedup_core.engine.kmeans`), or ``auto`` — faiss on a CPU
+    ``backend``: ``faiss``, ``torch`` (:mod:`semdedup_core.kernels.kmeans`), or ``auto`` — faiss on a CPU
     and on a GPU when faiss has GPU support, torch on a GPU otherwise. The backends find different
     (equally good) centroids, so the backend is part of a run's parameters; ``run.json`` records
     which one ran (``backend``).

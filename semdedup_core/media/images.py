@@ -66,9 +66,9 @@ def _kind(mode: int) -> str:
 def open_regular(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> BinaryIO:
     """Open ``path`` for binary reading, or raise :class:`ImageRefused` (see :func:`file_problem`). The
     type is checked on the opened descriptor, so nothing swapped in after a check is read either. A member
-    of a container (``shard.tar/key.jpg``, see :mod:`semdedup_core.engine.media`) is read from its
+    of a container (``shard.tar/key.jpg``, see :mod:`semdedup_core.media.files`) is read from its
     container, which must itself pass these checks."""
-    from . import media
+    from . import files as media
 
     if not os.path.lexists(path) and any(c + "/" in str(path) for c in media.CONTAINERS):
         try:
@@ -211,7 +211,7 @@ def data_uri(data: bytes, fmt: str = "PNG") -> str:
 def file_stamp(path: str | os.PathLike[str]) -> tuple[Any, ...]:
     """``(device, inode, size, mtime_ns)`` of the file ``path`` leads to (of its container, with the
     member's name, for a container member): a cache key that changes when its bytes do."""
-    from . import media
+    from . import files as media
 
     if not os.path.lexists(path) and any(c + "/" in str(path) for c in media.CONTAINERS):
         ref = media.resolve(str(path))

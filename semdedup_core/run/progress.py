@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import io
+from ..results import io
 
 
 class TqdmProgress:

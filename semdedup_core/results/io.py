@@ -1,6 +1,6 @@
 """Reading user inputs and writing files atomically. Nothing here ever writes to an input path.
 
-The names of the files in a results folder live in :mod:`semdedup_core.engine.schema`."""
+The names of the files in a results folder live in :mod:`semdedup_core.results.names`."""
 
 from __future__ import annotations
 

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SemDedupError
-from . import io
-from .schema import LABELS
+from ..results import io
+from ..results.names import LABELS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -267,6 +267,13 @@ class LabelStore:
     def resolved(self) -> pd.DataFrame:
         """One verdict per judged pair (see :func:`resolve`)."""
         return resolve(self.read())
+
+    def not_duplicate_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs the store's verdicts call not duplicates, as two arrays of ids: what the audited rule
+        takes out of the comparison (:meth:`semdedup_core.results.results.Results.audited`)."""
+        resolved = self.resolved()
+        not_dup = resolved[resolved["verdict"] == "not_duplicate"]
+        return not_dup["id_a"].to_numpy(dtype=object), not_dup["id_b"].to_numpy(dtype=object)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -15,13 +15,13 @@ that made them (:func:`work_key`) and are never reused by a run with other ones.
 
 With ``probe = P > 0`` the ``probe`` stage finds each item's ``P`` nearest other clusters (``probes.npy``)
 and the score stage compares each item with the earlier items, in one global keep order, of its own
-and its probed clusters (:func:`~semdedup_core.engine.probe.global_order`); ``probe = 0`` runs the
+and its probed clusters (:func:`~semdedup_core.kernels.probe.global_order`); ``probe = 0`` runs the
 paper's rule through the very code it always did.
 
 With a reference (held-out) set, the ``leakage`` stage finds each item's most similar reference item:
 every reference item is filed under its nearest centroid and the ``probe`` next nearest ones, and each
 shard of whole clusters is compared with the reference items filed under its clusters, in bounded
-blocks (:func:`~semdedup_core.engine.pairwise.match_in_clusters`), checkpointed shard by shard like the
+blocks (:func:`~semdedup_core.kernels.pairwise.match_in_clusters`), checkpointed shard by shard like the
 score stage.
 """
 
@@ -40,16 +40,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SemDedupError
-from . import io
-from .clusters import ClusterIndex
-from .config import ClusterConfig, DedupConfig, ReferenceConfig, to_dict
-from .device import resolve_device
-from .executors import Executor, Task, get_executor
-from .items import MIRROR_KEY, mirror_record, write_items
-from .kmeans import assign, fit_centroids, kmeans_backend, kmeans_device
-from .pairwise import match_in_clusters, score_clusters
-from .probe import global_order, nearest_centroids, probe_groups
-from .schema import (
+from ..kernels.clusters import ClusterIndex
+from ..kernels.device import resolve_device
+from ..kernels.kmeans import assign, fit_centroids, kmeans_backend, kmeans_device
+from ..kernels.pairwise import match_in_clusters, score_clusters
+from ..kernels.probe import global_order, nearest_centroids, probe_groups
+from ..kernels.vectors import check_matrix, normalize_rows
+from ..results import io
+from ..results.folder import ResultsFolder
+from ..results.items import MIRROR_KEY, mirror_record, write_items
+from ..results.names import (
     CENTROIDS,
     DUP_ROW,
     EMBEDDINGS,
@@ -62,12 +62,12 @@ from .schema import (
     REFERENCE_EMBEDDINGS,
     RUN,
     WORK,
-    ResultsFolder,
 )
-from .vectors import check_matrix, normalize_rows
+from .config import ClusterConfig, DedupConfig, ReferenceConfig, to_dict
+from .executors import Executor, Task, get_executor
 
 if TYPE_CHECKING:
-    from .results import Results
+    from ..results.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def dedup(
     resumes. ``columns``: an optional DataFrame of ``n`` rows carried into ``items.parquet`` (paths,
     texts, captions). ``extra``: more facts recorded in ``run.json`` (for example the encoder used).
     ``executor``: where the assign and score steps run — ``"local"`` (default), ``"ray"``, or an
-    :class:`~semdedup_core.engine.executors.Executor`; results are the same either way.
+    :class:`~semdedup_core.run.executors.Executor`; results are the same either way.
 
     ``reference``: a held-out set (``m × d``, the same model) to look for leaks of, with its
     ``reference_ids`` (default ``"0".."m-1"``), ``reference_columns`` (a DataFrame; its ``text`` and
@@ -347,7 +347,7 @@ def dedup(
     exact). ``items.parquet`` then gains ``ref_sim``/``ref_id``, and the folder ``reference.parquet`` and
     ``reference_embeddings.npy``.
     """
-    from .results import Results
+    from ..results.results import Results
 
     config = config or DedupConfig()
     if isinstance(embeddings, (str, Path)):
@@ -611,7 +611,7 @@ def score_shard(
     seed: int,
     options: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One scoring task: :func:`~semdedup_core.engine.pairwise.score_clusters` with keyword ``options``
+    """One scoring task: :func:`~semdedup_core.kernels.pairwise.score_clusters` with keyword ``options``
     (a module-level function, so it pickles for Ray)."""
     return score_clusters(emb, dist, offsets, cluster_ids, keep, seed, **options)
 
@@ -698,7 +698,7 @@ def probe_shard(
     target_pos: np.ndarray,
     options: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One probing score task: :func:`~semdedup_core.engine.pairwise.match_in_clusters` of a shard's items
+    """One probing score task: :func:`~semdedup_core.kernels.pairwise.match_in_clusters` of a shard's items
     against the earlier members of the clusters they probe; returns ``(max_sim, partner's global position)``."""
     sim, local = match_in_clusters(
         queries, probes, targets, offsets, target_key=target_pos, query_pos=query_pos, **options
@@ -784,7 +784,7 @@ def leak_shard(
     keys: np.ndarray,
     options: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One leakage task: :func:`~semdedup_core.engine.pairwise.match_in_clusters` of a shard's items
+    """One leakage task: :func:`~semdedup_core.kernels.pairwise.match_in_clusters` of a shard's items
     against the reference items filed under its clusters; returns ``(ref_sim, reference row)``."""
     sim, local = match_in_clusters(queries, probes, targets, offsets, target_key=keys, **options)
     return sim, np.where(local >= 0, keys[np.maximum(local, 0)], -1)

@@ -38,14 +38,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import SemDedupError
-from . import io
-from .clusters import ClusterIndex
+from ..kernels.clusters import ClusterIndex
+from ..kernels.device import resolve_device
+from ..kernels.kmeans import assign, kmeans_backend, kmeans_device
+from ..kernels.pairwise import score_clusters
+from ..results import io
+from ..results.folder import ResultsFolder
+from ..results.items import MIRROR_KEY, mirror_record, pair_record, write_items
+from ..results.names import CENTROIDS, DUP_ROW, EMBEDDINGS_DIR, ERRORS, ITEMS, ITEMS_ARROW, WORK
 from .config import ClusterConfig, DedupConfig
-from .device import resolve_device
 from .executors import Executor, get_executor
-from .items import MIRROR_KEY, mirror_record, pair_record, write_items
-from .kmeans import assign, kmeans_backend, kmeans_device
-from .pairwise import score_clusters
 from .pipeline import (
     SHARD_ITEMS,
     _Run,
@@ -55,7 +57,6 @@ from .pipeline import (
     score_precision,
     shard_bounds,
 )
-from .schema import CENTROIDS, DUP_ROW, EMBEDDINGS_DIR, ERRORS, ITEMS, ITEMS_ARROW, WORK, ResultsFolder
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +400,7 @@ def _dedup_parts(
     """Run SemDeDup over the ``n_parts`` parts already written in ``out/.work/parts`` (see the module
     docstring). ``strict``: bad vectors fail the run (``.npy`` input) instead of becoming error rows.
     ``fingerprint`` identifies the input (a rerun over other input is refused)."""
-    from .results import Results
+    from ..results.results import Results
 
     config = config or DedupConfig()
     progress = progress or _noop

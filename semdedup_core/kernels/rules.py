@@ -38,24 +38,6 @@ from ..errors import SemDedupError
 if TYPE_CHECKING:
     from .clusters import ClusterIndex
 
-RULES = ("paper", "kept-only", "audited")
-
-
-def check_rule(rule: str) -> str:
-    if rule not in RULES:
-        raise SemDedupError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-    return rule
-
-
-def check_eps(eps: float) -> float:
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise SemDedupError(f"eps must be a number between 0 and 2, got {eps!r}") from None
-    if not 0.0 <= eps <= 2.0:
-        raise SemDedupError(f"eps must be between 0 and 2 (similarity threshold 1 - eps), got {eps}")
-    return eps
-
 
 def threshold(eps: float | np.ndarray) -> float | np.ndarray:
     """The similarity an item's score must exceed to be removed at ``eps``: ``1 − ε`` in float64."""

@@ -1,0 +1,197 @@
+"""``audit sample|import|report``: the review sample, verdicts from a file, precision per eps."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import SemDedupError
+from .options import LABELS_HELP, _Parser
+
+
+def add_parser(sub: Any) -> None:
+    from ..audit.precision import DEFAULT_TARGET
+    from ..audit.sample import DEFAULT_BANDS, DEFAULT_EPS_MAX
+
+    audit = sub.add_parser(
+        "audit",
+        help="judge a sample of removed pairs and measure precision per eps, with an interval",
+        description="The audit loop: draw a seeded sample of the pairs removed up to --eps-max (stratified by "
+        "similarity band), judge them (a CSV here, or the app's Review page), and get the precision of what "
+        "each eps removes with a 95% interval and the largest eps that meets a target precision.",
+    )
+    audit.set_defaults(func=cmd_audit)
+    steps = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    sample = steps.add_parser(
+        "sample",
+        help="draw the review sample and write the pairs still to judge as a CSV",
+        description="Draw a seeded review sample of N pairs (item, dup_of) from the items removed at --eps-max, "
+        "stratified by similarity band, record its design in DIR/audit/sample.parquet, and write the pairs not "
+        "judged yet (in a seeded random order) to QUEUE.csv: id, dup_of, max_sim, text/path columns where the "
+        "run has them, and an empty verdict column to fill in. The same command gives the same sample; a "
+        "larger N contains the smaller sample.",
+    )
+    sample.add_argument("results", metavar="DIR", help="a finished results folder")
+    sample.add_argument("--n", type=int, required=True, metavar="N", help="sample size (e.g. 400)")
+    sample.add_argument(
+        "--out", required=True, metavar="QUEUE.csv", help="the CSV of pairs to judge (written atomically)"
+    )
+    sample.add_argument(
+        "--eps-max",
+        type=float,
+        default=DEFAULT_EPS_MAX,
+        metavar="E",
+        help=f"the largest eps you consider: the sample covers every eps up to it (default {DEFAULT_EPS_MAX})",
+    )
+    sample.add_argument("--seed", type=int, default=0, metavar="S", help="sample seed (default 0)")
+    sample.add_argument(
+        "--bands", type=int, default=DEFAULT_BANDS, metavar="B", help=f"similarity bands (default {DEFAULT_BANDS})"
+    )
+    sample.add_argument("--labels", metavar="STORE", help=LABELS_HELP + "; its judged pairs are not asked again")
+    imp = steps.add_parser(
+        "import",
+        help="check a file of verdicts and add them to the labels store",
+        description="Add the verdicts in LABELS.csv (columns id, dup_of, verdict = duplicate | not_duplicate | "
+        "unsure; optional reviewer) to the labels store. Rows with an empty verdict are skipped. A file with an "
+        "unknown verdict, a pair that is not an (item, dup_of) pair of this run, missing columns or rows that "
+        "disagree on a pair is refused, naming the row, and nothing is stored.",
+    )
+    imp.add_argument("results", metavar="DIR", help="a finished results folder")
+    imp.add_argument("labels_file", metavar="LABELS.csv", help="the verdicts (CSV or Parquet)")
+    imp.add_argument("--labels", metavar="STORE", help=LABELS_HELP)
+    imp.add_argument(
+        "--reviewer",
+        metavar="NAME",
+        help="who judged (default: the file's reviewer column where it has one, else your login name)",
+    )
+    rep = steps.add_parser(
+        "report",
+        help="precision per eps with a 95%% interval, and the recommended eps",
+        description="Estimate, from the judged pairs of the review sample, the precision of what each eps "
+        "removes (share of removed items that are true duplicates) with a 95% interval (Clopper-Pearson on the "
+        "effective sample size), the true duplicates each eps keeps, and the recommended eps: the largest one "
+        "whose lower bound meets --target.",
+    )
+    rep.add_argument("results", metavar="DIR", help="a finished results folder with a review sample")
+    rep.add_argument("--labels", metavar="STORE", help=LABELS_HELP)
+    rep.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        action="extend",
+        metavar="E",
+        help="the eps values to report, each at most the sample's eps-max (default: a grid up to it)",
+    )
+    rep.add_argument(
+        "--target",
+        type=float,
+        default=DEFAULT_TARGET,
+        metavar="P",
+        help=f"the precision the recommended eps must reach with 95%% confidence (default {DEFAULT_TARGET})",
+    )
+    rep.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    return AUDIT_COMMANDS[args.audit_command](args)
+
+
+def cmd_audit_sample(args: argparse.Namespace) -> int:
+    from ..audit import draw_sample, load_design, queue_frame, save_design
+    from ..audit.labels import LabelStore
+    from ..results import io
+    from ..results.results import Results
+
+    results = Results.load(args.results, strings=True)
+    store = LabelStore.for_results(results.path, args.labels)
+    resolved = store.resolved()
+    design = draw_sample(results, args.n, args.eps_max, args.seed, args.bands)
+    try:
+        old = load_design(results)
+    except SemDedupError:  # a damaged sample, or one drawn from an earlier run into this folder: replaced
+        old = None
+    queue = queue_frame(results, design, resolved)
+    with io.atomic_path(args.out) as tmp:
+        queue.to_csv(tmp, index=False)
+    save_design(design, results.path)
+    if old is not None and (old.seed, old.eps_max, old.bands) == (design.seed, design.eps_max, design.bands):
+        nested = "it contains the earlier sample" if design.n >= old.n else "the earlier, larger sample contains it"
+        print(f"replaced the earlier sample of {old.n:,} with this one ({nested})")
+    elif old is not None:
+        print(f"replaced the earlier sample ({old.describe()})")
+    judged = design.n - len(queue)
+    print(f"sample: {design.describe()}")
+    print(f"already judged in {store.path}: {judged:,}; to judge: {len(queue):,} pairs -> {args.out}")
+    print(
+        "fill in the verdict column (duplicate | not_duplicate | unsure) and run "
+        f"`python -m semdedup_core audit import {args.results} {args.out}`"
+    )
+    return 0
+
+
+def cmd_audit_import(args: argparse.Namespace) -> int:
+    from ..audit import import_labels
+    from ..results.results import Results
+
+    results = Results.load(args.results, strings=True)
+    summary = import_labels(results, args.labels_file, args.labels, args.reviewer)
+    print(
+        f"imported {summary['imported']:,} verdicts ({summary['duplicate']:,} duplicate, "
+        f"{summary['not_duplicate']:,} not_duplicate, {summary['unsure']:,} unsure) by "
+        f"{', '.join(summary['reviewers']) or '-'} into {summary['store']}"
+    )
+    if summary["replaced"]:
+        print(f"{summary['replaced']:,} of them replaced an earlier verdict of the same reviewer on the same pair")
+    if summary["skipped"]:
+        rows = (
+            "1 row without a verdict was"
+            if summary["skipped"] == 1
+            else f"{summary['skipped']:,} rows without a verdict were"
+        )
+        print(f"{rows} skipped (not judged yet)")
+    return 0
+
+
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    import json
+
+    from ..audit import report
+    from ..results.results import Results
+
+    results = Results.load(args.results, strings=True)
+    rep = report(results, args.labels, args.eps, args.target)
+    if args.json:
+        print(json.dumps(rep.to_json(), indent=2))
+        return 0
+    s = rep.sample
+    print(
+        f"sample: {s['n']:,} of the {s['population']:,} pairs removed at eps {rep.eps_max:g}; judged {s['judged']:,} "
+        f"({s['duplicates']:,} duplicate, {s['not_duplicates']:,} not), {s['unsure']:,} unsure, {s['to_judge']:,} to judge"
+    )
+    if s["outside_sample"]:
+        print(f"{s['outside_sample']:,} judged pairs outside the sample are not used by the estimate")
+    print(
+        f"{'eps':>7} {'removed':>10} {'labelled':>8} {'unsure':>6} {'precision':>9}  {'95% interval':<15} "
+        f"{'true dups kept (of eps-max removals)':>36}"
+    )
+    for r in rep.rows.itertuples():
+        prec = "-" if np.isnan(r.precision) else f"{r.precision:.3f}"
+        ci = "-" if np.isnan(r.precision) else f"{r.ci_low:.3f}-{r.ci_high:.3f}"
+        kept = (
+            "-"
+            if np.isnan(r.kept_duplicates)
+            else f"{r.kept_duplicates:,.0f} ({r.kept_duplicates_low:,.0f}-{r.kept_duplicates_high:,.0f})"
+        )
+        print(f"{r.eps:>7.4g} {r.removed:>10,} {r.labelled:>8,} {r.unsure:>6,} {prec:>9}  {ci:<15} {kept:>36}")
+    print(rep.message())
+    return 0
+
+
+AUDIT_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sample": cmd_audit_sample,
+    "import": cmd_audit_import,
+    "report": cmd_audit_report,
+}
