@@ -15,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from semdedup_core import Results, SemDedupError
+from semdedup_core.explore import clusters as sd_clusters
 from semdedup_core.explore import compare, curve, leakage, maps, pairs, report
 from semdedup_core.explore import export as sd_export
 
@@ -62,7 +63,7 @@ def score_histogram(res: Results) -> tuple[np.ndarray, np.ndarray]:
 
 @per_run(max_entries=16)
 def cluster_table(res: Results, e: float):
-    return res.cluster_table(e)
+    return sd_clusters.cluster_table(res, e)
 
 
 @per_run(resource=True, max_entries=16)
@@ -74,7 +75,7 @@ def removed_mask(res: Results, e: float, rule: str = "paper") -> np.ndarray:
 
 def n_cross_cluster(res: Results, e: float) -> int:
     """Items removed at ``e`` whose ``dup_of`` lies in another cluster (runs with probing only), O(log n)."""
-    return res.n_cross_cluster(float(e))
+    return sd_clusters.n_cross_cluster(res, float(e))
 
 
 @per_run(max_entries=32, show_spinner="Applying the kept-only rule…")
@@ -132,7 +133,7 @@ def showcase(res: Results, e: float):
 @per_run(max_entries=16)
 def clusters_with_removals(res: Results, e: float) -> list[int]:
     """The clusters that have at least one removed item at ``e`` (the only ones with pairs to show)."""
-    return res.clusters_with_removals(float(e)).tolist()
+    return sd_clusters.clusters_with_removals(res, float(e)).tolist()
 
 
 def parse_clusters(text: str, n_clusters: int) -> tuple[int, ...]:

@@ -439,3 +439,23 @@ def text_leak_results(tmp_path_factory):
 def image_leak_results(tmp_path_factory):
     """A finished run of generated images against a held-out folder with 6 perturbed copies."""
     return make_image_leak_results(tmp_path_factory.mktemp("leak") / "image-leak")
+
+
+# -- results folders written from a table (Results reads folders only) --------------------------------
+def results_from_frame(frame: pd.DataFrame, run: dict, folder: Path, row_group_size: int | None = None):
+    """A real results folder holding ``frame`` as ``items.parquet`` (row groups of ``row_group_size`` rows:
+    the table reads back in chunks) and ``run.json`` (``run`` plus a finished status), opened with
+    ``Results.load``: the one way results are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from semdedup_core import Results
+    from semdedup_core.results import io
+    from semdedup_core.results.names import FORMAT_VERSION, ITEMS, RUN
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    pq.write_table(table, folder / ITEMS, row_group_size=row_group_size)
+    counts = {"items": len(frame), **run.get("counts", {})}
+    io.write_json(folder / RUN, {**run, "counts": counts, "format_version": FORMAT_VERSION, "status": "complete"})
+    return Results.load(folder)

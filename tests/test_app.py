@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
+from semdedup_core.explore.clusters import cluster_table
 from semdedup_core.explore.pairs import pairs_frame
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -204,7 +205,7 @@ def test_missing_image_files_show_a_placeholder(tmp_path):
 def test_clusters_page_shows_the_chosen_cluster(text_results):
     res = text_results
     at = open_app(res.path)
-    table = res.cluster_table(0.05)
+    table = cluster_table(res, 0.05)
     c = int(table.sort_values("size")["cluster"].iloc[0])  # the smallest: not the default choice
     at.session_state["sd_cluster"] = c
     at.switch_page(sa.PAGES["clusters"]).run()

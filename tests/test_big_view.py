@@ -16,12 +16,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import results_from_frame
 from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
 from semdedup_core.cli import main
 from semdedup_core.explore import curve, pairs
+from semdedup_core.explore.clusters import cluster_table, clusters_with_removals, n_cross_cluster, n_removed_per_cluster
 from semdedup_core.explore.export import export_frame
 from semdedup_core.ingest.sharded import run_sharded
 from semdedup_core.kernels.rules import removed_by_score, threshold32
@@ -228,9 +230,9 @@ def test_the_app_checks_a_big_folder_in_the_background_and_refuses_it(text_resul
 
 
 # -- views from columns and sorted scores, against the plain computation ------------------------------
-def tied_results(chunked: bool) -> Results:
-    """400 items in 5 clusters with many tied scores (and some a hair above 1), as a DataFrame or as a
-    multi-chunk Arrow table."""
+def tied_results(chunked: bool, folder: Path) -> Results:
+    """400 items in 5 clusters with many tied scores (and some a hair above 1), in a results folder read
+    as one chunk or (``chunked``) in chunks of 90 rows."""
     rng = np.random.default_rng(7)
     n, k = 400, 5
     cluster = rng.integers(0, k, n)
@@ -258,10 +260,9 @@ def tied_results(chunked: bool) -> Results:
         }
     )
     run = {"counts": {"clusters": k, "items": n}}
-    if not chunked:
-        return Results(frame, run)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    return Results(pa.concat_tables([table.slice(a, 90) for a in range(0, n, 90)]), run)
+    res = results_from_frame(frame, run, folder, row_group_size=90 if chunked else None)
+    assert (res._table.column("id").num_chunks > 1) == chunked
+    return res
 
 
 def reference_pairs(res: Results, eps: float, sort: str, clusters=None, sim_range=None) -> np.ndarray:
@@ -283,8 +284,8 @@ def reference_pairs(res: Results, eps: float, sort: str, clusters=None, sim_rang
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_pairs_pages_read_from_the_sorted_order_equal_the_plain_sort(chunked):
-    res = tied_results(chunked)
+def test_pairs_pages_read_from_the_sorted_order_equal_the_plain_sort(chunked, tmp_path):
+    res = tied_results(chunked, tmp_path / "run")
     filters = [(None, None), ([1, 3], None), (None, (0.95, 0.99)), ([0, 4], (-1.0, 1.0)), (None, (0.95000005, 1.0))]
     for eps in (0.0, 0.05, 0.049999952, 0.3):
         for sort in pairs.SORTS:
@@ -316,8 +317,8 @@ def test_pairs_pages_of_a_folder_on_disk(text_results):
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_counts_orders_and_tables_equal_the_plain_computation(chunked):
-    res = tied_results(chunked)
+def test_counts_orders_and_tables_equal_the_plain_computation(chunked, tmp_path):
+    res = tied_results(chunked, tmp_path / "run")
     s = res.items["max_sim"].to_numpy()
     cluster = res.items["cluster"].to_numpy()
     np.testing.assert_array_equal(res.score_order(), np.argsort(s, kind="stable"))
@@ -327,11 +328,11 @@ def test_counts_orders_and_tables_equal_the_plain_computation(chunked):
         mask = s.astype(np.float64) > 1.0 - eps
         assert res.n_removed(eps) == mask.sum()
         np.testing.assert_array_equal(res.removed_mask(eps), mask)
-        np.testing.assert_array_equal(res.n_removed_per_cluster(eps), np.bincount(cluster[mask], minlength=5))
-        np.testing.assert_array_equal(res.clusters_with_removals(eps), np.unique(cluster[mask]))
+        np.testing.assert_array_equal(n_removed_per_cluster(res, eps), np.bincount(cluster[mask], minlength=5))
+        np.testing.assert_array_equal(clusters_with_removals(res, eps), np.unique(cluster[mask]))
         rows = np.arange(0, len(s), 3)
         np.testing.assert_array_equal(res.removed_mask(eps, rows=rows), mask[rows])
-    table = res.cluster_table(0.05)
+    table = cluster_table(res, 0.05)
     mask = s.astype(np.float64) > 0.95
     scored = s > -1.0
     assert table["removed"].tolist() == np.bincount(cluster[mask], minlength=5).tolist()
@@ -402,7 +403,7 @@ def test_cross_cluster_counts_of_a_probing_run(tmp_path):
     res = dedup(x, cluster=ClusterConfig(12, niter=5), config=DedupConfig(probe=2), out=tmp_path / "p")
     assert res.cross_cluster.any()
     for eps in (0.01, 0.05, 0.2):
-        assert res.n_cross_cluster(eps) == int((res.removed_mask(eps) & res.cross_cluster).sum())
+        assert n_cross_cluster(res, eps) == int((res.removed_mask(eps) & res.cross_cluster).sum())
         page = pairs.pairs_page(res, eps, 0, 10)
         assert page.cross_cluster == int(pairs.pairs_frame(res, eps)["cross_cluster"].sum())
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from semdedup_core import ClusterConfig, DedupConfig, Results, SemDedupError, dedup
+from semdedup_core.explore.clusters import cluster_table
 from semdedup_core.run import pipeline
 
 
@@ -319,7 +320,7 @@ def test_eps_for_kept_fraction_is_exact(results, fraction):
 
 def test_cluster_table(results):
     eps = 0.05
-    table = results.cluster_table(eps)
+    table = cluster_table(results, eps)
     assert table["size"].sum() == results.n_items
     assert table["removed"].sum() == results.n_removed(eps)
     items = results.items

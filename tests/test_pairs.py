@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import results_from_frame
 from markdown_it import MarkdownIt
 
 from semdedup_app.markdown import diff_markdown, escape_markdown
@@ -23,7 +25,7 @@ from semdedup_core.explore.pairs import (
 )
 
 
-def hand_results() -> Results:
+def hand_results(folder: Path, max_sim: dict[int, float] | None = None) -> Results:
     """Six items, two clusters. Cluster 0: a (kept) ← b (0.97) ← c (0.95 to b); d ← a (0.90).
     Cluster 1: e (kept) ← f (0.99)."""
     items = pd.DataFrame(
@@ -37,15 +39,17 @@ def hand_results() -> Results:
         }
     )
     items.loc[items["dup_of"] == "", "dup_of"] = None
-    return Results(items, {"counts": {"clusters": 2}})
+    for row, value in (max_sim or {}).items():
+        items.loc[row, "max_sim"] = np.float32(value)
+    return results_from_frame(items, {"counts": {"clusters": 2}}, folder)
 
 
-def test_dup_rows_maps_ids_to_rows():
-    assert hand_results().dup_rows.tolist() == [-1, 0, 1, 0, -1, 4]
+def test_dup_rows_maps_ids_to_rows(tmp_path):
+    assert hand_results(tmp_path).dup_rows.tolist() == [-1, 0, 1, 0, -1, 4]
 
 
-def test_chain_roots_follow_removed_predecessors():
-    res = hand_results()
+def test_chain_roots_follow_removed_predecessors(tmp_path):
+    res = hand_results(tmp_path)
     dup = res.dup_rows
     removed = res.removed_mask(0.06)  # threshold 0.94: b, c, f go; d (0.90) stays
     assert removed.tolist() == [False, True, True, False, False, True]
@@ -89,8 +93,8 @@ def test_chain_roots_match_a_walk_on_a_random_forest():
     assert deepest > 16  # the pointer-jumping part ran
 
 
-def test_group_tree_shows_chains_under_their_cause():
-    res = hand_results()
+def test_group_tree_shows_chains_under_their_cause(tmp_path):
+    res = hand_results(tmp_path)
     dup = res.dup_rows
     removed = res.removed_mask(0.2)  # b, c, d, f
     root, _ = chain_roots(dup, removed)
@@ -101,8 +105,8 @@ def test_group_tree_shows_chains_under_their_cause():
     assert table["removed"].sum() == res.n_removed(0.2)
 
 
-def test_pairs_frame_counts_sorts_and_filters():
-    res = hand_results()
+def test_pairs_frame_counts_sorts_and_filters(tmp_path):
+    res = hand_results(tmp_path)
     e = 0.2
     by_sim = pairs_frame(res, e, sort="similarity")
     assert len(by_sim) == res.n_removed(e) == 4
@@ -142,13 +146,12 @@ def test_pairs_on_planted_duplicates_agree_with_results(text_results):
         assert (frame["max_sim"] > 1 - e).all()
 
 
-def test_showcase_prefers_pairs_with_a_kept_target():
-    res = hand_results()
+def test_showcase_prefers_pairs_with_a_kept_target(tmp_path):
+    res = hand_results(tmp_path)
     best = showcase_pairs(res, 0.2)
     # cluster 0's most similar removal is b (0.97, target a kept), then c (0.95, target b removed)
     assert best["id"].tolist() == ["f", "b"]
-    res.items.loc[1, "max_sim"] = np.float32(0.94)  # now c (0.95 to removed b) is more similar than b
-    res = Results(res.items, res.run)
+    res = hand_results(tmp_path / "b", {1: 0.94})  # now c (0.95 to removed b) is more similar than b
     assert showcase_pairs(res, 0.2)["id"].tolist() == ["f", "b"]
 
 
@@ -204,10 +207,8 @@ def test_diff_markdown_escapes_and_highlights():
     assert diff_markdown(a, "green").startswith(":green-background[\\<script\\>alert\\(1\\)\\</script\\>]")
 
 
-def test_similarity_range_keeps_identical_items_scored_above_one():
-    res = hand_results()
-    res.items.loc[5, "max_sim"] = np.float32(1.0000001)
-    res = Results(res.items, res.run)
+def test_similarity_range_keeps_identical_items_scored_above_one(tmp_path):
+    res = hand_results(tmp_path, {5: 1.0000001})
     assert res.n_removed(0.2) == 4
     assert len(pairs_frame(res, 0.2, sim_range=(-1.0, 1.0))) == 4
     assert set(pairs_frame(res, 0.2, sim_range=(0.96, 1.0))["id"]) == {"b", "f"}

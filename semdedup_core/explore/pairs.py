@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import SemDedupError
 from ..kernels.rules import removed_by_score, threshold32
+from .clusters import scores_by_cluster
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -142,7 +143,7 @@ def removed_order(
         return results.score_order()[max(n - m, lo) : hi]
     if sort == "similarity":  # descending from the top
         return results.score_order(descending=True)[n - hi : min(m, n - lo)]
-    by_cluster = results.scores_by_cluster
+    by_cluster = scores_by_cluster(results)
     keep = removed_by_score(by_cluster, eps)
     if sim_range is not None:
         keep &= _in_range(by_cluster, sim_range)

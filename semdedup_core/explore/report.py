@@ -27,7 +27,7 @@ from ..errors import SemDedupError
 from ..media.images import data_uri, thumbnail
 from ..results import io
 from ..results.rules import check_eps
-from . import curve, pairs
+from . import clusters, curve, pairs
 
 if TYPE_CHECKING:
     from ..results.results import Results
@@ -316,7 +316,7 @@ def _groups_section(results: Results, items: _Items, eps: float, n_groups: int) 
 
 
 def _clusters_section(results: Results, eps: float, n_clusters: int) -> str:
-    table = results.cluster_table(eps)
+    table = clusters.cluster_table(results, eps)
     table = table.iloc[np.lexsort((table["cluster"].to_numpy(), -table["removed"].to_numpy()))].head(n_clusters)
     table = table[table["removed"] > 0]
     if table.empty:
@@ -431,6 +431,32 @@ footer { margin-top: 40px; color: var(--muted); font-size: .85rem; border-top: 1
 """
 
 
+def _summary_sections(name: str, params: Mapping[str, Any], n: int, n_rem: int, eps: float, svg: str) -> list[str]:
+    """The report's header, its three figures with the lead paragraph, and the kept-vs-ε curve."""
+    share = n_rem / n if n else 0.0
+    return [
+        f"<header><h1>Semantic duplicates in {escape(name)}</h1>"
+        f'<p class="sub">SemDeDup report at ε = {eps:.4f} · run made {escape(params["created"] or "(date unknown)")} '
+        f"· encoder {escape(params['encoder'])} · k = {params['clusters']:,} · keep {escape(params['keep'])}</p></header>",
+        '<section id="summary"><div class="metrics">'
+        f'<div class="metric"><div class="value" id="n-items">{n:,}</div><div class="what">items in the dataset</div></div>'
+        f'<div class="metric"><div class="value" id="share-removed">{_pct(share)}</div>'
+        f'<div class="what">semantic duplicates: <span id="n-removed">{n_rem:,}</span> items</div></div>'
+        f'<div class="metric"><div class="value" id="n-kept">{n - n_rem:,}</div>'
+        '<div class="what">kept after deduplication</div></div></div>'
+        f'<p class="lead">Every item was compared with the similar items around it (the same cluster of meaning). '
+        f"<b>{_pct(share)} of the items are near-copies of another item</b> — cosine similarity above "
+        f"{1.0 - eps:.4f} (ε = {eps:.4f}) with an earlier item of their cluster. Removing them keeps the "
+        "information while training on less, less repetitive data; the SemDeDup paper removed half of LAION "
+        "this way at a cost of under half a point of ImageNet zero-shot accuracy. Nothing has been deleted: "
+        "this is a list of what would go.</p></section>",
+        '<section id="curve"><h2>How much is kept at each threshold</h2>'
+        f"{svg}"
+        '<p class="small">Each item has one score, its similarity to the most similar earlier item of its '
+        "cluster, so the whole curve comes from the same run: a looser ε removes more.</p></section>",
+    ]
+
+
 def build_report(
     results: Results,
     eps: float,
@@ -468,27 +494,7 @@ def build_report(
         near = near[~near["row"].isin(best["row"])]
     near = near.head(borderline)
 
-    sections = [
-        f"<header><h1>Semantic duplicates in {escape(name)}</h1>"
-        f'<p class="sub">SemDeDup report at ε = {eps:.4f} · run made {escape(params["created"] or "(date unknown)")} '
-        f"· encoder {escape(params['encoder'])} · k = {params['clusters']:,} · keep {escape(params['keep'])}</p></header>",
-        '<section id="summary"><div class="metrics">'
-        f'<div class="metric"><div class="value" id="n-items">{n:,}</div><div class="what">items in the dataset</div></div>'
-        f'<div class="metric"><div class="value" id="share-removed">{_pct(share)}</div>'
-        f'<div class="what">semantic duplicates: <span id="n-removed">{n_rem:,}</span> items</div></div>'
-        f'<div class="metric"><div class="value" id="n-kept">{n - n_rem:,}</div>'
-        '<div class="what">kept after deduplication</div></div></div>'
-        f'<p class="lead">Every item was compared with the similar items around it (the same cluster of meaning). '
-        f"<b>{_pct(share)} of the items are near-copies of another item</b> — cosine similarity above "
-        f"{1.0 - eps:.4f} (ε = {eps:.4f}) with an earlier item of their cluster. Removing them keeps the "
-        "information while training on less, less repetitive data; the SemDeDup paper removed half of LAION "
-        "this way at a cost of under half a point of ImageNet zero-shot accuracy. Nothing has been deleted: "
-        "this is a list of what would go.</p></section>",
-        '<section id="curve"><h2>How much is kept at each threshold</h2>'
-        f"{curve_svg(grid, kept, eps, 1.0 - share)}"
-        '<p class="small">Each item has one score, its similarity to the most similar earlier item of its '
-        "cluster, so the whole curve comes from the same run: a looser ε removes more.</p></section>",
-    ]
+    sections = _summary_sections(name, params, n, n_rem, eps, curve_svg(grid, kept, eps, 1.0 - share))
     first_look = results.run.get("first_look")
     if first_look:  # a part chosen to hold likely duplicates: its share says nothing about the collection
         sections.insert(

@@ -143,6 +143,46 @@ def _first(mask: Any) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _check_types(table: Any, refuse: Any) -> None:
+    """Each engine column that is there has its kind: strings, integers or floats."""
+    import pyarrow as pa
+
+    def is_string(t: Any) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+    kinds = {
+        "id": (is_string, "strings"),
+        "dup_of": (lambda t: is_string(t) or pa.types.is_null(t), "strings"),
+        "cluster": (pa.types.is_integer, "integers"),
+        "rank": (pa.types.is_integer, "integers"),
+        "max_sim": (pa.types.is_floating, "floats"),
+        "dist_to_centroid": (pa.types.is_floating, "floats"),
+        DUP_ROW: (pa.types.is_integer, "integers"),
+    }
+    for col, (test, kind) in kinds.items():
+        if col in table.column_names and not test(table.schema.field(col).type):
+            raise refuse(f"has column {col!r} of type {table.schema.field(col).type}, not {kind}")
+
+
+def _check_scores(table: Any, refuse: Any) -> dict[str, np.ndarray]:
+    """``max_sim`` and ``dist_to_centroid`` as arrays, finite, and each ``max_sim`` a cosine (within
+    :data:`SCORE_SLACK`)."""
+    floats = {}
+    for col in ("max_sim", "dist_to_centroid"):
+        values = _floats(table[col])
+        finite = np.isfinite(values)
+        if not finite.all():
+            r = _first(~finite)
+            raise refuse(f"has {col} {values[r]} in row {r}; scores must be finite numbers")
+        floats[col] = values
+    scores = floats["max_sim"]
+    out = (scores < -1 - SCORE_SLACK) | (scores > 1 + SCORE_SLACK)
+    if out.any():
+        r = _first(out)
+        raise refuse(f"has max_sim {scores[r]} in row {r}; a cosine similarity lies between -1 and 1")
+    return floats
+
+
 def check_numeric(table: Any, run: dict[str, Any], where: str) -> ItemsCheck:
     """The checks of the numbers, vectorised and without a pass over the strings: column types, null ids,
     finite scores, ``0 ≤ cluster < k``, ranks ``0..size-1`` in each cluster, and — from ``dup_row`` — that
@@ -164,21 +204,7 @@ def check_numeric(table: Any, run: dict[str, Any], where: str) -> ItemsCheck:
     if n == 0:
         raise refuse("has no rows")
 
-    def is_string(t: Any) -> bool:
-        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-
-    kinds = {
-        "id": (is_string, "strings"),
-        "dup_of": (lambda t: is_string(t) or pa.types.is_null(t), "strings"),
-        "cluster": (pa.types.is_integer, "integers"),
-        "rank": (pa.types.is_integer, "integers"),
-        "max_sim": (pa.types.is_floating, "floats"),
-        "dist_to_centroid": (pa.types.is_floating, "floats"),
-        DUP_ROW: (pa.types.is_integer, "integers"),
-    }
-    for col, (test, kind) in kinds.items():
-        if col in names and not test(table.schema.field(col).type):
-            raise refuse(f"has column {col!r} of type {table.schema.field(col).type}, not {kind}")
+    _check_types(table, refuse)
     ids = io.strings(table["id"])
     if ids.null_count:
         raise refuse(f"has a missing (null) id in row {pc.index(pc.is_null(ids), True).as_py()}")
@@ -201,19 +227,8 @@ def check_numeric(table: Any, run: dict[str, Any], where: str) -> ItemsCheck:
     if lo < 0 or hi >= k:
         r = _first((cluster < 0) | (cluster >= k))
         raise refuse(f"has cluster {int(cluster[r])} in row {r}; clusters must be between 0 and {k - 1}")
-    floats = {}
-    for col in ("max_sim", "dist_to_centroid"):
-        values = _floats(table[col])
-        finite = np.isfinite(values)
-        if not finite.all():
-            r = _first(~finite)
-            raise refuse(f"has {col} {values[r]} in row {r}; scores must be finite numbers")
-        floats[col] = values
+    floats = _check_scores(table, refuse)
     scores = floats["max_sim"]
-    out = (scores < -1 - SCORE_SLACK) | (scores > 1 + SCORE_SLACK)
-    if out.any():
-        r = _first(out)
-        raise refuse(f"has max_sim {scores[r]} in row {r}; a cosine similarity lies between -1 and 1")
 
     rank = _ints(table["rank"])
     sizes = np.bincount(cluster, minlength=k)

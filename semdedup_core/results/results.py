@@ -20,9 +20,9 @@ import numpy as np
 
 from ..errors import SemDedupError
 from ..kernels.clusters import ClusterIndex
-from ..kernels.rules import Audited, audited_scores, n_above, removed_by_score, threshold32
+from ..kernels.rules import Audited, audited_scores, removed_by_score
 from . import rules
-from .checks import as_table, check_numeric, check_strings, take_chunked
+from .checks import check_numeric, check_strings, take_chunked
 from .folder import ResultsFolder
 from .names import CENTROIDS, DUP_ROW, EMBEDDINGS, ITEMS, PROBES, REFERENCE, REFERENCE_EMBEDDINGS, STRING_CHECK_ROWS
 from .rules import check_eps, check_rule
@@ -45,15 +45,25 @@ class Results:
 
         self.run = run
         self.path = path
-        self.source = "table" if isinstance(items, pa.Table) else "frame"  # load: "arrow" or "parquet"
-        self._table = items if isinstance(items, pa.Table) else None
-        if self._table is None:
-            self.__dict__["items"] = items
+        if not isinstance(items, pa.Table):
+            raise SemDedupError("Results reads a results folder: use Results.load(DIR)")
+        self.source = "table"  # load: "arrow" (the memory-mapped copy) or "parquet"
+        self._table = items
         self._columns: dict[str, np.ndarray] = {}
         self._audited: dict[tuple, Audited] = {}  # the audited rule's column per (store, store stamp)
         self._audited_lock = threading.Lock()  # one Results serves every session of the app
         self._strings: bool | SemDedupError | None = True  # the string checks: to do (None), passed, or failed
         self._strings_lock = threading.Lock()
+        self._memo: dict[str, Any] = {}
+        self._memo_lock = threading.RLock()
+
+    def memo(self, name: str, compute: Any) -> Any:
+        """``compute()`` once per folder and ``name``, kept with this :class:`Results` (thread-safe): what the
+        explorer derives from a run (per-cluster statistics, sorted orders) is computed once and shared."""
+        with self._memo_lock:
+            if name not in self._memo:
+                self._memo[name] = compute()
+            return self._memo[name]
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -144,24 +154,21 @@ class Results:
     @property
     def columns(self) -> list[str]:
         """The names of the items' columns (``items.parquet``'s, in order)."""
-        return list(self._table.column_names) if self._table is not None else list(self.items.columns)
+        return list(self._table.column_names)
 
     def column(self, name: str) -> np.ndarray:
         """Column ``name`` as a read-only numpy array, read once and kept (numbers as they are stored;
         strings as objects — avoid that for the ids of a big run: use :meth:`rows`)."""
         got = self._columns.get(name)
         if got is None:
-            if self._table is None:
-                got = self.items[name].to_numpy()
-            else:
-                if name not in self._table.column_names:
-                    raise KeyError(name)
-                col = self._table.column(name)
-                import pyarrow as pa
+            if name not in self._table.column_names:
+                raise KeyError(name)
+            col = self._table.column(name)
+            import pyarrow as pa
 
-                if pa.types.is_floating(col.type) and col.null_count:
-                    col = col.fill_null(np.nan)
-                got = col.to_numpy()
+            if pa.types.is_floating(col.type) and col.null_count:
+                col = col.fill_null(np.nan)
+            got = col.to_numpy()
             got = self._columns[name] = _readonly(got)
         return got
 
@@ -179,15 +186,13 @@ class Results:
         missing = [c for c in names if c not in self.columns]
         if missing:
             raise KeyError(missing[0])
-        if self._table is None:
-            return self.items.iloc[idx][names]
         table = pa.table({c: take_chunked(self._table.column(c), idx) for c in names})
         frame = table.to_pandas()
         frame.index = idx
         return frame
 
     def _arrow(self) -> Any:
-        return self._table if self._table is not None else as_table(self.items)
+        return self._table
 
     @functools.cached_property
     def scores(self) -> np.ndarray:
@@ -197,7 +202,7 @@ class Results:
     # -- sizes -----------------------------------------------------------------------------------
     @property
     def n_items(self) -> int:
-        return int(self._table.num_rows) if self._table is not None else len(self.items)
+        return int(self._table.num_rows)
 
     @property
     def n_clusters(self) -> int:
@@ -228,16 +233,9 @@ class Results:
     # -- structure -------------------------------------------------------------------------------
     @functools.cached_property
     def dup_rows(self) -> np.ndarray:
-        """Row number (input order) of each item's ``dup_of``, or -1 where it has none."""
-        if DUP_ROW in self.columns:
-            return self.column(DUP_ROW)
-        index = self.row_of_id
-        dup = self.items["dup_of"]
-        rows = np.full(self.n_items, -1, dtype=np.int64)
-        has = dup.notna().to_numpy()
-        if has.any():
-            rows[has] = index.get_indexer(dup[has].astype(str))
-        return rows
+        """Row number (input order) of each item's ``dup_of``, or -1 where it has none (set by the checks
+        on load)."""
+        return self.column(DUP_ROW)
 
     @functools.cached_property
     def clusters(self) -> ClusterIndex:
@@ -274,20 +272,6 @@ class Results:
         dup = self.dup_rows
         cluster = self.column("cluster")
         return _readonly((dup >= 0) & (cluster[np.maximum(dup, 0)] != cluster))
-
-    @functools.cached_property
-    def _cross_below(self) -> np.ndarray:
-        """``_cross_below[i]``: how many of the ``i`` lowest scores (ascending order) are cross-cluster."""
-        cum = np.zeros(self.n_items + 1, dtype=np.int64)
-        np.cumsum(self.cross_cluster[self.score_order()], out=cum[1:])
-        return cum
-
-    def n_cross_cluster(self, eps: float) -> int:
-        """How many items the paper's rule removes at ``eps`` whose ``dup_of`` lies in another cluster
-        (probing runs), in O(log n) once the scores are sorted."""
-        first = self.n_items - int(n_above(self.sorted_scores, check_eps(eps)))
-        cum = self._cross_below
-        return int(cum[-1] - cum[first])
 
     # -- the scores in order ------------------------------------------------------------------------
     @functools.cached_property
@@ -343,8 +327,6 @@ class Results:
         import pandas as pd
 
         self.check_strings()
-        if self._table is None:
-            return pd.Index(self.items["id"].astype(str))
         return pd.Index(self._table.column("id").to_pandas())
 
     def audited(self, verdicts: Any) -> Audited:
@@ -407,69 +389,11 @@ class Results:
             eps = float(np.nextafter(eps, -np.inf))
         return eps
 
-    # -- clusters ----------------------------------------------------------------------------------
-    @functools.cached_property
-    def scores_by_cluster(self) -> np.ndarray:
-        """``max_sim`` (float32) in the order of :attr:`clusters` (cluster by cluster, each in rank order)."""
-        return _readonly(self.scores[self.clusters.order])
-
-    @functools.cached_property
-    def _cluster_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per cluster: the start of each non-empty cluster in :attr:`scores_by_cluster`, the mean and the
-        max of ``max_sim`` over its items with a predecessor (NaN when none)."""
-        k = self.clusters.n_clusters
-        sizes = self.clusters.sizes
-        starts = self.clusters.offsets[:-1][sizes > 0]
-        s = self.scores_by_cluster
-        scored = s > -1.0
-        mean, top = np.full(k, np.nan), np.full(k, np.nan)
-        if len(starts):
-            total = np.add.reduceat(np.where(scored, s, 0.0).astype(np.float64), starts)
-            count = np.add.reduceat(scored.astype(np.int64), starts)
-            high = np.maximum.reduceat(np.where(scored, s, -np.inf).astype(np.float64), starts)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean[sizes > 0] = total / count
-            top[sizes > 0] = np.where(np.isfinite(high), high, np.nan)
-        return starts, mean, top
-
-    def n_removed_per_cluster(self, eps: float) -> np.ndarray:
-        """How many items of each cluster the paper's rule removes at ``eps`` (one pass over the scores in
-        cluster order, no mask of the whole run)."""
-        starts, _, _ = self._cluster_stats
-        out = np.zeros(self.clusters.n_clusters, dtype=np.int64)
-        if len(starts):
-            above = self.scores_by_cluster > threshold32(1.0 - check_eps(eps))
-            out[self.clusters.sizes > 0] = np.add.reduceat(above, starts, dtype=np.int64)
-        return out
-
-    def clusters_with_removals(self, eps: float) -> np.ndarray:
-        """The clusters in which the paper's rule removes at least one item at ``eps`` (ascending), from
-        each cluster's highest score: O(k)."""
-        _, _, top = self._cluster_stats
-        return np.flatnonzero(removed_by_score(np.nan_to_num(top, nan=-np.inf), check_eps(eps)))
-
-    def cluster_table(self, eps: float) -> Any:
-        """Per cluster: size, removed at ``eps``, mean and max ``max_sim`` (over items with a predecessor)."""
-        import pandas as pd
-
-        k = self.clusters.n_clusters
-        size = self.clusters.sizes
-        _, mean, top = self._cluster_stats
-        table = pd.DataFrame(
-            {
-                "cluster": np.arange(k),
-                "size": size,
-                "removed": self.n_removed_per_cluster(eps),
-                "mean_score": mean,
-                "max_score": top,
-            }
-        )
-        return table[table["size"] > 0].reset_index(drop=True)
-
     def __getstate__(self) -> dict[str, Any]:  # picklable: the locks and the audited columns stay behind
         state = dict(self.__dict__)
         state.pop("_audited_lock", None)
         state.pop("_strings_lock", None)
+        state.pop("_memo_lock", None)
         state["_audited"] = {}
         return state
 
@@ -477,6 +401,7 @@ class Results:
         self.__dict__.update(state)
         self._audited_lock = threading.Lock()
         self._strings_lock = threading.Lock()
+        self._memo_lock = threading.RLock()
 
     # -- leakage (runs with a reference set) -----------------------------------------------------
     @property
@@ -512,7 +437,7 @@ class Results:
 
         self._need_reference()
         rows = np.full(self.n_items, -1, dtype=np.int64)
-        ref = self.items["ref_id"] if self._table is None else self._table.column("ref_id").to_pandas()
+        ref = self._table.column("ref_id").to_pandas()
         has = ref.notna().to_numpy()
         if has.any():
             rows[has] = pd.Index(self.reference["id"].astype(str)).get_indexer(ref[has].astype(str))
