@@ -77,9 +77,9 @@ def make_synthetic(out: Path, n: int, d: int, k: int, seed: int = 0, map_method:
     from semdedup_core import ClusterConfig, DedupConfig, Results
     from semdedup_core.explore import maps
     from semdedup_core.results import io
-    from semdedup_core.results.items import MIRROR_KEY, mirror_record
-    from semdedup_core.results.names import CENTROIDS, EMBEDDINGS, FORMAT_VERSION, RUN
-    from semdedup_core.run.pipeline import _write_items, engine_params, library_versions
+    from semdedup_core.results.items import MIRROR_KEY, mirror_record, write_items
+    from semdedup_core.results.names import CENTROIDS, EMBEDDINGS, FORMAT_VERSION, ITEMS, ITEMS_ARROW, RUN
+    from semdedup_core.run.meta import engine_params, library_versions
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -111,7 +111,22 @@ def make_synthetic(out: Path, n: int, d: int, k: int, seed: int = 0, map_method:
     noun = pa.array(NOUNS).take(pa.array((labels // len(ADJECTIVES)) % len(NOUNS)))
     text = pc.binary_join_element_wise("a photo of a", adjective, noun, "near the", noun, "number", numbers, " ")
     del numbers, adjective, noun
-    pair = _write_items(out, ids, labels, dist, rank, max_sim, dup_idx, pa.table({"text": text}))
+    has = dup_idx >= 0
+    dup_of = pc.if_else(pa.array(has), pc.take(ids, pa.array(np.maximum(dup_idx, 0))), pa.scalar(None, pa.string()))
+    table = pa.table(
+        {
+            "id": ids,
+            "cluster": pa.array(labels),
+            "dist_to_centroid": pa.array(dist),
+            "rank": pa.array(rank),
+            "max_sim": pa.array(max_sim),
+            "dup_of": dup_of,
+            "dup_row": pa.array(dup_idx.astype(np.int64)),
+            "text": text,
+        }
+    )
+    pair = write_items(table, out / ITEMS, out / ITEMS_ARROW)
+    del table, dup_of
     del ids, text
     print(f"items written in {time.perf_counter() - t0:.1f} s", flush=True)
 

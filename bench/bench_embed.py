@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from semdedup_core.ingest.embed import _EmbedState, embed_items, open_image  # noqa: E402
+from semdedup_core.ingest.embed import EmbedState, embed_items, open_image  # noqa: E402
 from semdedup_core.ingest.encoders import get_encoder  # noqa: E402
 from semdedup_core.ingest.inputs import load_input  # noqa: E402
 
@@ -98,7 +98,7 @@ def bench_images(name: str, n: int, batch: int, workers_list: list[int], rounds:
             for s in range(0, n, batch):
                 enc.encode(tensors[s : s + batch])
             bare.append(n / (time.perf_counter() - t0))
-            state = _EmbedState(tmp / f"work-{name}-{workers}-{r}", {"bench": name}, n, chunk_size=1024)
+            state = EmbedState(tmp / f"work-{name}-{workers}-{r}", {"bench": name}, n, chunk_size=1024)
             t0 = time.perf_counter()
             embed_items(items, enc, state, batch_size=batch, workers=workers, device="cpu", progress=lambda *a: None)
             pipe.append(n / (time.perf_counter() - t0))
@@ -132,7 +132,7 @@ def bench_texts(name: str, n: int, batch: int, rounds: int, tmp: Path) -> list[d
             for features in batches:
                 model.forward(dict(features))
         bare.append(n / (time.perf_counter() - t0))
-        state = _EmbedState(tmp / f"work-{name}-{r}", {"bench": name}, n, chunk_size=4096)
+        state = EmbedState(tmp / f"work-{name}-{r}", {"bench": name}, n, chunk_size=4096)
         t0 = time.perf_counter()
         embed_items(items, enc, state, batch_size=batch, workers=0, device="cpu", progress=lambda *a: None)
         pipe.append(n / (time.perf_counter() - t0))

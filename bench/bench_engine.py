@@ -61,9 +61,9 @@ def engine(path: str, k: int, niter: int, out: str) -> dict:
 
 def ray_engine(path: str, k: int, niter: int, out: str, part_rows: str = "125000") -> dict:
     import ray
+    from semdedup_core.ingest.sharded import run_sharded
 
     from semdedup_core import ClusterConfig, DedupConfig
-    from semdedup_core.ingest.sharded import run_sharded
     from semdedup_core.run.executors import RayExecutor
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)

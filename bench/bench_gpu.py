@@ -292,7 +292,7 @@ def image_encoder(name: str, device: str) -> Any:
 
 def bench_images(name: str, n: int, batch: int, device: str, tmp: Path) -> dict[str, Any]:
 
-    from semdedup_core.ingest.embed import _EmbedState, default_workers, embed_items, open_image
+    from semdedup_core.ingest.embed import EmbedState, default_workers, embed_items, open_image
     from semdedup_core.ingest.inputs import load_input
 
     folder = tmp / "jpegs"
@@ -314,7 +314,7 @@ def bench_images(name: str, n: int, batch: int, device: str, tmp: Path) -> dict[
         done += batch
     bare = done / (time.perf_counter() - t0)
     workers = default_workers(device)
-    state = _EmbedState(tmp / f"work-{name.replace(':', '-')}", {"bench": name}, len(items), chunk_size=4096)
+    state = EmbedState(tmp / f"work-{name.replace(':', '-')}", {"bench": name}, len(items), chunk_size=4096)
     t0 = time.perf_counter()
     embed_items(items, enc, state, batch_size=batch, workers=workers, device=device, progress=lambda *a: None)
     pipe = len(items) / (time.perf_counter() - t0)
@@ -362,7 +362,7 @@ def bench_texts(n: int, batch: int, device: str, skeleton: Path | None, tmp: Pat
     import pandas as pd
     import torch
 
-    from semdedup_core.ingest.embed import _EmbedState, embed_items
+    from semdedup_core.ingest.embed import EmbedState, embed_items
     from semdedup_core.ingest.inputs import load_input
 
     enc, what = minilm_encoder(device, skeleton, tmp)
@@ -383,7 +383,7 @@ def bench_texts(n: int, batch: int, device: str, skeleton: Path | None, tmp: Pat
         for features in batches:
             model.forward(dict(features))["sentence_embedding"].float().cpu()
     bare = n / (time.perf_counter() - t0)
-    state = _EmbedState(tmp / "work-minilm", {"bench": "minilm"}, n, chunk_size=4096)
+    state = EmbedState(tmp / "work-minilm", {"bench": "minilm"}, n, chunk_size=4096)
     t0 = time.perf_counter()
     embed_items(items, enc, state, batch_size=batch, workers=0, device=device, progress=lambda *a: None)
     pipe = n / (time.perf_counter() - t0)
@@ -526,7 +526,8 @@ def part_kmeans(args: argparse.Namespace, device: str, n: int, d: int, k: int, r
 def part_pairwise(args: argparse.Namespace, device: str, d: int, report: dict, rows: list) -> None:
     """Scoring many small clusters: the batched kernel vs one cluster at a time (one launch per cluster)."""
     from semdedup_core import scores_in_cluster
-    from semdedup_core.kernels.pairwise import order_cluster, score_clusters
+    from semdedup_core.kernels.order import keep_keys, order_cluster
+    from semdedup_core.kernels.pairwise import score_clusters
 
     n_clusters = max(20, int(20_000 * args.scale))
     rng = np.random.default_rng(3)
@@ -537,16 +538,17 @@ def part_pairwise(args: argparse.Namespace, device: str, d: int, report: dict, r
     dist = rng.random(len(x)).astype(np.float32)
     precision = "float16" if device == "cuda" else "float32"
     end = int(offsets[2])
-    score_clusters(x[:end], dist[:end], offsets[:3], np.arange(2), "hard", 0, device=device)  # warm up
+    keys = keep_keys(dist, "hard")
+    score_clusters(x[:end], keys[:end], offsets[:3], device=device)  # warm up
     sync(device)
     t0 = time.perf_counter()
-    score_clusters(x, dist, offsets, np.arange(n_clusters), "hard", 0, device=device, precision=precision)
+    score_clusters(x, keys, offsets, device=device, precision=precision)
     sync(device)
     batched = time.perf_counter() - t0
     t0 = time.perf_counter()
     for j in range(n_clusters):
         lo, hi = offsets[j], offsets[j + 1]
-        perm = order_cluster(dist[lo:hi], "hard", 0, j)
+        perm = order_cluster(dist[lo:hi], "hard", 0, np.arange(lo, hi))
         scores_in_cluster(x[lo:hi][perm], None, device, dtype=precision)
     sync(device)
     one_by_one = time.perf_counter() - t0

@@ -52,7 +52,7 @@ def exact_earlier(x: np.ndarray, pos: np.ndarray, rows: np.ndarray, block: int =
 
 def run_engine(args: argparse.Namespace) -> None:
     from semdedup_core import ClusterConfig, DedupConfig, dedup
-    from semdedup_core.kernels.probe import global_order
+    from semdedup_core.kernels.order import global_order
 
     t = time.perf_counter()
     x, _ = dedup_data(args.n, args.d, args.topics, copy_share=0.1, seed=args.seed, spread=args.spread)
@@ -102,7 +102,8 @@ def run_engine(args: argparse.Namespace) -> None:
 
 def strategies(args: argparse.Namespace) -> None:
     from semdedup_core.kernels.kmeans import assign, fit_centroids
-    from semdedup_core.kernels.probe import global_order, nearest_centroids, neighbour_clusters
+    from semdedup_core.kernels.order import global_order
+    from semdedup_core.kernels.probe import nearest_centroids, neighbour_clusters
 
     probes = [0, 1, 2, 4, 8, 12, 16]
     settings = [

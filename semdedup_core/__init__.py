@@ -21,8 +21,9 @@ from __future__ import annotations
 from ._version import __version__  # noqa: F401
 from .errors import SemDedupError
 from .ingest.demo import run_demo
-from .ingest.embed import EmbedConfig, run_input
+from .ingest.embed import EmbedConfig
 from .ingest.encoders import list_encoders
+from .ingest.raw import run_input
 from .kernels.pairwise import scores_in_cluster
 from .results.results import Results
 from .run.config import ClusterConfig, DedupConfig, ReferenceConfig

@@ -459,3 +459,44 @@ def results_from_frame(frame: pd.DataFrame, run: dict, folder: Path, row_group_s
     counts = {"items": len(frame), **run.get("counts", {})}
     io.write_json(folder / RUN, {**run, "counts": counts, "format_version": FORMAT_VERSION, "status": "complete"})
     return Results.load(folder)
+
+
+def finished_buckets(folder: Path, stage: str = "score") -> list[Path]:
+    """The buckets of whole clusters a run in ``folder`` has finished in ``stage`` (its scratch markers)."""
+    return sorted(Path(folder).glob(f".work/*/done/{stage}/*"))
+
+
+# -- near ties: what makes two executors disagree when a kernel's rounding decides -------------------
+def near_tie_data(n_groups: int = 300, d: int = 32, seed: int = 0) -> np.ndarray:
+    """Unit rows whose choices sit on the float32 rounding edge: groups of near-copies of one direction
+    (differences of 1e-7 to 1e-5, so which earlier copy is most similar — and which item is farthest from
+    its centroid — is decided below float32's resolution), groups of exact copies (scores a hair above 1,
+    ties in the keep order), and unrelated rows around them. The groups' rows are spread over the input,
+    so several parts hold each group."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.standard_normal(d) for _ in range(n_groups * 4)]  # unrelated items
+    for g in range(n_groups):
+        base = rng.standard_normal(d)
+        scale = 10.0 ** rng.uniform(-7, -5)
+        size = int(rng.integers(2, 7))
+        if g % 5 == 0:  # exact copies
+            rows += [base] * size
+        else:
+            rows += [base + scale * rng.standard_normal(d) for _ in range(size)]
+    x = np.asarray(rows, dtype=np.float32)[rng.permutation(len(rows))]
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def assert_same_items(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """The contract between executors and part sizes: ids, clusters, ranks and dup_of identical, the scores
+    (max_sim, ref_sim) equal within 1e-6, the other columns equal."""
+    assert a["id"].tolist() == b["id"].tolist()
+    for col in ("cluster", "rank", "dup_row"):
+        np.testing.assert_array_equal(a[col].to_numpy(), b[col].to_numpy(), err_msg=col)
+    assert a["dup_of"].fillna("").tolist() == b["dup_of"].fillna("").tolist()
+    for col in ("max_sim", "dist_to_centroid", "ref_sim"):
+        if col in a.columns or col in b.columns:
+            np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), atol=1e-6, rtol=0, err_msg=col)
+    if "ref_id" in a.columns or "ref_id" in b.columns:
+        assert a["ref_id"].fillna("").tolist() == b["ref_id"].fillna("").tolist()
+    assert list(a.columns) == list(b.columns)

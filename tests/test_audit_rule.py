@@ -132,7 +132,7 @@ def test_audited_rule_on_a_probing_run_matches_the_definition(tmp_path):
     from topics import dedup_data
 
     from semdedup_core import DedupConfig
-    from semdedup_core.kernels.probe import global_order
+    from semdedup_core.kernels.order import global_order
 
     x, _ = dedup_data(700, 16, 6, copy_share=0.25, seed=3)
     res = dedup(x, cluster=ClusterConfig(8, seed=1), config=DedupConfig(probe=2), out=tmp_path / "r")

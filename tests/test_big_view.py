@@ -25,7 +25,6 @@ from semdedup_core.cli import main
 from semdedup_core.explore import curve, pairs
 from semdedup_core.explore.clusters import cluster_table, clusters_with_removals, n_cross_cluster, n_removed_per_cluster
 from semdedup_core.explore.export import export_frame
-from semdedup_core.ingest.sharded import run_sharded
 from semdedup_core.kernels.rules import removed_by_score, threshold32
 from semdedup_core.results import checks, io
 from semdedup_core.results import results as results_module
@@ -68,10 +67,8 @@ def test_a_folder_of_parts_has_an_arrow_copy_per_part(tmp_path):
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "ids.txt").write_text("".join(f"doc{i}\n" for i in range(len(x))))
     kw = dict(cluster=ClusterConfig(6), config=DedupConfig(keep="random", seed=3))
-    res = run_sharded(
-        None, tmp_path / "sh", embeddings=str(tmp_path / "x.npy"), ids=str(tmp_path / "ids.txt"),
-        executor="local", part_rows=400, **kw,
-    )  # fmt: skip
+    ids = [f"doc{i}" for i in range(len(x))]
+    res = dedup(str(tmp_path / "x.npy"), ids, out=tmp_path / "sh", part_rows=400, **kw)
     parts = sorted((tmp_path / "sh" / "items.arrow").iterdir())
     assert [p.name for p in parts] == ["part-00000.arrow", "part-00001.arrow", "part-00002.arrow"]
     for p in parts:

@@ -15,8 +15,9 @@ from conftest import brute_force_scores, make_image_folder
 
 from semdedup_core import ClusterConfig, DedupConfig, Results
 from semdedup_core.errors import SemDedupError
-from semdedup_core.ingest.embed import EmbedConfig, open_image, run_input
+from semdedup_core.ingest.embed import EmbedConfig, open_image
 from semdedup_core.ingest.encoders import get_encoder
+from semdedup_core.ingest.raw import run_input
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def check_contract(out: Path) -> tuple[pd.DataFrame, np.ndarray]:
     """The results-folder contract and the brute-force scores, as for --embeddings runs."""
     items = pd.read_parquet(out / "items.parquet")
-    emb = np.load(out / "embeddings.npy")
+    emb = np.asarray(Results.load(out).embeddings[np.arange(len(items))])  # one file, or one per part
     assert list(items.columns[:6]) == ["id", "cluster", "dist_to_centroid", "rank", "max_sim", "dup_of"]
     assert emb.shape[0] == len(items) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
@@ -78,7 +79,7 @@ def test_pipeline_embeddings_equal_the_encoder_on_each_image(folder, folder_run)
     """Worker decoding, batching, chunking and the memory-mapped array change nothing."""
     _results, out = folder_run
     items = pd.read_parquet(out / "items.parquet")
-    emb = np.load(out / "embeddings.npy")
+    emb = np.asarray(Results.load(out).embeddings[np.arange(len(items))])  # one file, or one per part
     enc = get_encoder(None, modality="image")
     pick = [0, 5, len(items) - 1]
     want = np.concatenate([enc.encode([open_image(items["path"][i])]) for i in pick])
@@ -122,7 +123,7 @@ def test_killed_embedding_resumes_from_the_last_finished_chunk(folder, folder_ru
     out = tmp_path / "run"
     with pytest.raises(Stop):
         run_input(root, out, embed=embed, cluster=ClusterConfig(n_clusters=3), progress=die_in_third_chunk)
-    state = json.loads((out / ".work" / "embed" / "state.json").read_text())
+    state = json.loads((out / ".work" / "parts" / "00000" / "embed" / "state.json").read_text())
     assert state["done_chunks"] == 2  # the third chunk was not finished
     seen.clear()
     run_input(root, out, embed=embed, cluster=ClusterConfig(n_clusters=3), progress=lambda *a: seen.append(a[:2]))

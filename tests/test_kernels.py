@@ -5,7 +5,8 @@ import pytest
 
 from semdedup_core import scores_in_cluster
 from semdedup_core.errors import SemDedupError
-from semdedup_core.kernels.pairwise import block_rows, order_cluster
+from semdedup_core.kernels.order import keep_keys, order_cluster
+from semdedup_core.kernels.pairwise import block_rows
 from semdedup_core.kernels.vectors import normalize_rows
 
 
@@ -74,11 +75,16 @@ def test_order_policies():
     d = np.array([0.2, 0.9, 0.5, 0.9, 0.1], dtype=np.float32)
     assert order_cluster(d, "hard").tolist() == [1, 3, 2, 0, 4]  # farthest first, ties in input order
     assert order_cluster(d, "easy").tolist() == [4, 0, 2, 1, 3]
-    r1 = order_cluster(d, "random", seed=3, cluster=7)
+    r1 = order_cluster(d, "random", seed=3)
     assert sorted(r1.tolist()) == [0, 1, 2, 3, 4]
-    assert r1.tolist() == order_cluster(d, "random", seed=3, cluster=7).tolist()
-    others = {tuple(order_cluster(d, "random", seed=s, cluster=7)) for s in range(20)}
+    assert r1.tolist() == order_cluster(d, "random", seed=3).tolist()
+    others = {tuple(order_cluster(d, "random", seed=s)) for s in range(20)}
     assert len(others) > 5  # the seed matters
+    # an item's place depends on its own row, not on which others share its cluster or part
+    rows = np.array([10, 500, 7, 3_000_000_000, 42])
+    keys = keep_keys(d, "random", 3, rows)
+    assert keys.tolist() == [keep_keys(d[i : i + 1], "random", 3, rows[i : i + 1])[0] for i in range(5)]
+    assert order_cluster(d[[2, 0]], "random", 3, rows[[2, 0]]).tolist() == np.argsort(keys[[2, 0]]).tolist()
     with pytest.raises(SemDedupError, match="keep must be one of"):
         order_cluster(d, "medium")
 

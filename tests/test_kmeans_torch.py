@@ -14,7 +14,7 @@ from semdedup_core import ClusterConfig, DedupConfig, dedup
 from semdedup_core.errors import SemDedupError
 from semdedup_core.kernels import kmeans
 from semdedup_core.kernels.vectors import normalize_rows
-from semdedup_core.run.pipeline import engine_params, params_match
+from semdedup_core.run.meta import engine_params, params_match
 
 
 def blobs(n: int, d: int, centres: int, spread: float, seed: int) -> np.ndarray:

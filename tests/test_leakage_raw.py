@@ -14,7 +14,8 @@ from conftest import _scene
 
 from semdedup_core import ClusterConfig, Results
 from semdedup_core.cli import main
-from semdedup_core.ingest.embed import EmbedConfig, run_input
+from semdedup_core.ingest.embed import EmbedConfig
+from semdedup_core.ingest.raw import run_input
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytestmark = pytest.mark.slow

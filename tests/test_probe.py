@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import finished_buckets
 from topics import dedup_data
 
 import semdedup_app as sa
 from semdedup_core import ClusterConfig, DedupConfig, SemDedupError, dedup
 from semdedup_core.cli import main
 from semdedup_core.explore.pairs import pairs_frame
-from semdedup_core.kernels.pairwise import order_cluster
-from semdedup_core.kernels.probe import global_order
+from semdedup_core.kernels.order import global_order, order_cluster
 from semdedup_core.run import pipeline
 
 
@@ -188,7 +188,7 @@ def test_probed_score_resumes_and_block_size_changes_nothing(tmp_path, monkeypat
 
     with pytest.raises(Stop):
         dedup(x, out=tmp_path / "r", progress=stop, **kw)
-    assert len(list((tmp_path / "r" / ".work" / "scores-probed").glob("shard-*.npz"))) >= 2
+    assert len(finished_buckets(tmp_path / "r", "score")) >= 2
     seen = []
     res = dedup(x, out=tmp_path / "r", progress=lambda s, d, t: seen.append(s), **kw)
     pd.testing.assert_frame_equal(res.items, want.items)

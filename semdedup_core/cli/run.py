@@ -57,8 +57,9 @@ def add_parser(sub: Any) -> None:
         "--executor",
         choices=("local", "ray"),
         default="local",
-        help="local: this process (default); ray: every stage as per-shard tasks on a Ray cluster (embedding on "
-        "Ray Data model actors), the driver holding only per-shard summaries; results are the same",
+        help="where each unit of work runs: local = this process (default); ray = Ray tasks on a cluster (embedding "
+        "on model actors), the driver holding only per-part summaries. Every option works on both, with the "
+        "same results",
     )
     where.add_argument(
         "--ray-address",
@@ -69,44 +70,58 @@ def add_parser(sub: Any) -> None:
     where.add_argument(
         "--part-rows",
         type=int,
-        default=1_000_000,
+        default=None,
         metavar="N",
-        help="with --executor ray and one --embeddings .npy: rows per part (default 1,000,000)",
+        help="rows per part of the input, the unit of work of the per-part stages: an .npy matrix (default "
+        "1,000,000), a table (default 100,000) or an image folder's files (default 20,000); shards are one part "
+        "each. Changes where work is split, never the results",
     )
     run.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..run.pipeline import dedup
-
     if args.input is not None and args.embeddings is not None:
         raise SemDedupError("pass either --input PATH or --embeddings X.npy|DIR, not both")
-    embeddings_dir = args.embeddings is not None and os.path.isdir(args.embeddings)
     if args.input is None and args.embeddings is None:
         raise SemDedupError(
             "run needs --input PATH (image folder or table) or --embeddings X.npy (an n × d array) or DIR (shards)"
         )
-    if args.executor == "ray":
-        if args.reference is not None or args.probe:
-            raise SemDedupError(
-                "--reference and --probe run with --executor local for now (the sharded pipeline scores whole "
-                "clusters per task); drop them or --executor ray"
-            )
-        return _run_sharded(args, embeddings_dir)
-    if args.ray_address is not None:
-        raise SemDedupError("--ray-address applies with --executor ray; add --executor ray or drop it")
-    if args.input is not None or embeddings_dir:
-        return _run_input(args, args.input if args.input is not None else args.embeddings)
+    if args.part_rows is not None and args.part_rows < 1:
+        raise SemDedupError(f"--part-rows must be at least 1, got {args.part_rows}")
+    executor = _executor(args)
+    bar = TqdmProgress(disable=args.quiet)
+    try:
+        raw = args.input if args.input is not None else args.embeddings
+        if args.input is not None or os.path.isdir(args.embeddings):
+            results = _run_input(args, raw, executor, progress_callback(args, bar))
+        else:
+            results = _run_npy(args, executor, progress_callback(args, bar))
+    finally:
+        bar.close()
+    print_summary(results)
+    return 0
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    if args.executor != "ray":
+        if args.ray_address is not None:
+            raise SemDedupError("--ray-address applies with --executor ray; add --executor ray or drop it")
+        return "local"
+    from ..run.executors import RayExecutor
+
+    return RayExecutor(args.ray_address if args.ray_address is not None else os.environ.get("RAY_ADDRESS"))
+
+
+def _run_npy(args: argparse.Namespace, executor: Any, progress: Any) -> Any:
+    from ..results.io import load_embeddings, read_ids
+    from ..run.pipeline import dedup
+
     given = [f"--{o.replace('_', '-')}" for o in _EMBED_OPTIONS if getattr(args, o) is not None]
     if given:
         raise SemDedupError(f"{', '.join(given)} only apply with --input (or an --embeddings folder); drop them")
     cluster, config = configs_from_args(args)
     reference = reference_config_from_args(args)
-    from ..results.io import load_embeddings, read_ids
-
-    ids = None
-    if args.ids is not None:
-        ids = read_ids(args.ids, load_embeddings(args.embeddings).shape[0])
+    ids = read_ids(args.ids, load_embeddings(args.embeddings).shape[0]) if args.ids is not None else None
     ref = ref_ids = None
     if reference is not None:
         if os.path.isdir(args.reference) or not args.reference.lower().endswith(".npy"):
@@ -118,89 +133,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         ref = load_embeddings(args.reference)
         if args.reference_ids is not None:
             ref_ids = read_ids(args.reference_ids, ref.shape[0], what="reference ids")
-    bar = TqdmProgress(disable=args.quiet)
-    try:
-        results = dedup(
-            args.embeddings,
-            ids,
-            cluster=cluster,
-            config=config,
-            out=args.out,
-            progress=progress_callback(args, bar),
-            reference=ref,
-            reference_ids=ref_ids,
-            reference_config=reference,
-        )
-    finally:
-        bar.close()
-    print_summary(results)
-    return 0
+    return dedup(
+        args.embeddings,
+        ids,
+        cluster=cluster,
+        config=config,
+        out=args.out,
+        progress=progress,
+        reference=ref,
+        reference_ids=ref_ids,
+        reference_config=reference,
+        executor=executor,
+        part_rows=args.part_rows,
+    )
 
 
-def _run_sharded(args: argparse.Namespace, embeddings_dir: bool) -> int:
-    from ..ingest.sharded import run_sharded
-    from ..run.executors import RayExecutor
-
-    if args.part_rows < 1:
-        raise SemDedupError(f"--part-rows must be at least 1, got {args.part_rows}")
-    cluster, config = configs_from_args(args)
-    raw = args.input is not None or embeddings_dir
-    if not raw:
-        given = [f"--{o.replace('_', '-')}" for o in _EMBED_OPTIONS if getattr(args, o) is not None]
-        if given:
-            raise SemDedupError(f"{', '.join(given)} only apply with --input (or an --embeddings folder); drop them")
-    elif args.ids is not None:
-        raise SemDedupError("--ids applies to an --embeddings .npy file; with --input use --id-column NAME")
-    executor = RayExecutor(args.ray_address)
-    bar = TqdmProgress(disable=args.quiet)
-    try:
-        results = run_sharded(
-            (args.input if args.input is not None else args.embeddings) if raw else None,
-            args.out,
-            embeddings=None if raw else args.embeddings,
-            ids=args.ids,
-            embed=embed_config_from_args(args),
-            cluster=cluster,
-            config=config,
-            executor=executor,
-            progress=progress_callback(args, bar),
-            part_rows=args.part_rows,
-        )
-    finally:
-        bar.close()
-    print_summary(results)
-    return 0
-
-
-def _run_input(args: argparse.Namespace, path: str) -> int:
-    from ..ingest.embed import run_input
+def _run_input(args: argparse.Namespace, path: str, executor: Any, progress: Any) -> Any:
+    from ..ingest.raw import run_input
 
     if args.ids is not None:
         raise SemDedupError("--ids applies to an --embeddings .npy file; with --input use --id-column NAME")
     cluster, config = configs_from_args(args)
-    embed = embed_config_from_args(args)
     reference = reference_config_from_args(args)
-    ref_ids = None
-    if args.reference_ids is not None:
-        from ..results.io import load_embeddings, read_ids
-
-        if not args.reference.lower().endswith(".npy"):
-            raise SemDedupError("--reference-ids applies to a reference .npy file; raw reference data has its own ids")
-        ref_ids = read_ids(args.reference_ids, load_embeddings(args.reference).shape[0], what="reference ids")
-    bar = TqdmProgress(disable=args.quiet)
-    try:
-        results = run_input(
-            path,
-            args.out,
-            embed=embed,
-            cluster=cluster,
-            config=config,
-            progress=progress_callback(args, bar),
-            reference=args.reference,
-            reference_ids=ref_ids,
-            reference_config=reference,
-        )
-    finally:
-        bar.close()
-    print_summary(results)
-    return 0
+    if args.reference_ids is not None and not str(args.reference).lower().endswith(".npy"):
+        raise SemDedupError("--reference-ids applies to a reference .npy file; raw reference data has its own ids")
+    return run_input(
+        path,
+        args.out,
+        embed=embed_config_from_args(args),
+        cluster=cluster,
+        config=config,
+        progress=progress,
+        reference=args.reference,
+        reference_ids=args.reference_ids,
+        reference_config=reference,
+        executor=executor,
+        part_rows=args.part_rows,
+    )

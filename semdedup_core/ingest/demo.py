@@ -408,7 +408,8 @@ def run_demo(
     whole collection, reusing the part's embeddings (the same results, up to float rounding).
     """
     from ..results.results import Results
-    from .embed import EmbedConfig, run_input
+    from .embed import EmbedConfig
+    from .raw import run_input
 
     if kind not in DEMOS:
         raise SemDedupError(f"demo must be one of {', '.join(DEMOS)}, got {kind!r}")
@@ -438,7 +439,7 @@ def _run_first_look(kind: str, table: Path, n: int, out: Path, embed: Any, progr
     """The first look of a demo (see :func:`run_demo`); returns its folder. Its ``run.json`` says what it
     is under ``first_look``: the full run's folder (``of``), the collection's size and how the part was
     chosen. Progress stages are named ``first look: <stage>``."""
-    from .embed import run_input
+    from .raw import run_input
 
     size = FIRST_LOOK_ITEMS[kind]
     part = build_first_look_data(table, size)

@@ -1,21 +1,19 @@
-"""From raw data to a results folder: find the items, embed them, run the SemDeDup engine.
+"""Embedding items: the encoder run over a part's items, resumably.
 
-Embeddings stream into a memory-mapped array in the results folder's scratch space (``DIR/.work/embed``)
-in chunks of ``chunk_size`` items; after each chunk the array is flushed and ``state.json`` records it
+Embeddings stream into a memory-mapped array in the part's scratch space (``.work/parts/NNNNN/embed``) in
+chunks of ``chunk_size`` items; after each chunk the array is flushed and ``state.json`` records it
 (atomically), so a killed run starts again from the last finished chunk. Images are decoded and
 preprocessed by ``DataLoader`` worker processes while the main process runs the model under
 ``torch.inference_mode`` (and float16 autocast on CUDA). Images are opened by
-:mod:`semdedup_core.media.images` (regular files only, a pixel limit checked before decoding). An item
-that cannot be used (unreadable, truncated, oversize or non-image file, a FIFO, a link out of the image
-folder, missing path, empty or huge text, duplicate id, NaN row) is recorded in ``errors.parquet`` and
-left out; only a run where nothing is usable fails.
-"""
+:mod:`semdedup_core.media.images` (regular files only, a pixel limit checked before decoding). An item that
+cannot be used (unreadable, truncated, oversize or non-image file, a FIFO, a link out of the image folder,
+missing path, empty or huge text, NaN row) is recorded as an error and left out; only a run where nothing
+is usable fails. :mod:`.parts` splits an input into parts and :mod:`.raw` runs the whole pipeline."""
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,19 +22,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SemDedupError
-from ..kernels.device import resolve_device
 from ..media.images import ImageRefused, open_image
 from ..results import io
 from ..results.folder import ResultsFolder
-from ..results.names import ERRORS, REFERENCE_CARRIED, WORK
-from ..run.config import ClusterConfig, DedupConfig, ReferenceConfig, _check_device, _check_int
-from .encoders import get_encoder
-from .inputs import Items, load_input
+from ..run.config import _check_device, _check_int
+from .inputs import Items
 
-__all__ = ["EmbedConfig", "open_image", "run_input"]
+__all__ = ["EmbedConfig", "EmbedState", "embed_items", "open_image"]
 
 if TYPE_CHECKING:
-    from ..results.results import Results
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +173,7 @@ class _ChunkBatchSampler:
 # the resumable embedding stage
 
 
-class _EmbedState:
+class EmbedState:
     """``DIR/.work/embed``: the memory-mapped raw array and ``state.json`` of finished chunks."""
 
     def __init__(self, folder: Path, identity: dict[str, Any], n: int, chunk_size: int):
@@ -240,7 +235,7 @@ class _EmbedState:
 def embed_items(
     items: Items,
     encoder: Any,
-    state: _EmbedState,
+    state: EmbedState,
     *,
     batch_size: int,
     workers: int,
@@ -423,285 +418,3 @@ def reusable_embeddings(
 
 # ---------------------------------------------------------------------------------------------------
 # the whole run
-
-
-def write_errors(path: Path, errors: list[dict[str, Any]]) -> None:
-    """``errors.parquet``: one row per item left out, with ``id``, ``path`` and ``reason`` (maybe empty)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table(
-        {
-            "id": pa.array([e.get("id") for e in errors], pa.string()),
-            "path": pa.array([e.get("path") for e in errors], pa.string()),
-            "reason": pa.array([e.get("reason") for e in errors], pa.string()),
-        }
-    )
-    with io.atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def reference_items(reference: str | os.PathLike[str], items: Items, embed: EmbedConfig) -> Items | None:
-    """The items of a reference (held-out) set for a run over ``items``: raw data of the same kind,
-    read with the same column options, to be embedded with the run's encoder — or ``None`` for an
-    ``.npy`` file of reference embeddings, which only a run over precomputed embeddings may use.
-    Raises :class:`SemDedupError` when the two sides would not come from the same encoder."""
-    p = Path(reference)
-    if p.suffix.lower() == ".npy":
-        if items.kind != "shards":
-            raise SemDedupError(
-                f"--reference {str(p)!r} holds embeddings from an unknown encoder, but this run embeds its input "
-                f"with {embed.encoder or 'the default ' + items.modality + ' encoder'}; pass the held-out raw data "
-                "(a folder or table like --input) so that both sides are embedded by the same encoder"
-            )
-        return None
-    try:
-        ref = load_input(
-            p,
-            text_column=embed.text_column,
-            image_column=embed.image_column,
-            id_column=embed.id_column,
-            max_text_chars=embed.max_text_chars,
-        )
-    except SemDedupError as exc:
-        raise SemDedupError(f"reference set: {exc}") from None
-    if (ref.kind == "shards") != (items.kind == "shards"):
-        what = "precomputed embeddings" if ref.kind == "shards" else "raw data"
-        run = "precomputed embeddings" if items.kind == "shards" else "raw data embedded by the run's encoder"
-        raise SemDedupError(
-            f"--reference {str(p)!r} is {what} but the run's input is {run}: the two would come from different "
-            "encoders; pass a reference of the same kind as --input"
-        )
-    if ref.kind == "shards" and ref.source.get("embeddings") != items.source.get("embeddings"):
-        raise SemDedupError(
-            f"--reference {str(p)!r} holds {ref.source.get('embeddings')} shards but the input holds "
-            f"{items.source.get('embeddings')}; compare embeddings of one model and modality"
-        )
-    if ref.modality != items.modality:
-        raise SemDedupError(
-            f"--reference {str(p)!r} holds {ref.modality} items but the run embeds {items.modality} items; "
-            "pass a held-out set of the same kind as --input"
-        )
-    return ref
-
-
-def run_input(
-    input_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    embed: EmbedConfig | None = None,
-    cluster: ClusterConfig,
-    config: DedupConfig | None = None,
-    progress: Progress | None = None,
-    reuse: str | os.PathLike[str] | None = None,
-    extra: dict[str, Any] | None = None,
-    reference: str | os.PathLike[str] | None = None,
-    reference_ids: Any = None,
-    reference_config: ReferenceConfig | None = None,
-) -> Results:
-    """Embed the items of ``input_path`` (image folder, table or embedding shards) and deduplicate them.
-
-    Writes the results folder ``out`` (the same contract as :func:`semdedup_core.dedup`, plus
-    ``errors.parquet``); ``run.json`` records the input, the encoder and its parameters under
-    ``embed``, and ``counts.errors``. Running again with the same arguments resumes (embedding from
-    its last finished chunk) or returns the finished results. ``reuse``: a finished results folder made
-    with the same encoder; its items (same id and text or image path) are not embedded again but
-    taken from it (:func:`reusable_embeddings`; ``run.json`` counts them as ``embed.reused``).
-    ``extra``: more facts for ``run.json``.
-
-    ``reference``: a held-out set to look for leaks of (see :func:`semdedup_core.dedup`): raw data of
-    the same kind as the input, read with the same column options and embedded with the same encoder
-    (its unusable items are listed in ``errors.parquet`` with a reason starting ``reference set:``), or,
-    for a run over precomputed embedding shards, shards of the same kind or an ``.npy`` file with
-    ``reference_ids``. ``reference_config``: the reference search (probe count or exact).
-    """
-    from ..results.results import Results
-    from ..run.pipeline import dedup, engine_params, params_match
-
-    embed = embed or EmbedConfig()
-    config = config or DedupConfig()
-    progress = progress or (lambda stage, done, total: None)
-    out = Path(out)
-    t0 = time.perf_counter()
-    items = load_input(
-        input_path,
-        text_column=embed.text_column,
-        image_column=embed.image_column,
-        id_column=embed.id_column,
-        max_text_chars=embed.max_text_chars,
-    )
-    if 0 < len(items) < cluster.n_clusters:  # before any embedding: the count is known from the listing
-        raise SemDedupError(
-            f"n_clusters must be between 1 and the number of usable items ({len(items)} of {items.n_input} in "
-            f"{str(input_path)!r}), got {cluster.n_clusters}; pass a smaller --clusters"
-        )
-    ref_items = None
-    if reference is not None:
-        reference_config = reference_config or ReferenceConfig()
-        ref_items = reference_items(reference, items, embed)
-        if ref_items is not None and reference_ids is not None:
-            raise SemDedupError("--reference-ids applies to a reference .npy file; raw reference data has its own ids")
-    elif reference_ids is not None or reference_config is not None:
-        raise SemDedupError("--reference-ids and --reference-probe/--exact-reference need --reference HELD_OUT")
-    # one writer per folder, from before the model loads to the end (dedup takes the lock again)
-    with ResultsFolder(out).lock() as folder:
-        device = resolve_device(embed.device)
-        if items.kind == "shards":
-            if embed.encoder is not None or embed.pretrained is not None:
-                raise SemDedupError("--encoder/--pretrained do not apply to precomputed embedding shards; drop them")
-            encoder = None
-            enc_params: dict[str, Any] = {"name": "precomputed", "source": items.source.get("embeddings")}
-        else:
-            encoder = get_encoder(embed.encoder, modality=items.modality, pretrained=embed.pretrained, device=device)
-            enc_params = encoder.params()
-        identity = {
-            **embed.identity(),
-            "encoder": enc_params,
-            "input": items.source,
-            "fingerprint": items.fingerprint(),
-        }
-        ref_identity = None
-        if reference is not None:
-            ref_identity = (
-                {"npy": str(Path(reference).resolve())}
-                if ref_items is None
-                else {
-                    **embed.identity(),
-                    "encoder": enc_params,
-                    "input": ref_items.source,
-                    "fingerprint": ref_items.fingerprint(),
-                }
-            )
-
-        if folder.is_complete():
-            meta = folder.finished_run()
-            same = (
-                meta.get("embed", {}).get("identity") == identity
-                and meta.get("embed", {}).get("reference_identity") == ref_identity
-                and params_match(
-                    meta.get("params"),
-                    engine_params(cluster, config, reference_config if reference is not None else None),
-                )
-            )
-            if not same:
-                raise SemDedupError(
-                    f"results folder {str(out)!r} holds a run with another input, encoder or parameters; "
-                    "choose another --out folder (or delete that folder yourself)"
-                )
-            return Results.load(out)
-
-        workers = default_workers(device) if embed.workers is None else embed.workers
-        known = reusable_embeddings(reuse, items, enc_params) if reuse is not None else None
-        x, ids, columns, errors = _embed_side(
-            items, encoder, out / WORK / "embed", identity, embed, workers, device, progress, known
-        )
-        if x is None:
-            _nothing_usable(out, input_path, items.n_input, errors, "")
-        ref_x, ref_ids, ref_columns = reference, reference_ids, None
-        if ref_items is not None:
-
-            def ref_progress(stage: str, done: int, total: int) -> None:
-                progress("embed ref", done, total)
-
-            ref_x, ref_ids, ref_columns, ref_errors = _embed_side(
-                ref_items, encoder, out / WORK / "embed-reference", ref_identity, embed, workers, device, ref_progress
-            )
-            errors += [{**e, "reason": f"{_REF_ERROR}{e['reason']}"} for e in ref_errors]
-            if ref_x is None:
-                _nothing_usable(out, reference, ref_items.n_input, errors, _REF_ERROR)
-            ref_columns = ref_columns[[c for c in REFERENCE_CARRIED if c in ref_columns.columns]]
-        embed_seconds = time.perf_counter() - t0
-        out.mkdir(parents=True, exist_ok=True)
-        write_errors(out / ERRORS, errors)
-        runtime = encoder.runtime() if encoder is not None else {"backend": "precomputed"}
-        facts = {
-            "input": items.source,
-            "embed": {
-                "identity": identity,
-                "reference_identity": ref_identity,
-                "encoder": enc_params,
-                "batch_size": embed.batch_size,
-                "workers": workers,
-                "device": device,
-                **runtime,
-                "reused": 0 if known is None else len(known[0]),
-                "reused_from": None if known is None else str(Path(reuse).resolve()),  # type: ignore[arg-type]
-                "seconds": round(embed_seconds, 4),
-            },
-            "counts": {"input_items": items.n_input, "errors": len(errors), "skipped": items.skipped},
-            "stages": {"embed": {"done": True, "seconds": round(embed_seconds, 4), "backend": runtime["backend"]}},
-        }
-        if ref_items is not None:
-            facts["counts"]["reference_input_items"] = ref_items.n_input
-            facts["reference_input"] = ref_items.source
-        facts.update(extra or {})
-        log.info("embedded %d items (%d errors) in %.1fs", len(ids), len(errors), embed_seconds)
-        return dedup(
-            x,
-            ids,
-            cluster=cluster,
-            config=config,
-            out=out,
-            progress=progress,
-            columns=columns,
-            extra=facts,
-            reference=ref_x,
-            reference_ids=ref_ids,
-            reference_columns=ref_columns,
-            reference_config=reference_config if reference is not None else None,
-        )
-
-
-_REF_ERROR = "reference set: "  # how errors.parquet marks the reference set's unusable items
-
-
-def _nothing_usable(out: Path, src: Any, n_input: int, errors: list[dict[str, Any]], prefix: str) -> None:
-    """Write ``errors.parquet`` and raise: no item of one side (the input, or the ``prefix``-marked
-    reference set) could be used."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_errors(out / ERRORS, errors)
-    mine = [e["reason"][len(prefix) :] for e in errors if e["reason"].startswith(_REF_ERROR) == bool(prefix)]
-    reasons = sorted({r.split(" (")[0] for r in mine})[:3]
-    raise SemDedupError(
-        f"nothing usable in {prefix}{str(src)!r}: all {n_input} items failed ({'; '.join(reasons)}); "
-        f"see {str(out / ERRORS)!r}"
-    )
-
-
-def _embed_side(
-    items: Items,
-    encoder: Any,
-    folder: Path,
-    identity: dict[str, Any],
-    embed: EmbedConfig,
-    workers: int,
-    device: str,
-    progress: Progress,
-    known: Any = None,
-) -> tuple[Any, np.ndarray, Any, list[dict[str, Any]]]:
-    """Embed one side of a run (the input, or the reference set) resumably into ``folder``; returns the
-    usable rows' embeddings (``None`` when none is usable), ids, carried columns, and every item left out.
-    ``known``: embeddings an earlier run made of some of the items (see :func:`reusable_embeddings`)."""
-    state = _EmbedState(folder, identity, len(items), embed.chunk_size)
-    if len(items):
-        embed_items(
-            items,
-            encoder,
-            state,
-            batch_size=embed.batch_size,
-            workers=min(workers, max(0, len(items) // embed.batch_size)) if workers else 0,
-            device=device,
-            progress=progress,
-            known=known,
-        )
-    errors = items.errors + state.meta["errors"]
-    failed = {e["id"] for e in state.meta["errors"]}
-    ok = np.array([i for i, item_id in enumerate(items.ids) if item_id not in failed], dtype=np.int64)
-    if len(ok) == 0:
-        return None, np.array([], dtype=object), items.columns.iloc[:0], errors
-    raw = state.raw
-    assert raw is not None
-    x = raw if len(ok) == len(items) else raw[ok]
-    ids = np.asarray(items.ids, dtype=object)[ok]
-    columns = items.columns.iloc[ok].reset_index(drop=True)
-    return x, ids, columns, errors

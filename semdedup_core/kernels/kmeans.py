@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
 _ASSIGN_CHUNK = 1 << 17
 SPLIT_EPS = 1.0 / 1024  # the perturbation faiss gives the two halves of a split cluster
-REFINE_TOP = 4  # candidates re-scored in float32 when the similarities were computed in float16
 
 
 def _unit_rows(c: np.ndarray) -> np.ndarray:
@@ -111,13 +110,20 @@ def fit_centroids(
     return _unit_rows(km.centroids)
 
 
+ASSIGN_CANDIDATES = 3
+"""Centroids each row's fast search nominates; the one with the highest exact cosine is its cluster."""
+
+
 def assign(
     x: np.ndarray, centroids: np.ndarray, device: str = "auto", backend: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assign each unit row of ``x`` to its highest-cosine centroid.
 
-    Returns ``(labels int64, dist_to_centroid float32)`` with ``dist = 1 - cosine``. Works in chunks,
-    so ``x`` may be a memory map larger than RAM.
+    Returns ``(labels int64, dist_to_centroid float32)`` with ``dist = 1 - cosine``. A fast search (faiss,
+    or torch on a GPU in float16) nominates the best few centroids of each row; where another lies within
+    the search's error of the best, they are decided on exact cosines (ties to the lower centroid), and
+    ``dist`` is always the exact cosine's, so labels and distances do not depend on how the rows were
+    chunked or which backend ran (see :func:`exact_nearest`). Works in chunks, so ``x`` may be a memory map.
     """
     which = kmeans_backend(device, backend)
     if which.startswith("torch"):
@@ -130,14 +136,47 @@ def assign(
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(centroids)
     n = x.shape[0]
+    top = min(ASSIGN_CANDIDATES, centroids.shape[0])
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n, dtype=np.float32)
     for start in range(0, n, _ASSIGN_CHUNK):
         chunk = np.ascontiguousarray(x[start : start + _ASSIGN_CHUNK], dtype=np.float32)
-        sims, idx = index.search(chunk, 1)
-        labels[start : start + len(chunk)] = idx[:, 0]
-        dist[start : start + len(chunk)] = 1.0 - sims[:, 0]
+        sims, idx = index.search(chunk, top)
+        lab, dst = exact_nearest(chunk, centroids, idx, sims, ASSIGN_TOLERANCE["float32"])
+        labels[start : start + len(chunk)], dist[start : start + len(chunk)] = lab, dst
     return labels, dist
+
+
+ASSIGN_TOLERANCE = {"float32": 2e-5, "float16": 4e-3}
+"""How close to the best a nominated centroid's fast similarity must be for the exact cosines to decide."""
+
+
+def exact_nearest(
+    x: np.ndarray, centroids: np.ndarray, cand: np.ndarray, fast: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's cluster among its nominated centroids ``cand`` (rows × t, best first by the ``fast``
+    similarities) and ``1 −`` its exact cosine, as float32. Rows whose second candidate lies within ``tol``
+    of the first are decided on the exact cosines of all candidates within ``tol`` (ties to the lower
+    centroid); the others keep the first. The exact cosine is float64 arithmetic on the float32 values
+    (:func:`~semdedup_core.kernels.pairwise.pair_dots`), the same for a row in any chunk."""
+    from .pairwise import pair_dots
+
+    n = len(x)
+    rows = np.arange(n)
+    cand = np.asarray(cand, dtype=np.int64)
+    label = cand[:, 0].copy()
+    if cand.shape[1] > 1:
+        close = (cand >= 0) & (fast >= fast[:, :1] - tol)
+        close[:, 0] = True
+        tied = np.flatnonzero(close[:, 1:].any(axis=1))
+        if len(tied):
+            t = cand.shape[1]
+            exact = pair_dots(x, np.repeat(tied, t), centroids, np.maximum(cand[tied], 0).ravel()).reshape(-1, t)
+            exact[~close[tied]] = -np.inf
+            best = exact.max(axis=1, keepdims=True)
+            label[tied] = np.where(exact == best, cand[tied], np.iinfo(np.int64).max).min(axis=1)
+    sims = pair_dots(x, rows, centroids, label)
+    return label, (1.0 - sims).astype(np.float32)
 
 
 # -- the torch backend --------------------------------------------------------------------------------
@@ -153,7 +192,7 @@ def compute_dtype(device: str) -> Any:
 def chunk_rows(n_cols: int, dim: int, budget_bytes: int, itemsize: int, n: int) -> int:
     """Rows per chunk so that a chunk's ``rows × n_cols`` similarities, its rows and the float32 copies
     made of them (staging, refinement candidates) stay within ``budget_bytes``."""
-    per_row = n_cols * itemsize + (4 + REFINE_TOP) * dim * 4
+    per_row = n_cols * itemsize + (4 + 3) * dim * 4
     return int(max(1, min(n, max(256, budget_bytes // per_row))))
 
 
@@ -174,7 +213,8 @@ def iter_chunks(x: np.ndarray, rows: int, device: str, dtype: Any) -> Iterator[t
     n, d = x.shape
     if device != "cuda":
         for s in range(0, n, rows):
-            yield s, torch.from_numpy(np.ascontiguousarray(x[s : s + rows])).to(dtype)
+            chunk = np.ascontiguousarray(x[s : s + rows])
+            yield s, torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy()).to(dtype)
         return
     staging = [torch.empty((rows, d), dtype=torch.float32, pin_memory=True) for _ in range(2)]
     copied: list[Any] = [None, None]
@@ -301,9 +341,9 @@ def torch_assign(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-centroid assignment in torch: ``(labels int64, dist float32)`` with ``dist = 1 − cosine``.
 
-    Rows go to the device a chunk at a time (pinned, non-blocking). On CUDA the similarities are
-    computed in float16 and the best ``REFINE_TOP`` candidates of each row re-scored in float32, so
-    labels and distances are those of float32 arithmetic (up to ties closer than float16 can tell).
+    Rows go to the device a chunk at a time (pinned, non-blocking); on CUDA the similarities are computed
+    in float16. Each row's best :data:`ASSIGN_CANDIDATES` centroids are decided by :func:`exact_nearest`,
+    so labels and distances are those of exact arithmetic, as with the faiss backend.
     """
     import torch
 
@@ -312,20 +352,15 @@ def torch_assign(
     dtype = compute_dtype(device)
     itemsize = torch.empty((), dtype=dtype).element_size()
     rows = chunk_rows(k, x.shape[1], budget_bytes or _default_budget(device), itemsize, n)
+    tol = ASSIGN_TOLERANCE["float16" if dtype == torch.float16 else "float32"]
+    c32 = np.ascontiguousarray(centroids, dtype=np.float32)
+    labels = np.empty(n, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
     with torch.inference_mode():
-        labels = torch.empty(n, dtype=torch.int64, device=device)
-        dist = torch.empty(n, dtype=torch.float32, device=device)
-        c32 = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(device)
-        c = c32.to(dtype)
+        c = torch.from_numpy(c32).to(device).to(dtype)
         for s, chunk in iter_chunks(x, rows, device, torch.float32):
-            sims = chunk.to(dtype) @ c.T
-            if dtype == torch.float32:
-                best, lab = sims.max(dim=1)
-            else:
-                cand = sims.topk(min(REFINE_TOP, k), dim=1).indices  # rows × t
-                exact = torch.einsum("rd,rtd->rt", chunk, c32[cand])
-                best, pick = exact.max(dim=1)
-                lab = cand.gather(1, pick[:, None])[:, 0]
-            labels[s : s + len(chunk)] = lab
-            dist[s : s + len(chunk)] = 1.0 - best.float()
-        return labels.cpu().numpy(), dist.cpu().numpy()
+            fast, cand = (chunk.to(dtype) @ c.T).topk(min(ASSIGN_CANDIDATES, k), dim=1)
+            host = np.ascontiguousarray(x[s : s + len(chunk)], dtype=np.float32)
+            lab, dst = exact_nearest(host, c32, cand.cpu().numpy(), fast.float().cpu().numpy(), tol)
+            labels[s : s + len(chunk)], dist[s : s + len(chunk)] = lab, dst
+    return labels, dist

@@ -1,12 +1,21 @@
-"""The SemDeDup kernels: ordering a cluster by keep policy, and scoring each item against the
-earlier items of its cluster in bounded-memory blocks. Pure functions of arrays: they run in this
-process or on any worker, and hold no state.
+"""The SemDeDup kernels: scoring each item against the earlier items of its cluster in bounded-memory
+blocks, and each query against groups of targets. Pure functions of arrays: they run in this process or on
+any worker, and hold no state.
+
+**Exact answers whatever ran them.** A fast product (float32 on a CPU, float16 on a GPU, batched or
+blocked) only *nominates* each item's partner: where another candidate lies within the product's error
+(:data:`TOLERANCE`) of the best, the candidates are decided again on their exact cosines (:func:`pair_dots`:
+float64 sums of the float32 vectors' exact products, the same for every row whatever the batch), ties to
+the lowest position; and every reported similarity is that exact cosine of the named pair, rounded to
+float32. So the partner and the score of an item do not depend on the block size, the batching, the
+device's precision, the thread count or how the input was split — two executors give the same bytes.
+Rows that are bitwise copies of an earlier row of their group are never candidates (the earlier copy has
+the same cosine and the lower position), so a cluster of ten thousand identical items costs no more than
+any other.
 
 A shard of clusters (:func:`score_clusters`) goes to the device once, in keep order. A large cluster is
-scored in row blocks against its earlier rows (:func:`scores_in_cluster`'s loop); the many small ones
-are packed, clusters of similar size together, into padded batches scored with one batched matrix
-product each (:func:`plan_batches`), so thousands of tiny clusters cost tens of kernel launches, not
-thousands. Both paths apply the same mask and the same tie rule (the lowest earlier position wins).
+scored in row blocks against its earlier rows; the many small ones are packed, clusters of similar size
+together, into padded batches scored with one batched matrix product each (:func:`plan_batches`).
 """
 
 from __future__ import annotations
@@ -16,69 +25,51 @@ from typing import Any
 import numpy as np
 
 from ..errors import SemDedupError
+from .order import ranks_in_clusters
 
 PRECISIONS = ("float32", "float16")
+_ITEMSIZE = {"float32": 4, "float16": 2}
+TOLERANCE = {"float32": 2e-5, "float16": 4e-3}
+"""How far below the best a fast product's candidate may lie and still be the exact best: above the error
+of a float32 dot product of unit vectors with fp32 accumulation (at most about ``d · 2^-24``, far less in
+practice), and of float16 inputs (each rounded by up to ``2^-11``)."""
+_DOT_ROWS = 1 << 15  # rows per step of pair_dots
 
 
-def order_cluster(dist_to_centroid: np.ndarray, keep: str, seed: int = 0, cluster: int = 0) -> np.ndarray:
-    """Positions of a cluster's items in keep order (the first one is always kept).
+def pair_dots(x: np.ndarray, i: np.ndarray, y: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``dot(x[i[k]], y[j[k]])`` for each ``k``, in float64: the products of two float32 numbers are exact
+    in float64 and each row is summed alone, so a pair's value does not depend on the other pairs."""
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    out = np.empty(len(i), dtype=np.float64)
+    for s in range(0, len(i), _DOT_ROWS):
+        a = np.asarray(x[i[s : s + _DOT_ROWS]], dtype=np.float64)
+        a *= np.asarray(y[j[s : s + _DOT_ROWS]], dtype=np.float64)
+        out[s : s + _DOT_ROWS] = a.sum(axis=1)
+    return out
 
-    ``hard``: farthest from the centroid first (the paper's default); ``easy``: nearest first;
-    ``random``: a shuffle seeded by ``(seed, cluster)``, so each cluster's order is reproducible on its
-    own. Ties keep input order.
-    """
-    d = np.asarray(dist_to_centroid)
-    if keep == "hard":
-        return np.argsort(-d, kind="stable")
-    if keep == "easy":
-        return np.argsort(d, kind="stable")
-    if keep == "random":
-        return np.random.default_rng([seed, cluster]).permutation(len(d))
-    raise SemDedupError(f"keep must be one of hard, easy, random, got {keep!r}")
+
+def later_copies(rows: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Whether each row is a bitwise copy of an earlier row (of the same group, when ``groups`` is given)."""
+    n = len(rows)
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    raw = np.ascontiguousarray(rows)
+    _, inverse = np.unique(
+        raw.view(np.dtype((np.void, raw.dtype.itemsize * raw.shape[1]))).ravel(), return_inverse=True
+    )
+    key = inverse.astype(np.int64)
+    if groups is not None:
+        key = np.asarray(groups, dtype=np.int64) * (int(key.max()) + 1) + key
+    _, first = np.unique(key, return_index=True)
+    out[:] = True
+    out[first] = False
+    return out
 
 
 def block_rows(n_items: int, max_block_bytes: int, itemsize: int = 4) -> int:
     """The largest row block whose ``block × n_items`` similarity slab fits in ``max_block_bytes``."""
     return max(1, min(n_items, max_block_bytes // max(1, n_items * itemsize)))
-
-
-def scores_in_cluster(
-    emb: np.ndarray,
-    block: int | None = None,
-    device: str = "cpu",
-    *,
-    dtype: str = "float32",
-    max_block_bytes: int = 256 * 2**20,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score one cluster whose unit rows ``emb`` are already in keep order.
-
-    For row ``r``, ``max_sim[r]`` is the highest cosine similarity to any row ``< r`` and
-    ``argmax[r]`` the position of that row (the lowest on ties). Row 0 has no predecessor:
-    ``max_sim = -1`` and ``argmax = -1``. Rows are compared in blocks of ``block`` against the earlier
-    rows only, so peak memory is ``block × len(emb)`` similarities, never ``n × n``; the results do
-    not depend on ``block``.
-    """
-    import torch
-
-    m = emb.shape[0]
-    max_sim = np.full(m, -1.0, dtype=np.float32)
-    argmax = np.full(m, -1, dtype=np.int64)
-    if m < 2:
-        return max_sim, argmax
-    tdtype = _torch_dtype(dtype)
-    if block is None:
-        block = block_rows(m, max_block_bytes, _ITEMSIZE[dtype])
-    e = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)).to(device=device, dtype=tdtype)
-    with torch.inference_mode():
-        out_sim = torch.full((m,), -1.0, dtype=torch.float32, device=device)
-        out_arg = torch.full((m,), -1, dtype=torch.int64, device=device)
-        _score_blocks(e, block, out_sim, out_arg)
-        max_sim[:] = out_sim.cpu().numpy()
-        argmax[:] = out_arg.cpu().numpy()
-    return max_sim, argmax
-
-
-_ITEMSIZE = {"float32": 4, "float16": 2}
 
 
 def _torch_dtype(dtype: str) -> Any:
@@ -87,11 +78,18 @@ def _torch_dtype(dtype: str) -> Any:
     return torch.float16 if dtype == "float16" else torch.float32
 
 
-def _score_blocks(e: Any, block: int, out_sim: Any, out_arg: Any) -> None:
-    """The blockwise kernel on one cluster's rows ``e`` (a device tensor, keep order): fills
-    ``out_sim``/``out_arg`` (views of length ``len(e)``) for rows 1.., row by row block."""
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise SemDedupError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def _score_blocks(e: Any, block: int, skip: Any, tol: float, out: tuple[Any, Any, Any]) -> None:
+    """The blockwise kernel on one cluster's rows ``e`` (a device tensor, keep order): fills ``out`` =
+    (best similarity, its position, whether another candidate lies within ``tol``) for rows 1.., a block
+    of rows at a time. ``skip``: columns that are never candidates (later copies), or ``None``."""
     import torch
 
+    out_sim, out_arg, out_near = out
     m = e.shape[0]
     # row start+i may only see columns < start+i: in the block's own square, the diagonal and above
     square = torch.ones(block, block, dtype=torch.bool, device=e.device).triu_()
@@ -100,9 +98,12 @@ def _score_blocks(e: Any, block: int, out_sim: Any, out_arg: Any) -> None:
         sims = e[start:stop] @ e[:stop].T  # (stop-start) × stop: only earlier columns are computed
         b = stop - start
         sims[:, start:stop].masked_fill_(square[:b, :b], float("-inf"))
+        if skip is not None:
+            sims.masked_fill_(skip[None, :stop], float("-inf"))
         best, where = sims.max(dim=1)
         out_sim[start:stop] = best.float()
         out_arg[start:stop] = where
+        out_near[start:stop] = (sims >= (best - tol)[:, None]).sum(dim=1) > 1
 
 
 CPU_BATCHED_ROW_ELEMENTS = 16_384  # on a CPU, batch clusters of at most this many elements per row × size
@@ -155,46 +156,97 @@ def plan_batches(
     return batches, single
 
 
-def _score_batch(e: Any, starts: Any, sizes: Any, big: int, out_sim: Any, out_arg: Any) -> None:
+def _score_batch(e: Any, starts: Any, sizes: Any, big: int, skip: Any, tol: float, out: tuple[Any, Any, Any]) -> None:
     """The batched kernel: the clusters at ``e[starts[b] : starts[b] + sizes[b]]`` (keep order), padded
     to ``big`` (their largest size), scored with one batched matrix product. Only rows ``1..size-1``
     of each cluster are written; a padded column is only ever seen by padded rows, and padded rows (and
-    each first row) write into the spare last slot of ``out_sim``/``out_arg`` — no boolean indexing, so
-    the device never has to report back to the host between batches."""
+    each first row) write into the spare last slot of the outputs — no boolean indexing, so the device
+    never has to report back to the host between batches. ``skip`` (positions in ``e`` that are never
+    candidates) may be ``None``."""
     import torch
 
+    out_sim, out_arg, out_near = out
     spare = out_sim.shape[0] - 1
     ar = torch.arange(big, device=e.device)
     pos = starts[:, None] + ar[None, :]  # B × M positions in e
     valid = (ar[None, :] < sizes[:, None]) & (ar[None, :] > 0)
-    rows = e[torch.where(valid, pos, starts[:, None])]  # B × M × d, padding filled with a real row
+    safe = torch.where(valid, pos, starts[:, None])  # padding filled with a real row
+    rows = e[safe]  # B × M × d
     sims = torch.bmm(rows, rows.transpose(1, 2))  # B × M × M
     sims.masked_fill_(torch.ones(big, big, dtype=torch.bool, device=e.device).triu_(), float("-inf"))
+    if skip is not None:
+        sims.masked_fill_(skip[safe][:, None, :], float("-inf"))
     best, where = sims.max(dim=2)  # the first (lowest) position on ties, as in _score_blocks
+    near = (sims >= (best - tol)[..., None]).sum(dim=2) > 1
     target = torch.where(valid, pos, spare).flatten()
     out_sim.index_put_((target,), best.flatten().float())
     out_arg.index_put_((target,), where.flatten())
+    out_near.index_put_((target,), near.flatten())
 
 
-def _pinned_on_device(emb: np.ndarray, rows: np.ndarray, device: str) -> Any:
-    """``emb[rows]`` as a float32 tensor on ``device``: gathered on the host straight into pinned
-    memory and sent with one non-blocking copy on CUDA; a plain gather on a CPU."""
+def _on_device(rows: np.ndarray, device: str) -> Any:
+    """``rows`` (float32, C order) as a tensor on ``device``: the same memory on a CPU; on CUDA, copied
+    into pinned memory and sent with one non-blocking copy."""
     import torch
 
     if device != "cuda":
-        return torch.from_numpy(np.take(emb, rows, axis=0).astype(np.float32, copy=False))
-    host = torch.empty((len(rows), emb.shape[1]), dtype=torch.float32, pin_memory=True)
-    np.take(np.asarray(emb, dtype=np.float32), rows, axis=0, out=host.numpy())
+        return torch.from_numpy(rows)
+    host = torch.empty(rows.shape, dtype=torch.float32, pin_memory=True)
+    host.numpy()[:] = rows
     return host.to(device, non_blocking=True)
+
+
+def _exact_choice(
+    queries: np.ndarray,
+    targets: np.ndarray,
+    skip: np.ndarray,
+    tol: float,
+    limit: np.ndarray | None = None,
+    target_key: np.ndarray | None = None,
+    chunk_bytes: int = 64 * 2**20,
+) -> np.ndarray:
+    """For each query row, the target with the highest exact cosine, ties to the lowest target row; -1
+    where none qualifies. A target qualifies unless ``skip``, and — with ``limit`` — only when its
+    ``target_key`` is below the query's ``limit``. Candidates are nominated by a float32 product (within
+    ``tol`` of its best), then decided by :func:`pair_dots`."""
+    t = np.asarray(targets, dtype=np.float32)
+    out = np.full(len(queries), -1, dtype=np.int64)
+    step = max(1, chunk_bytes // max(1, 5 * len(t)))
+    for s in range(0, len(queries), step):
+        q = np.asarray(queries[s : s + step], dtype=np.float32)
+        sims = q @ t.T
+        sims[:, skip] = -np.inf
+        if limit is not None:
+            sims[np.asarray(target_key)[None, :] >= np.asarray(limit[s : s + step])[:, None]] = -np.inf
+        best = sims.max(axis=1)
+        for k in np.flatnonzero(np.isfinite(best)):
+            cand = np.flatnonzero(sims[k] >= best[k] - tol)
+            exact = pair_dots(q, np.full(len(cand), k), t, cand)
+            out[s + k] = cand[int(np.argmax(exact))]
+    return out
+
+
+def _refine_clusters(
+    e: np.ndarray, offsets: np.ndarray, skip: np.ndarray, arg: np.ndarray, near: np.ndarray, tol: float
+) -> None:
+    """Decide again, on exact cosines, the positions (of ``e``, rows in keep order, clusters at
+    ``offsets``) where the fast product saw another candidate within ``tol``; updates ``arg`` (positions
+    within the cluster) in place."""
+    todo = np.flatnonzero(near)
+    if not len(todo):
+        return
+    cluster_of = np.searchsorted(offsets, todo, side="right") - 1
+    for c in np.unique(cluster_of):
+        lo, hi = int(offsets[c]), int(offsets[c + 1])
+        rows = todo[cluster_of == c] - lo
+        local = e[lo:hi]
+        arg[lo + rows] = _exact_choice(local[rows], local, skip[lo:hi], tol, rows, np.arange(hi - lo))
 
 
 def score_clusters(
     emb: np.ndarray,
-    dist: np.ndarray,
+    keys: np.ndarray,
     offsets: np.ndarray,
-    cluster_ids: np.ndarray,
-    keep: str,
-    seed: int,
     *,
     device: str = "auto",
     precision: str = "float32",
@@ -203,46 +255,62 @@ def score_clusters(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order and score a run of whole clusters (the unit of work a shard hands to a worker).
 
-    ``emb``/``dist`` hold the clusters' rows back to back, cluster ``j`` (number ``cluster_ids[j]``) at
-    ``offsets[j]:offsets[j+1]``. Returns, per row, ``rank`` (position in its cluster's keep order),
-    ``max_sim`` and ``dup_row`` (the row, in ``emb``'s numbering, of the earlier item it is most
-    similar to; -1 for rank 0). ``device`` and ``block_size`` change speed only; ``precision``
-    (float32 or float16 arithmetic) can move scores by about 1e-3.
-
-    The shard's rows go to the device once, in keep order; large clusters are scored block by block,
-    small ones in padded batches (:func:`plan_batches`), and the scores come back in one copy.
+    ``emb`` holds the clusters' unit rows back to back, cluster ``j`` at ``offsets[j]:offsets[j+1]``;
+    ``keys`` their keep-order keys (:func:`~semdedup_core.kernels.order.keep_keys`). Returns, per row,
+    ``rank`` (position in its cluster's keep order), ``max_sim`` (the exact cosine, as float32, to the
+    earlier item it is most similar to; -1 for rank 0) and ``dup_row`` (that item's row in ``emb``'s
+    numbering, the lowest position on ties; -1 for rank 0). ``device``, ``precision``, ``block_size`` and
+    ``max_block_bytes`` change speed and memory only (see the module docstring).
     """
-    import torch
-
     from .device import resolve_device
 
-    if precision not in PRECISIONS:
-        raise SemDedupError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_precision(precision)
     device = resolve_device(device)
     n = emb.shape[0]
     offsets = np.asarray(offsets, dtype=np.int64)
+    ordered, rank = ranks_in_clusters(np.asarray(keys, dtype=np.int64), offsets)
+    e_host = np.ascontiguousarray(np.take(np.asarray(emb), ordered, axis=0), dtype=np.float32)  # keep order
+    skip = later_copies(e_host, np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)))
+    arg, near = _fast_scores(e_host, offsets, skip, device, precision, block_size, max_block_bytes)
+    _refine_clusters(e_host, offsets, skip, arg, near, TOLERANCE[precision])
+    has = arg >= 0
+    partner = np.where(has, np.repeat(offsets[:-1], np.diff(offsets)) + arg, -1)  # positions in keep order
+    sims = np.full(n, -1.0, dtype=np.float32)
+    pos = np.flatnonzero(has)
+    sims[pos] = pair_dots(e_host, pos, e_host, partner[pos]).astype(np.float32)
+    max_sim = np.empty(n, dtype=np.float32)
+    dup_row = np.full(n, -1, dtype=np.int64)
+    max_sim[ordered] = sims
+    dup_row[ordered[pos]] = ordered[partner[pos]]
+    return rank, max_sim, dup_row
+
+
+def _fast_scores(e_host, offsets, skip, device, precision, block_size, max_block_bytes):
+    """The fast product over a shard (keep order): each position's best earlier position in its cluster
+    (``arg``, -1 for the first) and whether another candidate lies within the tolerance (``near``)."""
+    import torch
+
+    n = len(e_host)
     sizes = np.diff(offsets)
-    rank = np.empty(n, dtype=np.int64)
-    ordered = np.empty(n, dtype=np.int64)  # ordered[p]: the row at keep-order position p of the shard
-    for j, cluster in enumerate(cluster_ids):
-        lo, hi = int(offsets[j]), int(offsets[j + 1])
-        if hi > lo:
-            perm = order_cluster(dist[lo:hi], keep, seed, int(cluster))
-            ordered[lo:hi] = lo + perm
-            rank[lo + perm] = np.arange(hi - lo)
-    itemsize = _ITEMSIZE[precision]
+    itemsize = _ITEMSIZE[precision] + 1  # the similarities and the near-candidate mask
+    tol = TOLERANCE[precision]
     # a GPU pays a launch per cluster, so every cluster that fits is batched; a CPU pays the padding and
     # the gather instead, which only small clusters repay (bench_gpu.py --parts pairwise)
-    max_size = None if device == "cuda" else max(2, CPU_BATCHED_ROW_ELEMENTS // emb.shape[1])
-    batches, single = plan_batches(sizes, emb.shape[1], max_block_bytes, itemsize, block_size, max_size)
+    max_size = None if device == "cuda" else max(2, CPU_BATCHED_ROW_ELEMENTS // max(1, e_host.shape[1]))
+    batches, single = plan_batches(sizes, e_host.shape[1], max_block_bytes, itemsize, block_size, max_size)
     with torch.inference_mode():
-        e = _pinned_on_device(emb, ordered, device).to(_torch_dtype(precision))
-        out_sim = torch.full((n + 1,), -1.0, dtype=torch.float32, device=device)  # + a spare slot
-        out_arg = torch.full((n + 1,), -1, dtype=torch.int64, device=device)
+        e = _on_device(e_host, device).to(_torch_dtype(precision))
+        skip_t = torch.from_numpy(skip).to(device) if skip.any() else None
+        out = (
+            torch.full((n + 1,), -1.0, dtype=torch.float32, device=device),  # + a spare slot
+            torch.full((n + 1,), -1, dtype=torch.int64, device=device),
+            torch.zeros((n + 1,), dtype=torch.bool, device=device),
+        )
         for j in single:
             lo, hi = int(offsets[j]), int(offsets[j + 1])
             block = block_size or block_rows(hi - lo, max_block_bytes, itemsize)
-            _score_blocks(e[lo:hi], block, out_sim[lo:hi], out_arg[lo:hi])
+            cluster_skip = None if skip_t is None else skip_t[lo:hi]
+            _score_blocks(e[lo:hi], block, cluster_skip, tol, (out[0][lo:hi], out[1][lo:hi], out[2][lo:hi]))
         if batches:  # every batch's starts and sizes go to the device in one copy
             flat = np.concatenate(batches)
             bounds = np.cumsum([0] + [len(b) for b in batches])
@@ -251,16 +319,43 @@ def score_clusters(
             for b, batch in enumerate(batches):
                 sl = slice(int(bounds[b]), int(bounds[b + 1]))
                 big = int(sizes[batch].max())
-                _score_batch(e, starts_all[sl], sizes_all[sl], big, out_sim, out_arg)
-        ms = out_sim[:n].cpu().numpy()
-        am = out_arg[:n].cpu().numpy()
-    max_sim = np.empty(n, dtype=np.float32)
-    dup_row = np.full(n, -1, dtype=np.int64)
-    max_sim[ordered] = ms
-    has = am >= 0
-    cluster_start = np.repeat(offsets[:-1], sizes)  # position of each position's cluster start
-    dup_row[ordered[has]] = ordered[cluster_start[has] + am[has]]
-    return rank, max_sim, dup_row
+                _score_batch(e, starts_all[sl], sizes_all[sl], big, skip_t, tol, out)
+        arg = out[1][:n].cpu().numpy()
+        near = out[2][:n].cpu().numpy()
+    first = np.zeros(n, dtype=bool)
+    first[offsets[:-1][sizes > 0]] = True
+    arg[first] = -1
+    near[first] = False
+    return arg, near
+
+
+def scores_in_cluster(
+    emb: np.ndarray,
+    block: int | None = None,
+    device: str = "cpu",
+    *,
+    dtype: str = "float32",
+    max_block_bytes: int = 256 * 2**20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score one cluster whose unit rows ``emb`` are already in keep order.
+
+    For row ``r``, ``max_sim[r]`` is the highest cosine similarity to any row ``< r`` and
+    ``argmax[r]`` the position of that row (the lowest on ties). Row 0 has no predecessor:
+    ``max_sim = -1`` and ``argmax = -1``. Rows are compared in blocks of ``block`` against the earlier
+    rows only, so peak memory is ``block × len(emb)`` similarities, never ``n × n``; the results do
+    not depend on ``block`` (nor on ``dtype``: see the module docstring).
+    """
+    m = emb.shape[0]
+    _, max_sim, dup_row = score_clusters(
+        emb,
+        np.arange(m, dtype=np.int64),
+        np.array([0, m]),
+        device=device,
+        precision=dtype,
+        block_size=block,
+        max_block_bytes=max_block_bytes,
+    )
+    return max_sim, dup_row
 
 
 def best_matches(
@@ -276,30 +371,49 @@ def best_matches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each unit row of ``queries``, its most similar unit row of ``targets``.
 
-    Returns ``(sim, arg)``: ``arg[i]`` the target row with the highest cosine to query ``i`` (the lowest
-    such row on ties) and ``sim[i]`` that cosine, recomputed in float32 for the chosen pair whatever
-    ``dtype`` the search used, so it is the true cosine of a real pair and never above the best one;
+    Returns ``(sim, arg)``: ``arg[i]`` the target row with the highest exact cosine to query ``i`` (the
+    lowest such row on ties) and ``sim[i]`` that exact cosine in float64 (see the module docstring);
     ``-1.0`` and ``-1`` where no target qualifies. With positions, target ``j`` qualifies for query ``i``
     only when ``target_pos[j] < query_pos[i]`` (an *earlier* item in a global order; give targets sorted
-    by position so that ties go to the earliest). Queries are compared in blocks of ``block`` rows
-    against every target, so peak memory is ``block × len(targets)`` similarities; the results do not
-    depend on ``block``.
+    by position so that ties go to the earliest). A target that is a bitwise copy of an earlier target is
+    never chosen. Queries are compared in blocks of ``block`` rows against every target, so peak memory is
+    ``block × len(targets)`` similarities; the results do not depend on ``block`` or ``dtype``.
     """
-    import torch
-
     mq, mt = queries.shape[0], targets.shape[0]
-    sim = np.full(mq, -1.0, dtype=np.float32)
+    sim = np.full(mq, -1.0, dtype=np.float64)
     arg = np.full(mq, -1, dtype=np.int64)
     if mq == 0 or mt == 0:
         return sim, arg
     if (query_pos is None) != (target_pos is None):
         raise SemDedupError("best_matches needs both query_pos and target_pos, or neither")
-    tdtype = torch.float16 if dtype == "float16" else torch.float32
-    itemsize = 2 if dtype == "float16" else 4
+    _check_precision(dtype)
+    skip = later_copies(np.asarray(targets, dtype=np.float32))
     if block is None:
-        block = block_rows(mt, max_block_bytes, itemsize + 1)  # the similarities and their mask
+        block = block_rows(mt, max_block_bytes, _ITEMSIZE[dtype] + 2)  # the similarities and two masks
+    near = _fast_matches(queries, targets, query_pos, target_pos, skip, block, device, dtype, arg)
+    if near.any():
+        rows = np.flatnonzero(near)
+        limit = None if query_pos is None else np.asarray(query_pos)[rows]
+        arg[rows] = _exact_choice(np.asarray(queries)[rows], targets, skip, TOLERANCE[dtype], limit, target_pos)
+    has = arg >= 0
+    if has.any():
+        q32, t32 = np.asarray(queries, dtype=np.float32), np.asarray(targets, dtype=np.float32)
+        rows = np.flatnonzero(has)
+        sim[rows] = pair_dots(q32, rows, t32, arg[rows])
+    return sim, arg
+
+
+def _fast_matches(queries, targets, query_pos, target_pos, skip, block, device, dtype, arg) -> np.ndarray:
+    """The fast product of :func:`best_matches`: fills ``arg`` with each query's nominated target and returns
+    whether another candidate lies within the tolerance."""
+    import torch
+
+    mq, mt = queries.shape[0], targets.shape[0]
+    tdtype, tol = _torch_dtype(dtype), TOLERANCE[dtype]
+    near = np.zeros(mq, dtype=bool)
     t = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)).to(device=device, dtype=tdtype)
     tpos = None if target_pos is None else torch.from_numpy(np.asarray(target_pos, dtype=np.int64)).to(device)
+    tskip = torch.from_numpy(skip).to(device) if skip.any() else None
     with torch.inference_mode():
         # buffers reused block after block (a fresh slab per block costs more in page faults than the matmul)
         buf = torch.empty((min(block, mq), mt), dtype=tdtype, device=device)
@@ -310,17 +424,15 @@ def best_matches(
             sims = torch.mm(q, t.T, out=buf[: stop - start])
             if tpos is not None:
                 qpos = torch.from_numpy(np.asarray(query_pos[start:stop], dtype=np.int64)).to(device)
-                mask = torch.ge(tpos[None, :], qpos[:, None], out=later[: stop - start])
-                sims.masked_fill_(mask, float("-inf"))
+                sims.masked_fill_(torch.ge(tpos[None, :], qpos[:, None], out=later[: stop - start]), float("-inf"))
+            if tskip is not None:
+                sims.masked_fill_(tskip[None, :], float("-inf"))
             best, where = sims.max(dim=1)
-            found = torch.isfinite(best).cpu().numpy()
-            arg[start:stop] = np.where(found, where.cpu().numpy(), -1)
-    has = arg >= 0
-    if has.any():  # the reported similarity: the pair's cosine in float32, independent of block and dtype
-        q32 = np.asarray(queries[has], dtype=np.float32)
-        t32 = np.asarray(targets[arg[has]], dtype=np.float32)
-        sim[has] = np.einsum("ij,ij->i", q32, t32)
-    return sim, arg
+            found = torch.isfinite(best)
+            close = (sims >= (best - tol)[:, None]).sum(dim=1) > 1
+            arg[start:stop] = np.where(found.cpu().numpy(), where.cpu().numpy(), -1)
+            near[start:stop] = (close & found).cpu().numpy()
+    return near
 
 
 def match_in_clusters(
@@ -341,18 +453,17 @@ def match_in_clusters(
     ``targets`` holds groups back to back, group ``g`` at ``offsets[g]:offsets[g+1]``, each sorted by
     ``target_key``; ``probes[i]`` lists the groups query ``i`` looks into (-1: none). ``target_key`` is
     the targets' tie-break (lower wins) and, with ``query_pos``, also their position in the global order:
-    then only targets with ``target_key < query_pos[i]`` count (earlier items). Returns ``(sim, row)``
-    with ``row`` indexing ``targets`` (-1 and -1.0 where nothing qualified). A target filed in several
-    probed groups is simply found again; ``device``, ``block_size`` and the order of the groups change
-    nothing but speed; ``precision`` at most which of two near-tied targets is chosen.
+    then only targets with ``target_key < query_pos[i]`` count (earlier items). Returns ``(sim, row)``:
+    the exact cosine (float64) and ``row`` indexing ``targets`` (-1 and -1.0 where nothing qualified).
+    A target filed in several probed groups is simply found again; ``device``, ``block_size``,
+    ``precision`` and the order of the groups change nothing but speed.
     """
     from .device import resolve_device
 
-    if precision not in PRECISIONS:
-        raise SemDedupError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_precision(precision)
     device = resolve_device(device)
     mq = queries.shape[0]
-    best = np.full(mq, -1.0, dtype=np.float32)
+    best = np.full(mq, -1.0, dtype=np.float64)
     row = np.full(mq, -1, dtype=np.int64)
     key = np.asarray(target_key, dtype=np.int64)
     flat = probes.ravel()

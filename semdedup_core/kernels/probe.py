@@ -10,7 +10,7 @@ tool, :func:`nearest_centroids`:
   per-item probing and per-cluster probing: filing reached 99 % recall of true leaks with the fewest
   comparisons;
 - the dedup score with ``probe = P > 0`` probes **per item**: an item's ``max_sim``/``dup_of`` is its
-  highest cosine to any item earlier in the :func:`global_order` that lies in its own cluster or in one
+  highest cosine to any item earlier in the global keep order (:mod:`.order`) that lies in its own cluster or in one
   of the ``P`` clusters whose centroids are nearest to *it*. ``bench/bench_probe.py --strategies``
   measured per-item probing against per-cluster probing (the ``P`` clusters nearest its cluster's
   centroid, :func:`neighbour_clusters`): at equal cost per-item found 99.0–99.5 % of the pairs with
@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SemDedupError
 from .kmeans import kmeans_device
 
 PROBE_CHUNK = 1 << 16  # rows per faiss search
+
+
+PROBE_SPARE = 2
+"""Candidates beyond the ``1 + probe`` nearest that the fast search nominates, so that the exact cosines
+decide which centroids are nearest even where the search's ranking is off by its rounding."""
 
 
 def nearest_centroids(
@@ -34,30 +38,35 @@ def nearest_centroids(
 ) -> np.ndarray:
     """The clusters each unit row of ``x`` looks into: ``n × (1 + probe)`` int32, its own cluster first
     (``own``, or its nearest centroid when not given), then the ``probe`` next nearest centroids in order
-    of cosine. ``probe`` is capped at ``k − 1``. Works in chunks, so ``x`` may be a memory map."""
+    of their exact cosine (ties to the lower centroid), so the result does not depend on how the rows were
+    chunked. ``probe`` is capped at ``k − 1``. Works in chunks, so ``x`` may be a memory map."""
     import faiss
+
+    from .pairwise import pair_dots
 
     k = centroids.shape[0]
     probe = int(min(max(probe, 0), k - 1))
+    top = min(k, probe + 1 + PROBE_SPARE)
     n = x.shape[0]
     out = np.empty((n, probe + 1), dtype=np.int32)
+    c32 = np.ascontiguousarray(centroids, dtype=np.float32)
     index: faiss.Index = faiss.IndexFlatIP(centroids.shape[1])
     if kmeans_device(device) == "cuda":
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    index.add(c32)
     for s in range(0, n, PROBE_CHUNK):
         chunk = np.ascontiguousarray(x[s : s + PROBE_CHUNK], dtype=np.float32)
-        _, top = index.search(chunk, probe + 1)
+        m = len(chunk)
+        _, cand = index.search(chunk, top)
+        exact = pair_dots(chunk, np.repeat(np.arange(m), top), c32, cand.ravel()).reshape(m, top)
+        ranked = np.take_along_axis(cand, np.lexsort((cand, -exact), axis=1), axis=1)  # by cosine, then index
         if own is None:
-            out[s : s + len(chunk)] = top
+            out[s : s + m] = ranked[:, : probe + 1]
             continue
-        mine = np.asarray(own[s : s + len(chunk)], dtype=np.int64)[:, None]
-        both = np.concatenate([mine, top], axis=1)  # own first, then the search's order
-        keep = np.ones(both.shape, dtype=bool)
-        again = both[:, 1:] == mine
-        keep[:, 1:][again] = False  # own cluster found again by the search: drop that copy
-        keep[~again.any(axis=1), -1] = False  # not found (a tie decided the other way): drop the last
-        out[s : s + len(chunk)] = both[keep].reshape(len(chunk), probe + 1)
+        mine = np.asarray(own[s : s + m], dtype=np.int64)[:, None]
+        others = np.where(ranked == mine, np.iinfo(np.int64).max, ranked)  # own cluster found again: set aside
+        others = np.take_along_axis(others, np.argsort(others == np.iinfo(np.int64).max, axis=1, kind="stable"), 1)
+        out[s : s + m] = np.concatenate([mine, others[:, :probe]], axis=1)
     return out
 
 
@@ -66,30 +75,6 @@ def neighbour_clusters(centroids: np.ndarray, probe: int, device: str = "auto") 
     ``probe`` nearest other centroids, ``k × (1 + probe)``, the cluster itself first."""
     k = centroids.shape[0]
     return nearest_centroids(centroids, centroids, probe, own=np.arange(k), device=device)
-
-
-def global_order(dist_to_centroid: np.ndarray, keep: str, seed: int = 0) -> np.ndarray:
-    """Each item's position in the one global keep order (int64, a permutation of ``0..n-1``).
-
-    The order ranks items the way their policy ranks them inside a cluster: ``hard``: farthest from its
-    own centroid first; ``easy``: nearest first; ``random``: a seeded random key per item. Ties are broken
-    by input order. Restricted to one cluster it is that cluster's keep order (for ``hard`` and ``easy``
-    exactly the order the paper's rule uses), so probing only ever adds comparisons to the paper's.
-    """
-    d = np.asarray(dist_to_centroid, dtype=np.float32)
-    n = len(d)
-    rows = np.arange(n)
-    if keep == "hard":
-        order = np.lexsort((rows, -d))
-    elif keep == "easy":
-        order = np.lexsort((rows, d))
-    elif keep == "random":
-        order = np.random.default_rng([seed, 0x9E3779B9]).permutation(n)
-    else:
-        raise SemDedupError(f"keep must be one of hard, easy, random, got {keep!r}")
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = rows
-    return pos
 
 
 def probe_groups(probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

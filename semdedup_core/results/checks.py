@@ -430,7 +430,7 @@ class _Links:
         if self.probe:
             src = np.flatnonzero(dup_rows >= 0)
             tgt = dup_rows[src]
-            from ..kernels.probe import global_order
+            from ..kernels.order import global_order
 
             pos = global_order(self.dist, self.dedup.get("keep", "hard"), int(self.dedup.get("seed", 0)))
             bad = pos[tgt] >= pos[src]

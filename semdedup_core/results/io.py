@@ -64,6 +64,19 @@ def write_parquet(path: str | os.PathLike[str], df: Any) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def write_errors(path: str | os.PathLike[str], errors: list[dict[str, Any]]) -> None:
+    """``errors.parquet``: one row per item left out, with ``id``, ``path`` and ``reason`` (maybe empty)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def text(v: Any) -> str | None:
+        return None if v is None or (isinstance(v, float) and v != v) else str(v)
+
+    table = pa.table({k: pa.array([text(e.get(k)) for e in errors], pa.string()) for k in ("id", "path", "reason")})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
 def load_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
     """Memory-map an ``.npy`` file of shape ``(n, d)``; raise a clear error for anything else."""
     path = Path(path)

@@ -21,6 +21,7 @@ EXPORTS = "exports"
 LABELS = "labels.parquet"  # the default verdict store (engine/labels.py); a store elsewhere may be shared by runs
 AUDIT = "audit"  # the audit's recorded sample design: audit/sample.parquet (semdedup_core/audit)
 PROBES = "probes.npy"  # runs with probe P > 0: n × (1 + P) int32, the clusters each item was compared in
+PROBES_DIR = "probes"  # a run of several parts: one probes file per part (listed in run.json)
 REFERENCE = "reference.parquet"  # with a reference set: its ids, nearest cluster and carried text/path
 REFERENCE_EMBEDDINGS = "reference_embeddings.npy"  # m × d float32 unit rows, in reference.parquet's order
 

@@ -252,16 +252,22 @@ class Results:
 
     @functools.cached_property
     def probes(self) -> np.ndarray:
-        """Each item's own cluster and its probed clusters (``n × (1 + probe)``; probing runs only)."""
+        """Each item's own cluster and its probed clusters (``n × (1 + probe)``; probing runs only), read from
+        ``probes.npy`` or, for a run of several parts, the shards ``run.json`` names."""
         if not self.probe:
             return np.asarray(self.column("cluster"), dtype=np.int64)[:, None]
+        shards = (self.run.get("probes") or {}).get("shards") if isinstance(self.run.get("probes"), dict) else None
+        if shards:
+            from .io import ShardedRows
+
+            return ShardedRows([self._file(s) for s in shards])  # type: ignore[return-value]
         return np.load(self._file(PROBES), mmap_mode="r")
 
     @functools.cached_property
     def global_position(self) -> np.ndarray:
         """Each item's place in the one global keep order that probing compares in (see
         :func:`semdedup_core.kernels.probe.global_order`)."""
-        from ..kernels.probe import global_order
+        from ..kernels.order import global_order
 
         dedup = self.run.get("params", {}).get("dedup", {})
         return global_order(self.column("dist_to_centroid"), dedup.get("keep", "hard"), dedup.get("seed", 0))

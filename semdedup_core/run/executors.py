@@ -1,9 +1,10 @@
 """Where the engine's steps run: in this process, or as tasks on a Ray cluster.
 
-The steps handed to an executor are pure functions of arrays (:func:`~semdedup_core.kmeans.assign`,
-:func:`~semdedup_core.pipeline.score_clusters`), so they pickle cheaply and give the same results
-wherever they run. An executor's ``imap`` yields ``(key, result)`` pairs as tasks finish, in any order;
-the pipeline checkpoints each result as it arrives, so a killed run resumes either way.
+The units handed to an executor are module-level functions of a part or a bucket that read and write
+files (:mod:`semdedup_core.run.pipeline`), so they pickle cheaply and give the same results wherever they
+run; an executor adds *where*, never *what*. ``imap`` yields ``(key, result)`` pairs as units finish, in
+any order; ``imap_actors`` runs stateful units (a model loaded once per worker). A unit whose output
+exists is skipped, so a killed run resumes either way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class Executor(Protocol):
 
     def imap(self, fn: Callable[..., Any], tasks: Iterable[Task]) -> Iterator[tuple[Any, Any]]: ...
 
+    def imap_actors(
+        self, cls: type, init: tuple[Any, ...], tasks: Iterable[Task], *, actors: int | None = None, num_gpus: float = 0
+    ) -> Iterator[tuple[Any, Any]]: ...
+
 
 class LocalExecutor:
     """Runs each task in this process, one after another."""
@@ -30,6 +35,14 @@ class LocalExecutor:
     def imap(self, fn: Callable[..., Any], tasks: Iterable[Task]) -> Iterator[tuple[Any, Any]]:
         for key, args in tasks:
             yield key, fn(*args)
+
+    def imap_actors(
+        self, cls: type, init: tuple[Any, ...], tasks: Iterable[Task], *, actors: int | None = None, num_gpus: float = 0
+    ) -> Iterator[tuple[Any, Any]]:
+        """Stateful units (an encoder loaded once): one ``cls(*init)`` called with each task's arguments."""
+        worker = cls(*init)
+        for key, args in tasks:
+            yield key, worker(*args)
 
 
 class RayExecutor:
@@ -81,13 +94,44 @@ class RayExecutor:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 key = pending.pop(ref)
-                try:
-                    value = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:  # a user-fixable problem keeps its one-line message
-                    if isinstance(exc.cause, SemDedupError):
-                        raise SemDedupError(str(exc.cause)) from None
-                    raise
-                yield key, value
+                yield key, self._get(ref)
+
+    def imap_actors(
+        self, cls: type, init: tuple[Any, ...], tasks: Iterable[Task], *, actors: int | None = None, num_gpus: float = 0
+    ) -> Iterator[tuple[Any, Any]]:
+        """Stateful units on a pool of Ray actors, each ``cls(*init)`` built once (a model loaded once per
+        actor): ``actors`` of them (default: the cluster's CPUs, or its GPUs with ``num_gpus``)."""
+        ray = self._ray
+        todo = list(tasks)
+        if not todo:
+            return
+        n = actors or max(1, int(ray.cluster_resources().get("GPU" if num_gpus else "CPU", 1) // (num_gpus or 1)))
+        actor_cls = ray.remote(num_cpus=0 if num_gpus else 1, num_gpus=num_gpus or 0)(cls)
+        idle = [actor_cls.remote(*init) for _ in range(min(n, len(todo)))]
+        pending: dict[Any, tuple[Any, Any]] = {}
+        queue = iter(todo)
+        while True:
+            while idle:
+                nxt = next(queue, None)
+                if nxt is None:
+                    break
+                worker = idle.pop()
+                pending[worker.__call__.remote(*nxt[1])] = (nxt[0], worker)
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            key, worker = pending.pop(ready[0])
+            idle.append(worker)
+            yield key, self._get(ready[0])
+
+    def _get(self, ref: Any) -> Any:
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # a user-fixable problem keeps its one-line message
+            if isinstance(exc.cause, SemDedupError):
+                raise SemDedupError(str(exc.cause)) from None
+            raise
 
 
 def get_executor(executor: str | Executor | None) -> Executor:
