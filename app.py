@@ -17,7 +17,6 @@ import semdedup_app as sa  # sets HF_HUB_OFFLINE before any model can load
 from semdedup_app import access, jobs
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
-from semdedup_core.results.folder import ResultsFolder
 
 sa.page_setup("Home")
 st.title("semdedup explorer")
@@ -102,7 +101,7 @@ if kinds:
 building = {Path(j["out"]) for j in jobs.list_jobs() if j["state"] == "running"}
 for kind in kinds:
     folder = sa.demo_folder(kind)
-    built = ResultsFolder(folder).is_complete()
+    built = sa.demo_built(kind)
     a, b = st.columns([6, 1])
     if folder.resolve() in building:
         a.write(f"**{kind}** demo — building in the background (progress below)")

@@ -178,6 +178,11 @@ def demo_folder(kind: str) -> Path:
     return default_out(kind)
 
 
+def demo_built(kind: str) -> bool:
+    """Whether the ``kind`` demo's results folder is finished."""
+    return ResultsFolder(demo_folder(kind)).is_complete()
+
+
 def demo_eps(path: str | Path) -> float | None:
     """The ε the demo module suggests when ``path`` is a demo's default folder (or its first look)."""
     from semdedup_core.ingest.demo import DEMO_EPS, first_look_folder

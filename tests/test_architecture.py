@@ -1,5 +1,10 @@
-"""The house rules that keep the core a library: its layers, no import cycles, no Streamlit in it,
-a small public surface, lazy heavy imports, and ruff-clean code."""
+"""The house rules that keep the core a library: its layers (inside the engine too, and the pages on top),
+no import cycles, no Streamlit in it, short functions and modules, a small public surface, lazy heavy
+imports, and ruff-clean code.
+
+Every rule is a function of a source tree, checked on this repository and — so that no check can pass by
+being blind — on a small tree with one planted violation, which the very same function must find.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,9 @@ import pytest
 import semdedup_core
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / "semdedup_core"
-APP = ROOT / "semdedup_app"
 
-# each top-level piece and its layer: a module may import only from its own piece or a lower layer,
-# and pieces on the same layer (ingest, explore, audit) never import each other
+# each piece and its layer: a module may import only from its own piece or a lower layer, and pieces on the
+# same layer never import each other
 LAYERS = {
     "semdedup_core._version": 0,
     "semdedup_core.errors": 0,
@@ -34,19 +37,31 @@ LAYERS = {
     "semdedup_core": 7,  # the package's __init__: the public names of every layer
     "semdedup_core.__main__": 7,
     "semdedup_app": 8,
+    "pages": 9,  # app.py and pages/*.py
 }
+PAGES_MAY_IMPORT = ("semdedup_app", "semdedup_core.explore")
+"""What a page may import besides the core's public names (``semdedup_core``): the app package and explore's
+constants — never a lower piece of the core directly."""
+PIECES = ("kernels", "media", "results", "run", "ingest", "audit", "explore", "cli")
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 100, 600
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+# -- the checkers: each a function of a source tree --------------------------------------------------
+def module_name(root: Path, path: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
+    if parts == ["app"]:
+        return "pages.app"
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def modules() -> dict[str, Path]:
-    return {module_name(p): p for base in (CORE, APP) for p in base.rglob("*.py")}
+def modules(root: Path) -> dict[str, Path]:
+    found = [*root.glob("semdedup_core/**/*.py"), *root.glob("semdedup_app/**/*.py"), *root.glob("pages/*.py")]
+    if (root / "app.py").is_file():
+        found.append(root / "app.py")
+    return {module_name(root, p): p for p in found}
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
@@ -75,44 +90,47 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return out
 
 
-def piece(name: str) -> str:
-    best = max((p for p in LAYERS if name == p or name.startswith(p + ".")), key=len)
-    return best
-
-
-def graph() -> dict[str, set[str]]:
-    mods = modules()
+def graph(root: Path) -> dict[str, set[str]]:
+    mods = modules(root)
     return {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
 
 
-def test_every_module_has_a_layer():
-    for name in modules():
-        assert piece(name) in LAYERS, name
+def piece(name: str) -> str | None:
+    matches = [p for p in LAYERS if name == p or name.startswith(p + ".")]
+    return max(matches, key=len) if matches else None
 
 
-def test_no_lower_layer_imports_a_higher_one():
+def layer_violations(root: Path) -> list[str]:
+    """Modules without a layer, imports of a higher or same-layer piece, and pages importing past the app."""
     bad = []
-    for name, deps in graph().items():
+    for name, deps in graph(root).items():
         mine = piece(name)
+        if mine is None:
+            bad.append(f"{name} has no layer")
+            continue
         for dep in deps:
             theirs = piece(dep)
-            if theirs != mine and LAYERS[theirs] >= LAYERS[mine]:
+            if mine == "pages":
+                allowed = dep == "semdedup_core" or any(dep == p or dep.startswith(p + ".") for p in PAGES_MAY_IMPORT)
+                if theirs != "pages" and not allowed:
+                    bad.append(f"{name} (a page) imports {dep}; go through semdedup_app")
+            elif theirs != mine and LAYERS[theirs] >= LAYERS[mine]:
                 bad.append(f"{name} (layer {LAYERS[mine]}) imports {dep} (layer {LAYERS[theirs]})")
-    assert not bad, "\n".join(bad)
+    return sorted(set(bad))
 
 
-def test_no_import_cycles():
-    g = graph()
+def cycles(root: Path) -> list[list[str]]:
+    g = graph(root)
     state: dict[str, int] = {}
     stack: list[str] = []
-    cycles: list[list[str]] = []
+    found: list[list[str]] = []
 
     def visit(n: str) -> None:
         state[n] = 1
         stack.append(n)
         for d in sorted(g.get(n, ())):
             if state.get(d) == 1:
-                cycles.append(stack[stack.index(d) :] + [d])
+                found.append(stack[stack.index(d) :] + [d])
             elif d not in state:
                 visit(d)
         stack.pop()
@@ -121,68 +139,58 @@ def test_no_import_cycles():
     for n in sorted(g):
         if n not in state:
             visit(n)
-    assert not cycles, "\n".join(" → ".join(c) for c in cycles)
+    return found
 
 
-def test_the_cycle_checker_finds_a_cycle(tmp_path, monkeypatch):
-    """The checker above is not vacuous: a planted a → b → a is found."""
-    g = {"a": {"b"}, "b": {"a"}}
-    seen = []
-
-    def visit(n, state, stack):
-        state[n] = 1
-        stack.append(n)
-        for d in sorted(g[n]):
-            if state.get(d) == 1:
-                seen.append(stack[stack.index(d) :] + [d])
-            elif d not in state:
-                visit(d, state, stack)
-        stack.pop()
-        state[n] = 2
-
-    visit("a", {}, [])
-    assert seen == [["a", "b", "a"]]
-    # and the import reader sees relative, absolute and lazy imports
-    pkg = tmp_path / "semdedup_core" / "run"
-    pkg.mkdir(parents=True)
-    f = pkg / "x.py"
-    f.write_text("from . import io\nfrom ..errors import E\ndef f():\n    import semdedup_core.explore.pairs\n")
-    known = {
-        "semdedup_core.results.io",
-        "semdedup_core.errors",
-        "semdedup_core.explore.pairs",
-        "semdedup_core.run.x",
-    }
-    f.write_text("from ..results import io\nfrom ..errors import E\ndef f():\n    import semdedup_core.explore.pairs\n")
-    assert imports_of("semdedup_core.run.x", f, known) == known - {"semdedup_core.run.x"}
+def size_violations(root: Path) -> list[str]:
+    """Product modules over :data:`MAX_MODULE_LINES` lines and functions over :data:`MAX_FUNCTION_LINES`."""
+    bad = []
+    for name, path in modules(root).items():
+        if not name.startswith(("semdedup_core", "semdedup_app", "pages")):
+            continue
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            bad.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    bad.append(f"{name}.{node.name}: {length} lines")
+    return bad
 
 
-def test_folders_show_the_layers():
-    assert {p.name for p in CORE.iterdir() if p.is_dir() and not p.name.startswith("__")} == {
-        "kernels",
-        "media",
-        "results",
-        "run",
-        "ingest",
-        "explore",
-        "audit",
-        "cli",
-    }
-    assert not list(CORE.glob("*.py")) or {p.name for p in CORE.glob("*.py")} == {
-        "__init__.py",
-        "__main__.py",
-        "_version.py",
-        "errors.py",
-    }
-    pages = [ROOT / "app.py", *(ROOT / "pages").glob("*.py")]
-    for page in pages:  # pages import the app package and the core's public surface, nothing lower
-        for node in ast.walk(ast.parse(page.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("semdedup_core.results."):
-                assert node.module == "semdedup_core.results.folder", (page.name, node.module)
+def streamlit_in_core(root: Path) -> list[str]:
+    """Core modules that import streamlit (at any depth)."""
+    bad = []
+    for name, path in modules(root).items():
+        if not name.startswith("semdedup_core"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(n == "streamlit" or n.startswith("streamlit.") for n in names):
+                bad.append(name)
+    return bad
+
+
+# -- this repository --------------------------------------------------------------------------------
+def test_layers_hold():
+    assert not layer_violations(ROOT), "\n".join(layer_violations(ROOT))
+
+
+def test_no_import_cycles():
+    found = cycles(ROOT)
+    assert not found, "\n".join(" → ".join(c) for c in found)
+
+
+def test_functions_and_modules_stay_short():
+    assert not size_violations(ROOT), "\n".join(size_violations(ROOT))
 
 
 def test_core_never_imports_streamlit():
-    names = sorted(n for n in modules() if n.startswith("semdedup_core") and not n.endswith("__main__"))
+    assert not streamlit_in_core(ROOT)
+    names = sorted(n for n in modules(ROOT) if n.startswith("semdedup_core") and not n.endswith("__main__"))
     code = (
         "import importlib, sys\n"
         f"for m in {names!r}:\n"
@@ -193,10 +201,95 @@ def test_core_never_imports_streamlit():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert p.returncode == 0, p.stderr
-    for path in CORE.rglob("*.py"):
-        assert "import streamlit" not in path.read_text(), path
 
 
+def test_folders_show_the_layers():
+    core = ROOT / "semdedup_core"
+    pieces = {p.name for p in core.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert pieces == set(PIECES)
+    assert {p.name for p in core.glob("*.py")} == {"__init__.py", "__main__.py", "_version.py", "errors.py"}
+
+
+# -- each checker finds a planted violation -----------------------------------------------------------
+def plant(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A small tree: the core's and the app's packages, plus ``files`` (path → source)."""
+    packages = ["semdedup_core", "semdedup_app"]
+    packages += [p.replace(".", "/") for p in LAYERS if p.count(".") == 1 and p.split(".")[1] in PIECES]
+    for pkg in packages:
+        (tmp_path / pkg).mkdir(parents=True, exist_ok=True)
+        (tmp_path / pkg / "__init__.py").touch()
+    (tmp_path / "pages").mkdir(exist_ok=True)
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    return tmp_path
+
+
+def test_a_kernel_reading_the_results_folder_is_found(tmp_path):
+    root = plant(
+        tmp_path, {"semdedup_core/kernels/k.py": "from ..results import io\n", "semdedup_core/results/io.py": ""}
+    )
+    assert layer_violations(root) == ["semdedup_core.kernels.k (layer 1) imports semdedup_core.results.io (layer 2)"]
+
+
+def test_the_run_importing_ingest_lazily_is_found(tmp_path):
+    root = plant(
+        tmp_path,
+        {"semdedup_core/run/p.py": "def f():\n    from ..ingest import raw\n", "semdedup_core/ingest/raw.py": ""},
+    )
+    assert layer_violations(root) == ["semdedup_core.run.p (layer 3) imports semdedup_core.ingest.raw (layer 4)"]
+
+
+def test_pieces_of_one_layer_importing_each_other_are_found(tmp_path):
+    root = plant(
+        tmp_path, {"semdedup_core/audit/a.py": "import semdedup_core.ingest.x\n", "semdedup_core/ingest/x.py": ""}
+    )
+    assert layer_violations(root) == ["semdedup_core.audit.a (layer 4) imports semdedup_core.ingest.x (layer 4)"]
+
+
+def test_a_page_reaching_into_the_core_is_found(tmp_path):
+    root = plant(
+        tmp_path,
+        {
+            "pages/1_x.py": "from semdedup_core.results.folder import ResultsFolder\n",
+            "semdedup_core/results/folder.py": "",
+        },
+    )
+    assert layer_violations(root) == [
+        "pages.1_x (a page) imports semdedup_core.results.folder; go through semdedup_app"
+    ]
+    ok = plant(
+        tmp_path / "ok",
+        {
+            "app.py": "import semdedup_app\nfrom semdedup_core.explore import pairs\n",
+            "semdedup_core/explore/pairs.py": "",
+        },
+    )
+    assert layer_violations(ok) == []
+
+
+def test_a_planted_cycle_is_found(tmp_path):
+    root = plant(
+        tmp_path, {"semdedup_core/run/a.py": "from . import b\n", "semdedup_core/run/b.py": "from . import a\n"}
+    )
+    assert cycles(root) == [["semdedup_core.run.a", "semdedup_core.run.b", "semdedup_core.run.a"]]
+
+
+def test_a_long_function_and_a_long_module_are_found(tmp_path):
+    body = "def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES
+    root = plant(tmp_path, {"semdedup_core/run/f.py": body, "semdedup_app/m.py": "x = 1\n" * (MAX_MODULE_LINES + 1)})
+    assert sorted(size_violations(root)) == [
+        f"semdedup_app.m: {MAX_MODULE_LINES + 1} lines",
+        f"semdedup_core.run.f.f: {MAX_FUNCTION_LINES + 1} lines",
+    ]
+
+
+def test_streamlit_in_the_core_is_found(tmp_path):
+    root = plant(tmp_path, {"semdedup_core/explore/view.py": "def show():\n    import streamlit as st\n"})
+    assert streamlit_in_core(root) == ["semdedup_core.explore.view"]
+
+
+# -- the package's surface and tooling ----------------------------------------------------------------
 def test_public_surface_is_declared():
     assert set(semdedup_core.__all__) == {
         "ClusterConfig",

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import _scene, brute_force_scores
 
-from semdedup_core import ClusterConfig, EmbedConfig, SemDedupError, run_input
+from semdedup_core import ClusterConfig, EmbedConfig, Results, SemDedupError, run_input
 from semdedup_core.ingest.inputs import expand_braces, load_input
 from semdedup_core.media import files as media
 
@@ -126,7 +126,7 @@ def test_webdataset_run_end_to_end(wds, tmp_path):
     errors = pd.read_parquet(out / "errors.parquet")
     assert set(errors["reason"].str.split(" ").str[0]) >= {"no", "duplicate", "unreadable", "shard"}
     assert "broken" in set(errors["id"]) and "broken" not in set(items["id"])
-    emb = np.load(out / "embeddings.npy")
+    emb = np.asarray(Results.load(out).embeddings[np.arange(len(items))])  # a part per shard
     max_sim, dup_of = brute_force_scores(emb, items)
     np.testing.assert_allclose(items["max_sim"], max_sim, atol=1e-5)
     # the planted near-copies (other shard, re-encoded, resized) are each other's closest items

@@ -29,7 +29,7 @@ from ..run.reference import Reference
 from ..run.sources import PARTS, parts_source
 from .embed import EmbedConfig, default_workers
 from .encoders import get_encoder
-from .inputs import reader_for
+from .inputs import check_options, reader_for
 from .parts import PartEmbedder, PartSpec, claim, fingerprint, plan_parts, specs_json
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def run_input(
     """
     embed = embed or EmbedConfig()
     config = config or DedupConfig()
+    check_options(input_path, text_column=embed.text_column, image_column=embed.image_column, id_column=embed.id_column)
     plan = plan_parts(input_path, embed, part_rows)
     specs, modality = plan.specs, plan.modality
     precomputed = specs[0].kind == "emb" if specs else False
@@ -209,9 +210,9 @@ def _reference_specs(reference: Any, ids: Any, config: Any, embed: EmbedConfig, 
     if ids is not None:
         raise SemDedupError("--reference-ids applies to a reference .npy file; raw reference data has its own ids")
     try:
+        check_options(p, text_column=embed.text_column, image_column=embed.image_column, id_column=embed.id_column)
         ref_plan = plan_parts(p, embed)
         specs, ref_modality = ref_plan.specs, ref_plan.modality
-        reader_for(p)
     except SemDedupError as exc:
         raise SemDedupError(f"reference set: {exc}") from None
     if (specs[0].kind == "emb") != precomputed:

@@ -38,6 +38,7 @@ __all__ = [
     "load_shards",
     "load_table",
     "load_webdataset",
+    "check_options",
     "read_table",
     "reader_for",
     "wds_shards",
@@ -139,18 +140,25 @@ def load_input(
     a table, a folder of embedding shards, webdataset ``.tar`` shards (a folder, one shard, or a brace
     pattern such as ``shards/{00000..00099}.tar``), or a Hugging Face dataset saved with ``save_to_disk``.
     A column option the reader does not take is refused, naming it."""
-    reader = reader_for(path)
+    reader = check_options(path, text_column=text_column, image_column=image_column, id_column=id_column)
     given = {"text_column": text_column, "image_column": image_column, "id_column": id_column}
-    extra = [_OPTION_FLAGS[k] for k, v in given.items() if v and k not in reader.options]
+    options = {k: v for k, v in {**given, "max_text_chars": max_text_chars}.items() if k in reader.options}
+    return reader.load(str(path), **options)
+
+
+def check_options(path: str | os.PathLike[str], **columns: str | None) -> Reader:
+    """The reader of ``path``, once the column options given (``text_column``, ``image_column``,
+    ``id_column``) are ones it takes; raises naming the options and the fix otherwise."""
+    reader = reader_for(path)
+    extra = [_OPTION_FLAGS[k] for k, v in columns.items() if v and k not in reader.options]
+    if extra and reader.name == "webdataset":
+        raise SemDedupError(
+            "--text-column/--image-column do not apply to webdataset shards: images are embedded and each "
+            "sample's txt is carried as text; drop them"
+        )
     if extra:
-        if reader.name == "webdataset":
-            raise SemDedupError(
-                "--text-column/--image-column do not apply to webdataset shards: images are embedded and each "
-                "sample's txt is carried as text; drop them"
-            )
         raise SemDedupError(
             f"--text-column/--image-column/--id-column apply to tables, but {str(path)!r} is a folder of images; "
             "drop them or pass a .parquet/.csv/.jsonl file"
         )
-    options = {k: v for k, v in {**given, "max_text_chars": max_text_chars}.items() if k in reader.options}
-    return reader.load(str(path), **options)
+    return reader
