@@ -92,7 +92,7 @@ else:
     found = sa.groups(res, e)
     table = found.table
     st.caption(
-        f"{sa.fmt_int(found.n_groups)} kept items caused the {sa.fmt_int(len(found.rows))} removals at ε = {e:.4f}. "
+        f"{sa.fmt_int(found.n_groups)} kept items caused the {sa.fmt_int(found.n_removed)} removals at ε = {e:.4f}. "
         "Indented items are chains: removed as a duplicate of an item that is itself removed."
     )
     if table.empty:

@@ -18,6 +18,7 @@ from semdedup_core import Results, SemDedupError
 from semdedup_core.explore import clusters as sd_clusters
 from semdedup_core.explore import compare, curve, leakage, maps, pairs, report
 from semdedup_core.explore import export as sd_export
+from semdedup_core.explore import groups as sd_groups
 
 from . import access
 from .cache import per_run, stamp
@@ -119,10 +120,10 @@ GROUPS_SHOWN = 500  # the groups the Pairs page offers (the largest first)
 
 
 @per_run(resource=True)
-def groups(res: Results, e: float) -> pairs.Groups:
-    """The groups at ``e``: each removed item's kept root and chain depth, the largest groups in a table
-    (work in proportion to the removed items)."""
-    return pairs.removal_groups(res, float(e), limit=GROUPS_SHOWN)
+def groups(res: Results, e: float) -> sd_groups.Groups:
+    """The groups at ``e``: how many kept items caused the removals, the largest groups in a table, and each
+    group's members on demand (from an index built once per folder: see ``explore/groups.py``)."""
+    return sd_groups.removal_groups(res, float(e), limit=GROUPS_SHOWN)
 
 
 @per_run(max_entries=4)

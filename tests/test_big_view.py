@@ -25,6 +25,7 @@ from semdedup_core.cli import main
 from semdedup_core.explore import curve, pairs
 from semdedup_core.explore.clusters import cluster_table, clusters_with_removals, n_cross_cluster, n_removed_per_cluster
 from semdedup_core.explore.export import export_frame
+from semdedup_core.explore.groups import removal_groups
 from semdedup_core.kernels.rules import removed_by_score, threshold32
 from semdedup_core.results import checks, io
 from semdedup_core.results import results as results_module
@@ -349,17 +350,22 @@ def test_counts_orders_and_tables_equal_the_plain_computation(chunked, tmp_path)
         res.rows(pick, ["id", "max_sim", "dup_of"]), res.items.iloc[pick][["id", "max_sim", "dup_of"]]
     )
     np.testing.assert_array_equal(res.column("rank"), res.items["rank"].to_numpy())
-    # groups from the removed items alone equal the groups from whole-run arrays
-    removed = res.removed_mask(0.1)
-    root, depth = pairs.chain_roots(res.dup_rows, removed)
-    groups = pairs.removal_groups(res, 0.1)
-    np.testing.assert_array_equal(groups.rows, np.flatnonzero(removed))
-    np.testing.assert_array_equal(groups.root, root[removed])
-    np.testing.assert_array_equal(groups.depth, depth[removed])
-    pd.testing.assert_frame_equal(groups.table, pairs.groups_table(res, root, removed))
-    first = int(groups.table["row"][0])
-    rank = res.column("rank")
-    assert groups.tree(first, res.dup_rows, rank) == pairs.group_tree(first, root, res.dup_rows, removed, rank)
+    # groups from the index equal the groups of following every chain link by link (ties and scores above 1)
+    for eps in (0.0, 0.03, 0.1, 0.5):
+        removed = res.removed_mask(eps)
+        root = np.arange(res.n_items)
+        for i in np.flatnonzero(removed):
+            while removed[root[i]]:
+                root[i] = res.dup_rows[root[i]]
+        found = removal_groups(res, eps)
+        assert sorted(found.rows.tolist()) == np.flatnonzero(removed).tolist()
+        kept, counts = np.unique(root[removed], return_counts=True)
+        assert found.n_groups == len(kept)
+        assert dict(zip(found.table["row"], found.table["removed"], strict=True)) == dict(
+            zip(kept, counts, strict=True)
+        )
+        for r in kept[:10]:
+            np.testing.assert_array_equal(found.members(int(r)), np.flatnonzero(removed & (root == r)))
 
 
 def test_threshold32_gives_the_float64_comparison():

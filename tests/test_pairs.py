@@ -14,10 +14,8 @@ from markdown_it import MarkdownIt
 
 from semdedup_app.markdown import diff_markdown, escape_markdown
 from semdedup_core import Results, SemDedupError
+from semdedup_core.explore.groups import Groups, build_index, removal_groups
 from semdedup_core.explore.pairs import (
-    chain_roots,
-    group_tree,
-    groups_table,
     page,
     pairs_frame,
     showcase_pairs,
@@ -48,61 +46,76 @@ def test_dup_rows_maps_ids_to_rows(tmp_path):
     assert hand_results(tmp_path).dup_rows.tolist() == [-1, 0, 1, 0, -1, 4]
 
 
-def test_chain_roots_follow_removed_predecessors(tmp_path):
+def walk_roots(dup: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Each item's group: follow dup_of while the item is removed (the definition, link by link)."""
+    root = np.arange(len(dup))
+    for i in range(len(dup)):
+        while removed[root[i]]:
+            root[i] = dup[root[i]]
+    return root
+
+
+def test_groups_follow_removed_predecessors(tmp_path):
     res = hand_results(tmp_path)
-    dup = res.dup_rows
-    removed = res.removed_mask(0.06)  # threshold 0.94: b, c, f go; d (0.90) stays
-    assert removed.tolist() == [False, True, True, False, False, True]
-    root, depth = chain_roots(dup, removed)
-    assert root.tolist() == [0, 0, 0, 3, 4, 4]
-    assert depth.tolist() == [0, 1, 2, 0, 0, 1]
+    found = removal_groups(res, 0.06)  # threshold 0.94: b, c, f go; d (0.90) stays
+    assert found.n_removed == 3 and found.n_groups == 2
+    assert found.table["id"].tolist() == ["a", "e"] and found.table["removed"].tolist() == [2, 1]
+    assert found.members(0).tolist() == [1, 2]  # b, and c through b (a chain a → b → c)
     # at a stricter ε, c's predecessor b is kept, so the chain ends at b
-    removed = res.removed_mask(0.04)  # threshold 0.96: b and f
-    root, depth = chain_roots(dup, removed)
-    assert root.tolist() == [0, 0, 2, 3, 4, 4]
+    found = removal_groups(res, 0.04)  # threshold 0.96: b and f
+    assert found.table["id"].tolist() == ["a", "e"] and found.members(0).tolist() == [1]
 
 
-def test_long_chain_is_resolved_by_pointer_jumping():
+def test_a_long_chain_is_one_group():
     n = 1000
     dup = np.arange(-1, n - 1)  # item i duplicates i - 1
-    removed = np.arange(n) > 0
-    root, depth = chain_roots(dup, removed)
-    assert (root == 0).all()
-    assert depth.tolist() == list(range(n))
+    falling = np.r_[-1.0, np.linspace(0.99, 0.9, n - 1)].astype(np.float32)  # each less similar than the last
+    index = build_index(falling, dup)
+    assert (index.top == 0).all()  # when an item goes, the ones before it are gone already: it joins item 0
+    rising = np.r_[-1.0, np.linspace(0.9, 0.99, n - 1)].astype(np.float32)  # each more similar than the last
+    index = build_index(rising, dup)
+    assert index.size[index.order == 1].tolist() == [n - 1]  # item 1 goes last, with all the others behind it
+    for eps in (0.015, 0.05, 0.2):  # the items above 1 - eps are the chain's end: one group under the last kept
+        removed = rising > np.float32(1 - eps)
+        found = Groups(index, int(removed.sum()), 0, pd.DataFrame(), rising, np.float32(1 - eps))
+        first = int(np.argmax(removed))
+        np.testing.assert_array_equal(found.members(first - 1), np.arange(first, n))
 
 
-def test_chain_roots_match_a_walk_on_a_random_forest():
-    """Short chains (walked step by step) and long ones (left to pointer jumping) in one forest, against
-    following each chain link by link."""
+def test_groups_match_a_walk_on_a_random_forest(tmp_path):
+    """Chains long and short, many tied scores, exact copies above 1: at every ε, every group's size and
+    members as following each chain link by link gives."""
     rng = np.random.default_rng(3)
     n = 3000
     dup = np.full(n, -1)
     for i in range(1, n):
         if rng.random() < 0.9:  # a predecessor: mostly the one just before (long chains), else any earlier
             dup[i] = i - 1 if rng.random() < 0.7 else int(rng.integers(0, i))
-    deepest = 0
-    for share in (0.2, 0.6, 0.95):
-        removed = (dup >= 0) & (rng.random(n) < share)
-        root, depth = chain_roots(dup, removed)
-        for i in range(n):
-            r, d = i, 0
-            while removed[r]:
-                r, d = dup[r], d + 1
-            assert (root[i], depth[i]) == (r, d)
-        deepest = max(deepest, int(depth.max()))
-    assert deepest > 16  # the pointer-jumping part ran
+    levels = np.r_[np.linspace(0.5, 1.0, 40), 1.0000001].astype(np.float32)
+    scores = np.where(dup >= 0, rng.choice(levels, n), -1.0).astype(np.float32)
+    index = build_index(scores, dup)
+    for eps in (0.0, 0.01, 0.1, 0.25, 0.5):
+        removed = scores > np.float32(1 - eps)
+        root = walk_roots(dup, removed)
+        want = np.bincount(root[removed], minlength=n)
+        m = int(removed.sum())
+        starts = index.top_score[:m] <= np.float32(1 - eps)
+        got = np.bincount(index.top[:m][starts], weights=index.size[:m][starts], minlength=n).astype(int)
+        np.testing.assert_array_equal(got, want)
+        for r in np.flatnonzero(want)[:20]:
+            members = np.sort(np.flatnonzero(removed & (root == r)))
+            found = Groups(index, m, 0, pd.DataFrame(), scores, np.float32(1 - eps))
+            np.testing.assert_array_equal(found.members(int(r)), members)
+    assert np.bincount(np.maximum(dup, 0))[0] > 0
 
 
 def test_group_tree_shows_chains_under_their_cause(tmp_path):
     res = hand_results(tmp_path)
-    dup = res.dup_rows
-    removed = res.removed_mask(0.2)  # b, c, d, f
-    root, _ = chain_roots(dup, removed)
-    tree = group_tree(0, root, dup, removed, res.items["rank"].to_numpy())
+    found = removal_groups(res, 0.2)  # b, c, d, f
+    tree = found.tree(0, res.dup_rows, res.items["rank"].to_numpy())
     assert tree == [(0, 0), (1, 1), (2, 2), (3, 1)]  # a; b; c under b (a chain a→b→c); d
-    table = groups_table(res, root, removed)
-    assert table["id"].tolist() == ["a", "e"] and table["removed"].tolist() == [3, 1]
-    assert table["removed"].sum() == res.n_removed(0.2)
+    assert found.table["id"].tolist() == ["a", "e"] and found.table["removed"].tolist() == [3, 1]
+    assert found.table["removed"].sum() == res.n_removed(0.2) == found.n_removed
 
 
 def test_pairs_frame_counts_sorts_and_filters(tmp_path):

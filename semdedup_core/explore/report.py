@@ -27,7 +27,7 @@ from ..errors import SemDedupError
 from ..media.images import data_uri, thumbnail
 from ..results import io
 from ..results.rules import check_eps
-from . import clusters, curve, pairs
+from . import clusters, curve, groups, pairs
 
 if TYPE_CHECKING:
     from ..results.results import Results
@@ -292,15 +292,14 @@ def _pairs_section(items: _Items, frame: Any, eps: float) -> str:
 
 
 def _groups_section(results: Results, items: _Items, eps: float, n_groups: int) -> str:
-    removed = results.removed_mask(eps)
-    roots, _depth = pairs.chain_roots(results.dup_rows, removed)
-    table = pairs.groups_table(results, roots, removed).head(n_groups)
+    found = groups.removal_groups(results, eps, limit=n_groups)
+    table = found.table
     if table.empty:
         return '<p class="empty">Nothing is a duplicate at this threshold.</p>'
     rank = results.column("rank")
     out = []
     for root, count in zip(table["row"], table["removed"], strict=True):
-        tree = pairs.group_tree(int(root), roots, results.dup_rows, removed, rank)
+        tree = found.tree(int(root), results.dup_rows, rank)
         members = tree[1 : 1 + GROUP_MEMBERS]
         cells = [f'<figure class="member root">{items.caption(int(root), "kept")}{items.body(int(root))}</figure>']
         for row, depth in members:
