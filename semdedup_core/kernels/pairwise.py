@@ -83,27 +83,35 @@ def _check_precision(precision: str) -> None:
         raise SemDedupError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
-def _score_blocks(e: Any, block: int, skip: Any, tol: float, out: tuple[Any, Any, Any]) -> None:
+def _best_two(sims: Any, dim: int, tol: float) -> tuple[Any, Any, Any]:
+    """The best similarity along ``dim``, its position, and whether the runner-up lies within ``tol`` of it
+    (one ``topk`` pass, as fast as ``max``). On a tie the position may be either: the exact cosines decide
+    those rows (ties to the lowest position)."""
+    top = sims.topk(min(2, sims.shape[dim]), dim=dim)
+    best, where = top.values.select(dim, 0), top.indices.select(dim, 0)
+    if sims.shape[dim] < 2:
+        return best, where, best != best  # all False
+    return best, where, top.values.select(dim, 1) >= best - tol
+
+
+def _score_blocks(e: Any, block: int, skip: Any, tol: float, square: Any, out: tuple[Any, Any, Any]) -> None:
     """The blockwise kernel on one cluster's rows ``e`` (a device tensor, keep order): fills ``out`` =
     (best similarity, its position, whether another candidate lies within ``tol``) for rows 1.., a block
-    of rows at a time. ``skip``: columns that are never candidates (later copies), or ``None``."""
-    import torch
-
+    of rows at a time. ``skip``: columns that are never candidates (later copies), or ``None``; ``square``:
+    an upper-triangular mask (diagonal included) of at least ``block`` rows."""
     out_sim, out_arg, out_near = out
     m = e.shape[0]
-    # row start+i may only see columns < start+i: in the block's own square, the diagonal and above
-    square = torch.ones(block, block, dtype=torch.bool, device=e.device).triu_()
     for start in range(1, m, block):  # row 0 has no predecessor
         stop = min(start + block, m)
         sims = e[start:stop] @ e[:stop].T  # (stop-start) × stop: only earlier columns are computed
         b = stop - start
-        sims[:, start:stop].masked_fill_(square[:b, :b], float("-inf"))
+        sims[:, start:stop].masked_fill_(square[:b, :b], float("-inf"))  # row start+i sees columns < start+i
         if skip is not None:
             sims.masked_fill_(skip[None, :stop], float("-inf"))
-        best, where = sims.max(dim=1)
+        best, where, near = _best_two(sims, 1, tol)
         out_sim[start:stop] = best.float()
         out_arg[start:stop] = where
-        out_near[start:stop] = (sims >= (best - tol)[:, None]).sum(dim=1) > 1
+        out_near[start:stop] = near
 
 
 CPU_BATCHED_ROW_ELEMENTS = 16_384  # on a CPU, batch clusters of at most this many elements per row × size
@@ -176,8 +184,7 @@ def _score_batch(e: Any, starts: Any, sizes: Any, big: int, skip: Any, tol: floa
     sims.masked_fill_(torch.ones(big, big, dtype=torch.bool, device=e.device).triu_(), float("-inf"))
     if skip is not None:
         sims.masked_fill_(skip[safe][:, None, :], float("-inf"))
-    best, where = sims.max(dim=2)  # the first (lowest) position on ties, as in _score_blocks
-    near = (sims >= (best - tol)[..., None]).sum(dim=2) > 1
+    best, where, near = _best_two(sims, 2, tol)
     target = torch.where(valid, pos, spare).flatten()
     out_sim.index_put_((target,), best.flatten().float())
     out_arg.index_put_((target,), where.flatten())
@@ -306,11 +313,14 @@ def _fast_scores(e_host, offsets, skip, device, precision, block_size, max_block
             torch.full((n + 1,), -1, dtype=torch.int64, device=device),
             torch.zeros((n + 1,), dtype=torch.bool, device=device),
         )
+        blocks = {int(j): block_size or block_rows(int(sizes[j]), max_block_bytes, itemsize) for j in single}
+        side = min(max(blocks.values(), default=1), int(sizes.max(initial=1)))
+        square = torch.ones(side, side, dtype=torch.bool, device=device).triu_()  # one mask for every cluster
         for j in single:
             lo, hi = int(offsets[j]), int(offsets[j + 1])
-            block = block_size or block_rows(hi - lo, max_block_bytes, itemsize)
             cluster_skip = None if skip_t is None else skip_t[lo:hi]
-            _score_blocks(e[lo:hi], block, cluster_skip, tol, (out[0][lo:hi], out[1][lo:hi], out[2][lo:hi]))
+            parts = (out[0][lo:hi], out[1][lo:hi], out[2][lo:hi])
+            _score_blocks(e[lo:hi], min(blocks[int(j)], side), cluster_skip, tol, square, parts)
         if batches:  # every batch's starts and sizes go to the device in one copy
             flat = np.concatenate(batches)
             bounds = np.cumsum([0] + [len(b) for b in batches])
@@ -427,9 +437,8 @@ def _fast_matches(queries, targets, query_pos, target_pos, skip, block, device, 
                 sims.masked_fill_(torch.ge(tpos[None, :], qpos[:, None], out=later[: stop - start]), float("-inf"))
             if tskip is not None:
                 sims.masked_fill_(tskip[None, :], float("-inf"))
-            best, where = sims.max(dim=1)
+            best, where, close = _best_two(sims, 1, tol)
             found = torch.isfinite(best)
-            close = (sims >= (best - tol)[:, None]).sum(dim=1) > 1
             arg[start:stop] = np.where(found.cpu().numpy(), where.cpu().numpy(), -1)
             near[start:stop] = (close & found).cpu().numpy()
     return near
