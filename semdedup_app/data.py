@@ -7,6 +7,7 @@ call of ``semdedup_core``.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,14 @@ MAX_CLUSTER_OPTIONS = 20_000  # beyond this many clusters with removals, the Pai
 def _load(path: str, stamp: int) -> Results:
     res = Results.load(path)
     res.check_strings_in_background()  # a big folder's string checks: the pages ask strings_problem
+    if res.n_items > GROUPS_IN_BACKGROUND:  # the Groups view's index, ready before anyone asks for it
+        threading.Thread(target=sd_groups.group_index, args=(res,), name="semdedup-groups", daemon=True).start()
     return res
+
+
+GROUPS_IN_BACKGROUND = 1_000_000
+"""Above this many items the index of the Groups view (seconds at 20,000,000 items) is built in a background
+thread as the folder opens; below, on first use (a fraction of a second)."""
 
 
 def load(path: str | Path) -> Results:

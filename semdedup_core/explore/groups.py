@@ -31,30 +31,23 @@ if TYPE_CHECKING:
 class GroupIndex:
     """The ε-independent index (see the module docstring). ``order``: the items with a ``dup_of``, by score
     descending (ties by row) — the order ε removes them in; aligned with it, ``top`` (the item whose group
-    each joins when removed), ``top_score`` and ``size`` (items joining with it, itself included);
-    ``by_top`` (those items sorted by top) and ``top_sorted`` find the items that join a given one."""
+    each joins when removed), ``top_score`` and ``size`` (items joining with it, itself included)."""
 
     order: np.ndarray
     top: np.ndarray
     top_score: np.ndarray
     size: np.ndarray
-    by_top: np.ndarray
-    top_sorted: np.ndarray
-
-    def joining(self, rows: np.ndarray) -> np.ndarray:
-        """The items whose top is one of ``rows``."""
-        lo = np.searchsorted(self.top_sorted, rows, side="left")
-        hi = np.searchsorted(self.top_sorted, rows, side="right")
-        return np.concatenate([self.by_top[a:b] for a, b in zip(lo, hi, strict=True)]) if len(rows) else rows
 
 
-def build_index(scores: np.ndarray, dup_rows: np.ndarray) -> GroupIndex:
-    """The index of a run's scores and ``dup_of`` rows (a forest: every ``dup_of`` is an earlier item)."""
+def build_index(scores: np.ndarray, dup_rows: np.ndarray, order: np.ndarray | None = None) -> GroupIndex:
+    """The index of a run's scores and ``dup_of`` rows (a forest: every ``dup_of`` is an earlier item).
+    ``order``: every row by score descending, ties by row, when the caller has it (``Results.score_order``)."""
     scores = np.asarray(scores, dtype=np.float32)
     dup = np.asarray(dup_rows, dtype=np.int64)
     n = len(scores)
     has = dup >= 0
-    order = np.lexsort((np.arange(n), -scores.astype(np.float64)))
+    if order is None:
+        order = np.lexsort((np.arange(n), -scores.astype(np.float64)))
     order = order[has[order]]
     top = np.where(has, dup, -1)
     todo = np.flatnonzero(has)
@@ -66,15 +59,8 @@ def build_index(scores: np.ndarray, dup_rows: np.ndarray) -> GroupIndex:
         todo = todo[jump]
         top[todo] = top[c[jump]]
     size = _subtree_sizes(top, has)
-    by_top = order[np.argsort(top[order], kind="stable")].astype(np.int64)
-    return GroupIndex(
-        order=order.astype(np.int64),
-        top=top[order],
-        top_score=scores[top[order]],
-        size=size[order],
-        by_top=by_top,
-        top_sorted=top[by_top],
-    )
+    rows = np.int32 if n < 2**31 else np.int64  # the index of 20,000,000 items in ~0.3 GB
+    return GroupIndex(order.astype(rows), top[order].astype(rows), scores[top[order]], size[order].astype(rows))
 
 
 def _subtree_sizes(top: np.ndarray, has: np.ndarray) -> np.ndarray:
@@ -90,17 +76,21 @@ def _subtree_sizes(top: np.ndarray, has: np.ndarray) -> np.ndarray:
         anc[live] = anc[a]
         live = live[has[anc[live]]]
     size = np.ones(n, dtype=np.int64)
-    items = np.flatnonzero(has)
-    items = items[np.argsort(-depth[items], kind="stable")]
-    levels = np.flatnonzero(np.diff(depth[items])) + 1
-    for part in np.split(items, levels):
+    deepest = int(depth.max(initial=0))
+    key = (deepest - depth).astype(np.uint16 if deepest < 2**16 else np.int64)  # uint16: a radix sort, O(n)
+    by_depth = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[by_depth], np.arange(deepest + 1), side="left")
+    for level in range(deepest):  # deepest first: a level's items all lie below the next one's
+        part = by_depth[bounds[level] : bounds[level + 1]]
         np.add.at(size, top[part], size[part])
     return size
 
 
 def group_index(results: Results) -> GroupIndex:
     """The index of ``results``, built once per folder (:meth:`~semdedup_core.results.results.Results.memo`)."""
-    return results.memo("group_index", lambda: build_index(results.scores, results.dup_rows))
+    return results.memo(
+        "group_index", lambda: build_index(results.scores, results.dup_rows, results.score_order(descending=True))
+    )
 
 
 @dataclass(frozen=True)
@@ -121,14 +111,19 @@ class Groups:
         return self.index.order[: self.n_removed]
 
     def members(self, root: int) -> np.ndarray:
-        """The items removed because of the kept item ``root`` (chains included), ascending."""
-        first = self.index.joining(np.array([root], dtype=np.int64))
-        frontier = first[self.scores[first] > self.thr]
+        """The items removed because of the kept item ``root`` (chains included), ascending: the removed
+        items that join ``root``, those that join them, and so on (a scan of the removed items' tops per
+        step of the tree, only as deep as the group)."""
+        tops, rows = self.index.top[: self.n_removed], self.index.order[: self.n_removed]
+        mark = np.zeros(len(self.scores), dtype=bool)
+        frontier = rows[tops == root]
         found = [frontier]
-        while len(frontier):  # an item that joined a removed item is removed too
-            frontier = self.index.joining(frontier)
+        while len(frontier):  # an item that joined a removed item is removed with it
+            mark[:] = False
+            mark[frontier] = True
+            frontier = rows[mark[tops]]
             found.append(frontier)
-        return np.sort(np.concatenate(found))
+        return np.sort(np.concatenate(found)).astype(np.int64)
 
     def tree(self, root: int, dup_row: np.ndarray, rank: np.ndarray) -> list[tuple[int, int]]:
         """The group of ``root`` as ``(row, depth)`` in tree order: the root (depth 0), then each item it

@@ -55,12 +55,15 @@ class Results:
         self._strings: bool | SemDedupError | None = True  # the string checks: to do (None), passed, or failed
         self._strings_lock = threading.Lock()
         self._memo: dict[str, Any] = {}
-        self._memo_lock = threading.RLock()
+        self._memo_lock = threading.Lock()
+        self._memo_locks: dict[str, threading.Lock] = {}
 
     def memo(self, name: str, compute: Any) -> Any:
         """``compute()`` once per folder and ``name``, kept with this :class:`Results` (thread-safe): what the
         explorer derives from a run (per-cluster statistics, sorted orders) is computed once and shared."""
-        with self._memo_lock:
+        with self._memo_lock:  # one lock per name: a long computation never holds up the others
+            lock = self._memo_locks.setdefault(name, threading.Lock())
+        with lock:
             if name not in self._memo:
                 self._memo[name] = compute()
             return self._memo[name]
@@ -400,6 +403,7 @@ class Results:
         state.pop("_audited_lock", None)
         state.pop("_strings_lock", None)
         state.pop("_memo_lock", None)
+        state["_memo_locks"] = {}
         state["_audited"] = {}
         return state
 
@@ -407,7 +411,7 @@ class Results:
         self.__dict__.update(state)
         self._audited_lock = threading.Lock()
         self._strings_lock = threading.Lock()
-        self._memo_lock = threading.RLock()
+        self._memo_lock = threading.Lock()
 
     # -- leakage (runs with a reference set) -----------------------------------------------------
     @property
