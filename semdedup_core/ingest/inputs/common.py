@@ -48,6 +48,26 @@ class Items:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def of_columns(
+        cls, kind: str, ids: list[str], paths: list | None, texts: list | None, carried: Any, **facts: Any
+    ) -> Items:
+        """The items of a table-like input: ``path`` and/or ``text`` first among the carried columns, the
+        images embedded when there are paths (texts then carried), else the texts."""
+        import pandas as pd
+
+        front = {k: v for k, v in (("path", paths), ("text", texts)) if v is not None}
+        modality = "image" if paths is not None else "text"
+        return cls(
+            kind=kind,
+            modality=modality,
+            ids=ids,
+            columns=pd.concat([pd.DataFrame(front), carried], axis=1),
+            paths=paths if modality == "image" else None,
+            texts=texts if modality == "text" else None,
+            **facts,
+        )
+
     def fingerprint(self) -> str:
         """Identity of the candidate items (ids, paths or texts, file sizes and times)."""
         h = hashlib.blake2b(digest_size=16)

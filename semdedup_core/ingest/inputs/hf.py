@@ -66,29 +66,17 @@ def load_hf_dataset(
                 continue
         keep_rows.append(row)
     carried = _carried(df, [text_column, id_column]).iloc[keep_rows].reset_index(drop=True)
-    front: dict[str, Any] = {}
-    if image_column:
-        front["path"] = [refs[r] for r in keep_rows]
-    if texts_all is not None:
-        front["text"] = [None if texts_all[r] is None else str(texts_all[r]) for r in keep_rows]
-    columns = pd.concat([pd.DataFrame(front), carried], axis=1)
-    modality = "image" if image_column else "text"
-    return Items(
-        kind="hf",
-        modality=modality,
-        ids=[ids_all[r] for r in keep_rows],  # type: ignore[misc]
-        columns=columns,
-        paths=front.get("path") if modality == "image" else None,
-        texts=front.get("text") if modality == "text" else None,
+    texts = None if texts_all is None else [None if texts_all[r] is None else str(texts_all[r]) for r in keep_rows]
+    source = {"kind": "hf", "path": str(folder), "text_column": text_column, "image_column": image_column}
+    return Items.of_columns(
+        "hf",
+        [ids_all[r] for r in keep_rows],  # type: ignore[misc]
+        [refs[r] for r in keep_rows] if image_column else None,
+        texts,
+        carried,
         errors=errors,
         n_input=n,
-        source={
-            "kind": "hf",
-            "path": str(folder),
-            "text_column": text_column,
-            "image_column": image_column,
-            "id_column": id_column,
-        },
+        source={**source, "id_column": id_column},
         files=[str(f) for f, _ in tables],
     )
 

@@ -98,32 +98,17 @@ def load_table(
         keep.append(row)
 
     carried = _carried(df, [text_column, image_column, id_column]).iloc[keep].reset_index(drop=True)
-    ids = [ids_all[r] for r in keep]
-    modality = "image" if image_column is not None else "text"
-    front = {}
-    if image_column is not None:
-        front["path"] = [paths_all[r] for r in keep]
-    if texts_all is not None:
-        front["text"] = [None if texts_all[r] is None else str(texts_all[r]) for r in keep]
-    import pandas as pd
-
-    columns = pd.concat([pd.DataFrame(front), carried], axis=1)
-    return Items(
-        kind="table",
-        modality=modality,
-        ids=ids,  # type: ignore[arg-type]
-        columns=columns,
-        paths=front.get("path") if modality == "image" else None,
-        texts=front.get("text") if modality == "text" else None,
+    texts = None if texts_all is None else [None if texts_all[r] is None else str(texts_all[r]) for r in keep]
+    source = {"kind": "table", "path": str(path), "text_column": text_column, "image_column": image_column}
+    return Items.of_columns(
+        "table",
+        [ids_all[r] for r in keep],  # type: ignore[misc]
+        [paths_all[r] for r in keep] if image_column is not None else None,
+        texts,
+        carried,
         errors=errors,
         n_input=n,
-        source={
-            "kind": "table",
-            "path": str(path),
-            "text_column": text_column,
-            "image_column": image_column,
-            "id_column": id_column,
-        },
+        source={**source, "id_column": id_column},
     )
 
 
