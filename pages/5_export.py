@@ -38,12 +38,11 @@ txt_options = [c for c in ("id", "path") if c in res.columns]
 txt_column = c3.radio("TXT lists", txt_options, key="exp_txt", horizontal=True, disabled=fmt != "txt")
 rule = c4.radio(
     "Rule",
-    ("paper", "kept-only", "audited"),
+    sa.REMOVAL_RULES,
     key="exp_rule",
     horizontal=True,
-    help="paper: SemDeDup's rule (chains included). kept-only: remove an item only when it resembles an "
-    "earlier kept item. audited: the paper's rule with the pairs reviewers judged not duplicates taken out "
-    "(Review page); dup_of names the partner that justifies each removal. (Leaked items do not depend on the rule.)",
+    help=" ".join(f"{name}: {sa.rule_words(name)}." for name in sa.REMOVAL_RULES)
+    + " (Leaked items do not depend on the rule.)",
     disabled=which == "leaked",
 )
 if which == "leaked":

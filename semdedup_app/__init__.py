@@ -21,6 +21,7 @@ from . import access, audit, jobs  # noqa: E402
 from .data import (  # noqa: E402
     DOWNLOAD_ROWS,
     MAX_CLUSTER_OPTIONS,
+    REMOVAL_RULES,
     centroid_map,
     cluster_table,
     clusters_with_removals,
@@ -45,6 +46,7 @@ from .data import (  # noqa: E402
     ref_sim_histogram,
     removed_mask,
     report_file,
+    rule_words,
     score_histogram,
     showcase,
 )
@@ -91,6 +93,8 @@ from .widgets import (  # noqa: E402
 
 __all__ = [
     "DOWNLOAD_ROWS",
+    "REMOVAL_RULES",
+    "rule_words",
     "audit",
     "access",
     "centroid_map",

@@ -20,6 +20,7 @@ from semdedup_core.explore import clusters as sd_clusters
 from semdedup_core.explore import compare, curve, leakage, maps, pairs, report
 from semdedup_core.explore import export as sd_export
 from semdedup_core.explore import groups as sd_groups
+from semdedup_core.results import rules as sd_rules
 
 from . import access
 from .cache import per_run, stamp
@@ -49,6 +50,16 @@ def load(path: str | Path) -> Results:
     background (:func:`semdedup_app.widgets.current_results` refuses it if they fail)."""
     p = Path(path).expanduser()
     return _load(str(p.resolve()), stamp(p))
+
+
+# -- the rules ----------------------------------------------------------------------------------------
+REMOVAL_RULES = sd_rules.REMOVAL_RULES
+"""The rules a page offers for removals (the core's rules table)."""
+
+
+def rule_words(name: str) -> str:
+    """The rule ``name`` in plain words (the core's rules table)."""
+    return sd_rules.RULES[name].words
 
 
 # -- the threshold ------------------------------------------------------------------------------------
