@@ -31,7 +31,7 @@ from ..results.folder import ResultsFolder
 from ..results.names import ERRORS, REFERENCE_CARRIED, WORK
 from ..run.config import ClusterConfig, DedupConfig, ReferenceConfig, _check_device, _check_int
 from .encoders import get_encoder
-from .inputs import Items, load_input
+from .inputs import Items, input_fingerprint, load_input
 
 __all__ = ["EmbedConfig", "open_image", "run_input"]
 
@@ -615,7 +615,7 @@ def run_input(
         write_errors(out / ERRORS, errors)
         runtime = encoder.runtime() if encoder is not None else {"backend": "precomputed"}
         facts = {
-            "input": items.source,
+            "input": {**items.source, "fingerprint": input_fingerprint(input_path)},
             "embed": {
                 "identity": identity,
                 "reference_identity": ref_identity,
