@@ -21,6 +21,9 @@ from . import access, audit, jobs  # noqa: E402
 from .data import (  # noqa: E402
     DOWNLOAD_ROWS,
     MAX_CLUSTER_OPTIONS,
+    apply_command,
+    apply_kept,
+    apply_offer,
     centroid_map,
     cluster_table,
     clusters_with_removals,
@@ -90,6 +93,9 @@ from .widgets import (  # noqa: E402
 
 __all__ = [
     "DOWNLOAD_ROWS",
+    "apply_command",
+    "apply_kept",
+    "apply_offer",
     "audit",
     "access",
     "centroid_map",
