@@ -370,3 +370,24 @@ def test_a_killed_apply_resumes(tmp_path):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert not any(q.name.startswith(".") for q in (tmp_path / "out").iterdir())
     assert Results.load(res.path).n_items == 600
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", "b", None, "", "a", "x\ny", "c\u2028", "b", "d", float("nan")],
+        [1, 2, 2, None, 3, 1],
+        [1.5, 2.0, float("nan"), 1.5],
+        [True, False, True],
+    ],
+)
+def test_ids_are_found_as_the_readers_find_them(values):
+    from semdedup_core.ingest.apply.common import reader_ids
+    from semdedup_core.ingest.inputs.common import _clean, _ids_with_errors
+
+    series = pd.DataFrame({"v": values})["v"]
+    want, _ = _ids_with_errors(_clean(series.tolist()), [None] * len(values))
+    assert reader_ids(series).tolist() == want
+    if all(isinstance(v, str) or v is None for v in values):
+        strings = series.astype("string[pyarrow]")
+        assert reader_ids(strings).tolist() == want

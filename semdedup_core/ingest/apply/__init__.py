@@ -50,7 +50,7 @@ class Writer:
     kind: str
     description: str
     output: str
-    unit_ids: Callable[[dict[str, Any]], list[str | None]]
+    unit_ids: Callable[[dict[str, Any]], Any]
     write: Callable[[Task], None]
     options: tuple[str, ...] = ()
 
@@ -179,18 +179,21 @@ def _check_fingerprint(source: dict[str, Any]) -> str:
     return recorded
 
 
-def _kept_units(results: Any, ids: list[str | None], removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _kept_units(results: Any, ids: Any, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per input unit: whether it is an item of the run (``found``) and whether it is kept; refuses an input
-    that does not hold every item of the run."""
-    import pandas as pd
+    that does not hold every item of the run exactly once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    rows = results.row_of_id.get_indexer(pd.Index(ids, dtype=object))
+    results.check_strings()  # unique ids: each unit finds at most one item
+    units = pa.array(np.asarray(ids, dtype=object), type=pa.string())
+    rows = pc.fill_null(pc.index_in(units, value_set=results._arrow().column("id")), -1).to_numpy(zero_copy_only=False)
     found = rows >= 0
     n_found = int(found.sum())
-    if n_found != results.n_items:
+    if n_found != results.n_items or np.bincount(rows[found], minlength=1).max(initial=0) > 1:
         raise SemDedupError(
-            f"the input holds {n_found:,} of the run's {results.n_items:,} items as apply reads it now; "
-            "it was changed or is read differently: rerun on it into a new --out folder, then apply"
+            f"the input holds {n_found:,} units with the ids of the run's {results.n_items:,} items as apply reads "
+            "it now; it was changed or is read differently: rerun on it into a new --out folder, then apply"
         )
     keep = np.zeros(len(rows), dtype=bool)
     keep[found] = ~removed[rows[found]]

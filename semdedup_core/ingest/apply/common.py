@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import SemDedupError
 from ...results import io
+from ...results.io import _BAD_ID_RE2
 
 PROGRESS = "progress.json"
 PARTIAL_SUFFIX = ".apply-partial"
@@ -183,3 +184,31 @@ def batches(n: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of consecutive blocks of ``size`` over ``range(n)``."""
     for lo in range(0, n, size):
         yield lo, min(n, lo + size)
+
+
+def reader_ids(values: Any) -> np.ndarray:
+    """The ids the input readers make of a column's ``values`` (a pandas Series), as an object array with
+    ``None`` where they leave the row out — what ``_ids_with_errors(_clean(values.tolist()))`` of
+    :mod:`semdedup_core.ingest.inputs.common` gives, vectorised: a missing or empty id, one holding a line
+    break or NUL, and every repeat of an earlier valid id are ``None``; the rest are ``str(value)``."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = pd.isna(values).to_numpy(dtype=bool)
+    if pd.api.types.is_string_dtype(values.dtype):
+        texts = values.to_numpy(dtype=object, na_value="")
+    else:
+        texts = np.array(["" if m else str(v) for v, m in zip(values.tolist(), missing, strict=True)], dtype=object)
+    bad = pc.fill_null(pc.match_substring_regex(pa.array(texts, type=pa.string()), _BAD_ID_RE2), True)
+    valid = ~missing & (texts != "") & ~bad.to_numpy(zero_copy_only=False)
+    repeat = pd.Series(texts[valid]).duplicated(keep="first").to_numpy()
+    keep = np.flatnonzero(valid)[~repeat]
+    out = np.full(len(texts), None, dtype=object)
+    out[keep] = texts[keep]
+    return out
+
+
+def row_numbers(n: int) -> np.ndarray:
+    """The default ids of ``n`` rows: ``"0"``, ``"1"``, …"""
+    return np.arange(n).astype(str).astype(object)

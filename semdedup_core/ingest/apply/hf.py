@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...results import io
-from ..inputs.common import _clean, _ids_with_errors
-from .common import Task, mask_digest
+from .common import Task, mask_digest, reader_ids, row_numbers
 
 
 def _data_files(folder: Path) -> list[Path]:
@@ -25,7 +24,7 @@ def _data_files(folder: Path) -> list[Path]:
     return [folder / f["filename"] for f in state["_data_files"]]
 
 
-def unit_ids(source: dict[str, Any]) -> list[str | None]:
+def unit_ids(source: dict[str, Any]) -> Any:
     """The id of every row, as the reader finds it: the ``--id-column`` values (typed as pandas types the
     whole column), or the global row numbers."""
     import pandas as pd
@@ -37,10 +36,8 @@ def unit_ids(source: dict[str, Any]) -> list[str | None]:
     column = source.get("id_column")
     n = sum(t.num_rows for t in tables)
     if column is None:
-        return [str(i) for i in range(n)]
-    raw = pd.concat([t.select([column]).to_pandas() for t in tables], ignore_index=True)[column].tolist()
-    ids, _ = _ids_with_errors(_clean(raw), [None] * len(raw))
-    return ids
+        return row_numbers(n)
+    return reader_ids(pd.concat([t.select([column]).to_pandas() for t in tables], ignore_index=True)[column])
 
 
 def write(task: Task) -> None:

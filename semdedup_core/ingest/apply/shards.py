@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from ...results import io
-from ..inputs.common import _clean, _ids_with_errors
 from ..inputs.shards import _shard_number
-from .common import Task, batches
+from .common import Task, batches, reader_ids
 from .table import write_parquet_rows
 
 ROWS_PER_COPY = 65_536
@@ -33,7 +32,7 @@ def _meta(folder: Path, emb: Path) -> Path:
     return folder / "metadata" / f"metadata_{_shard_number(emb)}.parquet"
 
 
-def unit_ids(source: dict[str, Any]) -> list[str | None]:
+def unit_ids(source: dict[str, Any]) -> Any:
     """The id of every row of every shard, in shard order."""
     import pandas as pd
     import pyarrow.parquet as pq
@@ -47,9 +46,7 @@ def unit_ids(source: dict[str, Any]) -> list[str | None]:
             f"{_shard_number(f)}:{r}" for f in files for r in range(pq.ParquetFile(_meta(folder, f)).metadata.num_rows)
         ]
     raw = pd.concat([pd.read_parquet(_meta(folder, f), columns=[column]) for f in files], ignore_index=True)
-    values = raw[column].tolist()
-    ids, _ = _ids_with_errors(_clean(values), [None] * len(values))
-    return ids
+    return reader_ids(raw[column])
 
 
 def write(task: Task) -> None:

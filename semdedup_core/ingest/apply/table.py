@@ -19,24 +19,19 @@ import numpy as np
 
 from ...errors import SemDedupError
 from ...results import io
-from ..inputs.common import _clean, _ids_with_errors
-from .common import Task
+from .common import Task, reader_ids, row_numbers
 
 
-def unit_ids(source: dict[str, Any]) -> list[str | None]:
+def unit_ids(source: dict[str, Any]) -> np.ndarray:
     """The id of every row of the table, as the reader finds it (``None`` for a row it leaves out: a
     missing, repeated or unusable id)."""
     path = Path(source["path"])
     column = source.get("id_column")
-    suffix = path.suffix.lower()
     if column is None:
-        return [str(i) for i in range(row_count(path))]
-    if suffix == ".jsonl":
-        raw = _jsonl_column(path, column)
-    else:
-        raw = _read(path, [column])[column].tolist()
-    ids, _ = _ids_with_errors(_clean(raw), [None] * len(raw))
-    return ids
+        return row_numbers(row_count(path))
+    if path.suffix.lower() == ".jsonl":
+        return reader_ids(_jsonl_column(path, column))
+    return reader_ids(_read(path, [column])[column])
 
 
 def row_count(path: Path) -> int:
@@ -61,7 +56,7 @@ def _read(path: Path, columns: list[Any]) -> Any:
     return pd.read_csv(path, usecols=columns, keep_default_na=False, na_values=[""], dtype_backend="numpy_nullable")
 
 
-def _jsonl_column(path: Path, column: str) -> list[Any]:
+def _jsonl_column(path: Path, column: str) -> Any:
     """One field of every JSONL row, typed as ``pandas.read_json(lines=True)`` types the whole column."""
     import pandas as pd
 
@@ -71,7 +66,7 @@ def _jsonl_column(path: Path, column: str) -> list[Any]:
             if line.strip():
                 row = json.loads(line)
                 values.append(row.get(column) if isinstance(row, dict) else None)
-    return pd.DataFrame({"v": values})["v"].tolist()
+    return pd.DataFrame({"v": values})["v"]
 
 
 def write(task: Task) -> None:

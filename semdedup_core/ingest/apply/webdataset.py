@@ -2,13 +2,17 @@
 
 A sample is what the webdataset reader makes an item of (:mod:`semdedup_core.ingest.inputs.webdataset`):
 the members of one shard sharing a key, the first occurrence of a key with an image member. Each kept
-sample is written with all its members, in the input's order, with their names, modes, times and
-owners; ``shard-000000.tar``, ``shard-000001.tar``, … hold ``shard_size`` samples each (the last fewer).
-``removed.txt`` lists the keys of the run's items left out (one per line, in input order).
+sample is written with all its members, in the input's order; ``shard-000000.tar``, ``shard-000001.tar``,
+… hold ``shard_size`` samples each (the last fewer). A member is copied as the bytes it occupies in the
+input — its header (with any PAX or GNU long-name header before it), its data and the padding — so its
+name, mode, times, owner and data are byte-identical; nothing is decoded or re-encoded. ``removed.txt``
+lists the keys of the run's items left out (one per line, in input order).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,9 @@ from ..inputs.webdataset import WDS_IMAGE_EXT, _wds_key
 from .common import Task
 
 REMOVED = "removed.txt"
+BLOCK = 512
+RECORD = 20 * BLOCK  # tar files are written in records of 20 blocks
+_EXTENDED = (b"x", b"L", b"K")  # a PAX header, a GNU long name or long link name: part of the next member
 
 
 def _samples(shard: str) -> list[tuple[str, list[str]]]:
@@ -49,17 +56,32 @@ def unit_ids(source: dict[str, Any]) -> list[str | None]:
     return ids
 
 
-def _headers(shard: str) -> dict[str, tarfile.TarInfo]:
-    """Each regular member's header (its data is not read); a damaged shard gives those before the damage."""
-    out: dict[str, tarfile.TarInfo] = {}
-    try:
-        with tarfile.open(shard, mode="r:") as tf:
-            for info in tf:
-                if info.isfile():
-                    out.setdefault(info.name, info)
-    except (tarfile.TarError, OSError, EOFError):
-        pass
-    return out
+@functools.lru_cache(maxsize=8)
+def _spans(shard: str, stamp: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """Where each complete regular member of ``shard`` lies in the file, headers included: name ->
+    (start of its first header, end of its padded data). Read from the headers only."""
+    index = media.tar_index(shard)
+    by_data = {offset: name for name, (offset, _) in index.members.items()}
+    spans: dict[str, tuple[int, int]] = {}
+    with open(shard, "rb") as f:
+        pos, chain = 0, None
+        while pos + BLOCK <= stamp[0]:
+            f.seek(pos)
+            block = f.read(BLOCK)
+            if block.count(0) == BLOCK:  # the end of the archive
+                break
+            try:
+                size = tarfile.nti(block[124:136])
+            except (tarfile.HeaderError, ValueError):
+                break  # damaged: the reader stopped here too
+            data = pos + BLOCK
+            name = by_data.get(data)
+            if name is not None:  # a regular member (a PAX header may hold its real size)
+                size = index.members[name][1]
+                spans[name] = (pos if chain is None else chain, data + -(-size // BLOCK) * BLOCK)
+            chain = (pos if chain is None else chain) if block[156:157] in _EXTENDED else None
+            pos = data + -(-size // BLOCK) * BLOCK
+    return spans
 
 
 def write(task: Task) -> None:
@@ -87,27 +109,36 @@ def write(task: Task) -> None:
 
 
 def _write_shard(dest: Path, units: np.ndarray, shards: list[str], starts: np.ndarray) -> None:
-    """The samples ``units`` (global sample numbers, increasing) into the tar file ``dest``."""
+    """The samples ``units`` (global sample numbers, increasing) into the tar file ``dest``: each member's
+    bytes as they lie in its shard, then the end-of-archive blocks."""
     which = np.searchsorted(starts, units, side="right") - 1
-    with tarfile.open(dest, mode="w") as out:
+    written = 0
+    with open(dest, "wb") as out:
         for s in np.unique(which):
             shard = shards[int(s)]
             samples = _samples(shard)
-            index = media.tar_index(shard)
-            headers = _headers(shard)
+            spans = _spans(os.path.abspath(shard), _stamp(shard))
             with open(shard, "rb") as f:
                 for unit in units[which == s]:
                     for name in samples[int(unit - starts[s])][1]:
-                        offset, size = index.members[name]
-                        info = _copy_header(headers.get(name), name, size)
-                        f.seek(offset)
-                        out.addfile(info, f)
+                        begin, end = spans[name]
+                        f.seek(begin)
+                        written += _copy(f, out, end - begin)
+        tail = 2 * BLOCK + (-(written + 2 * BLOCK)) % RECORD
+        out.write(bytes(tail))
 
 
-def _copy_header(src: tarfile.TarInfo | None, name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    if src is not None:
-        info.mode, info.mtime = src.mode, src.mtime
-        info.uid, info.gid, info.uname, info.gname = src.uid, src.gid, src.uname, src.gname
-    return info
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _copy(src: Any, dst: Any, n: int, chunk: int = 1 << 20) -> int:
+    left = n
+    while left:
+        data = src.read(min(chunk, left))
+        if not data:
+            raise EOFError("the shard ended inside a member it held when it was listed")
+        dst.write(data)
+        left -= len(data)
+    return n
