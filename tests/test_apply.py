@@ -85,6 +85,9 @@ def test_jsonl_kept_lines_are_copied_byte_for_byte(tmp_path):
     assert "empty" not in got and ("r1" in got) != ("r1~1" in got)  # the reader's error row; one of a pair
     assert s.kept == len(got) and s.removed == res.n_removed(EPS) and s.not_in_run == 2  # empty text, repeated id
     assert not scratch_of(tmp_path / "kept.jsonl").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "kept.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask  # readable as any new file
     frame = pd.read_json(tmp_path / "kept.jsonl", lines=True, dtype=False)
     assert list(frame.columns) == ["id", "text", "group", "score", "count", "maybe", "tags", "meta"]
 

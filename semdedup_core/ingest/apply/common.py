@@ -59,9 +59,6 @@ class Task:
     job: Job
     progress: Progress = field(default=lambda stage, done, total: None)
 
-    def piece(self, name: str) -> contextlib.AbstractContextManager[bool]:
-        return self.job.piece(name)
-
 
 class Job:
     """The scratch folder of one apply into ``out`` (see the module's docstring): its lock, its record
@@ -178,6 +175,17 @@ def check_out(out: Path, output: str, suffix: str | None, inside: list[Path]) ->
         raise SemDedupError(
             f"{str(scratch)!r} exists and is not an apply's scratch folder; remove it or choose another --out"
         )
+
+
+@contextlib.contextmanager
+def atomic(dest: Path) -> Iterator[Path]:
+    """:func:`semdedup_core.results.io.atomic_path`, with the file made readable as any new file is (the
+    mode the umask gives, not the private mode of a temporary file): a dataset is for others to read."""
+    with io.atomic_path(dest) as tmp:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
 
 
 def batches(n: int, size: int) -> Iterator[tuple[int, int]]:

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import SemDedupError
-from ...results import io
 from ...results.io import bad_id_char
 from ..inputs.folder import list_images
-from .common import Task, batches
+from .common import Task, atomic, batches
 
 MODES = ("link", "copy", "list")
 BATCH_FILES = 5_000  # files per recorded piece: a killed apply redoes at most this many
@@ -42,7 +41,7 @@ def write(task: Task) -> None:
     if mode == "list":
         with task.job.piece("list") as todo:
             if todo:
-                with io.atomic_path(task.target) as tmp:
+                with atomic(task.target) as tmp:
                     tmp.write_text("".join(f"{rels[u]}\n" for u in kept), encoding="utf-8")
         task.progress("apply", len(kept), len(kept))
         return

@@ -15,8 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ...results import io
-from .common import Task, mask_digest, reader_ids, row_numbers
+from .common import Task, atomic, mask_digest, reader_ids, row_numbers
 
 
 def _data_files(folder: Path) -> list[Path]:
@@ -52,7 +51,7 @@ def write(task: Task) -> None:
         task.progress("apply", start, len(task.keep))
     with task.job.piece("dataset_info.json") as todo:
         if todo:
-            with io.atomic_path(task.target / "dataset_info.json") as tmp:
+            with atomic(task.target / "dataset_info.json") as tmp:
                 shutil.copyfile(folder / "dataset_info.json", tmp)
     with task.job.piece("state.json") as todo:
         if todo:
@@ -61,7 +60,8 @@ def write(task: Task) -> None:
             state["_fingerprint"] = hashlib.blake2b(
                 f"{old}|{mask_digest(task.keep)}".encode(), digest_size=8
             ).hexdigest()
-            io.write_json(task.target / "state.json", state)
+            with atomic(task.target / "state.json") as tmp:
+                tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def _write_arrow(path: Path, keep: Any, start: int, dest: Path | None) -> int:
@@ -82,7 +82,7 @@ def _write_arrow(path: Path, keep: Any, start: int, dest: Path | None) -> int:
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         schema, new = reader.schema, pa.ipc.new_file
     n = 0
-    with io.atomic_path(dest) as tmp, new(str(tmp), schema) as writer:
+    with atomic(dest) as tmp, new(str(tmp), schema) as writer:
         for batch in batches:
             mask = keep[start + n : start + n + batch.num_rows]
             n += batch.num_rows

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ...results import io
 from ..inputs.shards import _shard_number
-from .common import Task, batches, reader_ids
+from .common import Task, atomic, batches, reader_ids
 from .table import write_parquet_rows
 
 ROWS_PER_COPY = 65_536
@@ -61,9 +60,9 @@ def write(task: Task) -> None:
         with task.job.piece(f.name) as todo:
             if todo:
                 meta = _meta(folder, f)
-                with io.atomic_path(task.target / "metadata" / meta.name) as tmp:
+                with atomic(task.target / "metadata" / meta.name) as tmp:
                     write_parquet_rows(meta, mask, tmp)
-                with io.atomic_path(task.target / kind / f.name) as tmp:
+                with atomic(task.target / kind / f.name) as tmp:
                     _write_rows(x, mask, tmp)
         task.progress("apply", start, len(task.keep))
 

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import SemDedupError
-from ...results import io
-from .common import Task, reader_ids, row_numbers
+from .common import Task, atomic, reader_ids, row_numbers
 
 
 def unit_ids(source: dict[str, Any]) -> np.ndarray:
@@ -76,7 +75,7 @@ def write(task: Task) -> None:
     with task.job.piece(task.target.name) as todo:
         if not todo:
             return
-        with io.atomic_path(task.target) as tmp:
+        with atomic(task.target) as tmp:
             if suffix == ".parquet":
                 write_parquet_rows(path, task.keep, tmp)
             elif suffix == ".csv":

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from ...media import files as media
-from ...results import io
 from ...results.io import bad_id_char
 from ..inputs.webdataset import WDS_IMAGE_EXT, _wds_key
-from .common import Task
+from .common import Task, atomic
 
 REMOVED = "removed.txt"
 BLOCK = 512
@@ -98,13 +97,13 @@ def write(task: Task) -> None:
         with task.job.piece(name) as todo:
             if todo:
                 units = kept[j * size : (j + 1) * size]
-                with io.atomic_path(task.target / name) as tmp:
+                with atomic(task.target / name) as tmp:
                     _write_shard(tmp, units, shards, starts)
         task.progress("apply", min(len(kept), (j + 1) * size), len(kept))
     with task.job.piece(REMOVED) as todo:
         if todo:
             removed = np.flatnonzero(task.found & ~task.keep)
-            with io.atomic_path(task.target / REMOVED) as tmp:
+            with atomic(task.target / REMOVED) as tmp:
                 tmp.write_text("".join(f"{task.ids[u]}\n" for u in removed), encoding="utf-8")
 
 
