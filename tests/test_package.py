@@ -101,8 +101,8 @@ def semdedup(wheel, tmp_path_factory) -> Path:
         _run([sys.executable, "-m", "venv", str(venv)], work)
         _run([*pip, str(wheel), "-c", str(ROOT / "requirements.txt")], work, timeout=1800)
     yield venv / "bin" / "semdedup"
-    if not reuse:
-        shutil.rmtree(venv, ignore_errors=True)  # gigabytes: torch and its libraries
+    if not reuse:  # gigabytes (torch and its libraries): removed in the background, the suite does not wait
+        subprocess.Popen(["rm", "-rf", str(venv)], start_new_session=True)
 
 
 def test_the_wheel_carries_the_explorer_and_declares_ranges(wheel):
