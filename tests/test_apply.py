@@ -394,3 +394,38 @@ def test_ids_are_found_as_the_readers_find_them(values):
     if all(isinstance(v, str) or v is None for v in values):
         strings = series.astype("string[pyarrow]")
         assert reader_ids(strings).tolist() == want
+
+
+def test_the_audited_rule_keeps_what_reviewers_judged_not_duplicates(tmp_path):
+    from semdedup_core.audit.labels import LabelStore
+
+    src = write_jsonl(tmp_path / "data.jsonl", table_rows())
+    res = planted_run(src, tmp_path / "run", text_column="text", id_column="id")
+    gone = res.rows(np.flatnonzero(res.removed_mask(EPS)), ["id", "dup_of"])
+    item, partner = gone.iloc[0]["id"], gone.iloc[0]["dup_of"]
+    (tmp_path / "elsewhere").mkdir()
+    store = LabelStore(tmp_path / "elsewhere" / "labels.parquet")
+    store.record(item, partner, "not_duplicate", "ana")
+    args = ["apply", str(res.path), "--eps", str(EPS), "--rule", "audited", "--labels", str(store.path)]
+    p = cli(*args, "--out", str(tmp_path / "audited.jsonl"))
+    assert p.returncode == 0, p.stderr
+    got = [json.loads(line)["id"] for line in (tmp_path / "audited.jsonl").read_text().splitlines()]
+    assert got == kept_ids(res, EPS, "audited", store) and item in got and item not in kept_ids(res, EPS)
+    p = cli("apply", str(res.path), "--eps", str(EPS), "--labels", str(store.path), "--out", str(tmp_path / "x.jsonl"))
+    assert p.returncode == 2 and "--labels applies to --rule audited" in p.stderr
+
+
+@pytest.mark.slow
+def test_apply_after_a_real_run_on_webdataset_shards(tmp_path):
+    """``run_input`` with the offline image model on a brace pattern of shards records the fingerprint that
+    apply checks; the kept samples are written whole."""
+    from semdedup_core import ClusterConfig, run_input
+
+    root = write_wds(tmp_path / "shards")
+    res = run_input(str(root / "{00000..00002}.tar"), tmp_path / "run", cluster=ClusterConfig(n_clusters=2))
+    assert res.run["input"]["fingerprint"] == input_fingerprint(str(root))
+    eps = 0.3
+    apply_run(res, eps, tmp_path / "out")
+    written = tar_members(tmp_path / "out" / "shard-000000.tar")
+    assert list(dict.fromkeys(n.split(".")[0] for n in written)) == kept_ids(res, eps)
+    assert res.n_removed(eps) > 0 and (tmp_path / "out" / "removed.txt").read_text().split()
