@@ -385,15 +385,18 @@ def test_a_killed_apply_resumes(tmp_path):
     ],
 )
 def test_ids_are_found_as_the_readers_find_them(values):
+    import pyarrow as pa
+
     from semdedup_core.ingest.apply.common import reader_ids
     from semdedup_core.ingest.inputs.common import _clean, _ids_with_errors
 
     series = pd.DataFrame({"v": values})["v"]
     want, _ = _ids_with_errors(_clean(series.tolist()), [None] * len(values))
-    assert reader_ids(series).tolist() == want
-    if all(isinstance(v, str) or v is None for v in values):
-        strings = series.astype("string[pyarrow]")
-        assert reader_ids(strings).tolist() == want
+    assert reader_ids(series).to_pylist() == want
+    if all(isinstance(v, str) or v is None or v != v for v in values):
+        assert reader_ids(series.astype("string[pyarrow]")).to_pylist() == want
+        arrow = pa.array([None if v is None or v != v else v for v in values], type=pa.large_string())
+        assert reader_ids(pa.chunked_array([arrow[:3], arrow[3:]])).to_pylist() == want
 
 
 def test_the_audited_rule_keeps_what_reviewers_judged_not_duplicates(tmp_path):

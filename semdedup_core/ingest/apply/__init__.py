@@ -186,8 +186,9 @@ def _kept_units(results: Any, ids: Any, removed: np.ndarray) -> tuple[np.ndarray
     import pyarrow.compute as pc
 
     results.check_strings()  # unique ids: each unit finds at most one item
-    units = pa.array(np.asarray(ids, dtype=object), type=pa.string())
-    rows = pc.fill_null(pc.index_in(units, value_set=results._arrow().column("id")), -1).to_numpy(zero_copy_only=False)
+    known = results._arrow().column("id")
+    units = ids if isinstance(ids, pa.Array) else pa.array(list(ids), type=pa.string())
+    rows = pc.fill_null(pc.index_in(units.cast(known.type), value_set=known), -1).to_numpy(zero_copy_only=False)
     found = rows >= 0
     n_found = int(found.sum())
     if n_found != results.n_items or np.bincount(rows[found], minlength=1).max(initial=0) > 1:

@@ -194,29 +194,47 @@ def batches(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield lo, min(n, lo + size)
 
 
-def reader_ids(values: Any) -> np.ndarray:
-    """The ids the input readers make of a column's ``values`` (a pandas Series), as an object array with
-    ``None`` where they leave the row out — what ``_ids_with_errors(_clean(values.tolist()))`` of
-    :mod:`semdedup_core.ingest.inputs.common` gives, vectorised: a missing or empty id, one holding a line
-    break or NUL, and every repeat of an earlier valid id are ``None``; the rest are ``str(value)``."""
-    import pandas as pd
+def reader_ids(values: Any) -> Any:
+    """The ids the input readers make of a column's ``values`` (a pandas Series, or an Arrow array of
+    strings), as an Arrow string array with nulls where they leave the row out — what
+    ``_ids_with_errors(_clean(values.tolist()))`` of :mod:`semdedup_core.ingest.inputs.common` gives,
+    vectorised: a missing or empty id, one holding a line break or NUL, and every repeat of an earlier
+    valid id are null; the rest are ``str(value)``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    missing = pd.isna(values).to_numpy(dtype=bool)
+    arr = _as_strings(values)
+    blank = pc.fill_null(pc.equal(arr, ""), True)
+    bad = pc.fill_null(pc.match_substring_regex(arr, _BAD_ID_RE2), False)
+    valid = ~(blank.to_numpy(zero_copy_only=False) | bad.to_numpy(zero_copy_only=False))
+    codes = pc.dictionary_encode(arr).indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(valid)
+    _, first = np.unique(codes[rows], return_index=True)  # the first valid row of each id
+    keep = np.zeros(len(arr), dtype=bool)
+    keep[rows[first]] = True
+    return pc.if_else(pa.array(keep), arr, pa.scalar(None, arr.type))
+
+
+def _as_strings(values: Any) -> Any:
+    """``values`` as one Arrow string array (nulls for missing values), each value as ``str`` writes it."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            return values
+        values = values.to_pandas()
     if pd.api.types.is_string_dtype(values.dtype):
-        texts = values.to_numpy(dtype=object, na_value="")
-    else:
-        texts = np.array(["" if m else str(v) for v, m in zip(values.tolist(), missing, strict=True)], dtype=object)
-    bad = pc.fill_null(pc.match_substring_regex(pa.array(texts, type=pa.string()), _BAD_ID_RE2), True)
-    valid = ~missing & (texts != "") & ~bad.to_numpy(zero_copy_only=False)
-    repeat = pd.Series(texts[valid]).duplicated(keep="first").to_numpy()
-    keep = np.flatnonzero(valid)[~repeat]
-    out = np.full(len(texts), None, dtype=object)
-    out[keep] = texts[keep]
-    return out
+        return pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.string())
+    missing = pd.isna(values).to_numpy(dtype=bool)
+    texts = [None if m else str(v) for v, m in zip(values.tolist(), missing, strict=True)]
+    return pa.array(texts, type=pa.string())
 
 
-def row_numbers(n: int) -> np.ndarray:
-    """The default ids of ``n`` rows: ``"0"``, ``"1"``, …"""
-    return np.arange(n).astype(str).astype(object)
+def row_numbers(n: int) -> Any:
+    """The default ids of ``n`` rows: ``"0"``, ``"1"``, … (an Arrow string array)."""
+    import pyarrow as pa
+
+    return pa.array(np.arange(n).astype(str), type=pa.string())

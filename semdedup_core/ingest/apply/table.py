@@ -21,15 +21,23 @@ from ...errors import SemDedupError
 from .common import Task, atomic, reader_ids, row_numbers
 
 
-def unit_ids(source: dict[str, Any]) -> np.ndarray:
+def unit_ids(source: dict[str, Any]) -> Any:
     """The id of every row of the table, as the reader finds it (``None`` for a row it leaves out: a
     missing, repeated or unusable id)."""
     path = Path(source["path"])
     column = source.get("id_column")
     if column is None:
         return row_numbers(row_count(path))
-    if path.suffix.lower() == ".jsonl":
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
         return reader_ids(_jsonl_column(path, column))
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrow = pq.read_table(path, columns=[column]).column(column)
+        if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):  # as pandas reads them
+            return reader_ids(arrow)
     return reader_ids(_read(path, [column])[column])
 
 
