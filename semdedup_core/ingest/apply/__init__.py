@@ -225,6 +225,14 @@ def apply_run(
     _check_options(writer, options)
     options = {"mode": mode or ("link" if "mode" in writer.options else None)}
     options["shard_size"] = shard_size or (DEFAULT_SHARD_SIZE if "shard_size" in writer.options else None)
+    out = Path(out).expanduser()
+    where = (
+        writer.output_of(options),
+        Path(source["path"]).suffix if writer.kind == "table" else None,
+        [Path(source["path"])] if writer.kind in ("folder", "hf", "shards") else [],
+    )
+    if not (out.exists() or out.is_symlink()):  # refuse before reading anything (an existing OUT: below)
+        check_out(out, *where)
     fingerprint = _check_fingerprint(source)
     removed = np.asarray(results.removed_mask(eps, rule, labels), dtype=bool)
     by_rule = int(removed.sum())
@@ -234,7 +242,6 @@ def apply_run(
         removed = removed | results.leaked_mask(eps)
     ids = writer.unit_ids(source)
     found, keep = _kept_units(results, ids, removed)
-    out = Path(out).expanduser()
     identity = {
         "results": str(Path(results.path).resolve()),
         "created": results.run.get("created"),
@@ -248,10 +255,7 @@ def apply_run(
     summary.update(not_in_run=len(ids) - int(found.sum()))
     if finished_before(out, identity):
         return ApplySummary(**summary, resumed=-1, seconds=time.perf_counter() - t0)
-    output = writer.output_of(options)
-    suffix = Path(source["path"]).suffix if writer.kind == "table" else None
-    inside = [Path(source["path"])] if writer.kind in ("folder", "hf", "shards") else []
-    check_out(out, output, suffix, inside)
+    check_out(out, *where)
     with Job(out, identity) as job:
         resumed = job.resumed()
         task = Task(source, keep, found, ids, job.target, options, job, progress or (lambda s, d, t: None))
