@@ -378,25 +378,31 @@ def test_a_killed_apply_resumes(tmp_path):
 @pytest.mark.parametrize(
     "values",
     [
-        ["a", "b", None, "", "a", "x\ny", "c\u2028", "b", "d", float("nan")],
+        ["a", "b", None, "", "a", "x\ny", "c\u2028", "b", "d", float("nan"), "x\ny"],
         [1, 2, 2, None, 3, 1],
         [1.5, 2.0, float("nan"), 1.5],
         [True, False, True],
     ],
 )
-def test_ids_are_found_as_the_readers_find_them(values):
+def test_units_are_matched_as_the_readers_make_ids(values):
+    """The unit whose id the reader makes an item is the one matched with the run's item; the reader's error
+    rows (missing, empty, a line break, a repeat) match nothing."""
     import pyarrow as pa
 
-    from semdedup_core.ingest.apply.common import reader_ids
+    from semdedup_core.ingest.apply.common import match_units, unit_strings
     from semdedup_core.ingest.inputs.common import _clean, _ids_with_errors
 
     series = pd.DataFrame({"v": values})["v"]
     want, _ = _ids_with_errors(_clean(series.tolist()), [None] * len(values))
-    assert reader_ids(series).to_pylist() == want
+    run_ids = pa.array([w for w in want if w is not None][::-1], type=pa.large_string())  # a run's ids, any order
+    inputs = [series]
     if all(isinstance(v, str) or v is None or v != v for v in values):
-        assert reader_ids(series.astype("string[pyarrow]")).to_pylist() == want
         arrow = pa.array([None if v is None or v != v else v for v in values], type=pa.large_string())
-        assert reader_ids(pa.chunked_array([arrow[:3], arrow[3:]])).to_pylist() == want
+        inputs += [series.astype("string[pyarrow]"), pa.chunked_array([arrow[:3], arrow[3:]])]
+    for given in inputs:
+        rows = match_units(unit_strings(given), run_ids)
+        got = [run_ids[int(r)].as_py() if r >= 0 else None for r in rows]
+        assert got == want
 
 
 def test_the_audited_rule_keeps_what_reviewers_judged_not_duplicates(tmp_path):

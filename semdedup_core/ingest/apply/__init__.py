@@ -22,7 +22,7 @@ import numpy as np
 from ...errors import SemDedupError
 from ..inputs import source_fingerprint
 from . import folder, hf, shards, table, webdataset
-from .common import Job, Progress, Task, check_out, finished_before, mask_digest
+from .common import Job, Progress, Task, check_out, finished_before, mask_digest, match_units
 from .folder import MODES
 
 __all__ = [
@@ -183,15 +183,13 @@ def _kept_units(results: Any, ids: Any, removed: np.ndarray) -> tuple[np.ndarray
     """Per input unit: whether it is an item of the run (``found``) and whether it is kept; refuses an input
     that does not hold every item of the run exactly once."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     results.check_strings()  # unique ids: each unit finds at most one item
-    known = results._arrow().column("id")
     units = ids if isinstance(ids, pa.Array) else pa.array(list(ids), type=pa.string())
-    rows = pc.fill_null(pc.index_in(units.cast(known.type), value_set=known), -1).to_numpy(zero_copy_only=False)
+    rows = match_units(units, results._arrow().column("id"))
     found = rows >= 0
     n_found = int(found.sum())
-    if n_found != results.n_items or np.bincount(rows[found], minlength=1).max(initial=0) > 1:
+    if n_found != results.n_items:
         raise SemDedupError(
             f"the input holds {n_found:,} units with the ids of the run's {results.n_items:,} items as apply reads "
             "it now; it was changed or is read differently: rerun on it into a new --out folder, then apply"

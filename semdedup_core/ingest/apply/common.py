@@ -26,7 +26,6 @@ import numpy as np
 
 from ...errors import SemDedupError
 from ...results import io
-from ...results.io import _BAD_ID_RE2
 
 PROGRESS = "progress.json"
 PARTIAL_SUFFIX = ".apply-partial"
@@ -194,28 +193,23 @@ def batches(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield lo, min(n, lo + size)
 
 
-def reader_ids(values: Any) -> Any:
-    """The ids the input readers make of a column's ``values`` (a pandas Series, or an Arrow array of
-    strings), as an Arrow string array with nulls where they leave the row out — what
-    ``_ids_with_errors(_clean(values.tolist()))`` of :mod:`semdedup_core.ingest.inputs.common` gives,
-    vectorised: a missing or empty id, one holding a line break or NUL, and every repeat of an earlier
-    valid id are null; the rest are ``str(value)``."""
-    import pyarrow as pa
+def match_units(units: Any, known: Any) -> np.ndarray:
+    """The row in ``known`` (a run's ids) of each input unit's id (``units``, Arrow strings; null for a unit
+    without one), -1 where it has none — and -1 for every repeat of an id after its first occurrence, as
+    the readers make an error row of a repeated id. (The readers' other error rows — a missing or empty id,
+    one with a line break — never match: a run's ids have none of those.)"""
     import pyarrow.compute as pc
 
-    arr = _as_strings(values)
-    blank = pc.fill_null(pc.equal(arr, ""), True)
-    bad = pc.fill_null(pc.match_substring_regex(arr, _BAD_ID_RE2), False)
-    valid = ~(blank.to_numpy(zero_copy_only=False) | bad.to_numpy(zero_copy_only=False))
-    codes = pc.dictionary_encode(arr).indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(valid)
-    _, first = np.unique(codes[rows], return_index=True)  # the first valid row of each id
-    keep = np.zeros(len(arr), dtype=bool)
-    keep[rows[first]] = True
-    return pc.if_else(pa.array(keep), arr, pa.scalar(None, arr.type))
+    rows = pc.fill_null(pc.index_in(units.cast(known.type), value_set=known), -1).to_numpy(zero_copy_only=False).copy()
+    found = np.flatnonzero(rows >= 0)
+    if len(found) and np.bincount(rows[found]).max() > 1:
+        _, first = np.unique(rows[found], return_index=True)
+        repeats = np.setdiff1d(found, found[first], assume_unique=True)
+        rows[repeats] = -1
+    return rows
 
 
-def _as_strings(values: Any) -> Any:
+def unit_strings(values: Any) -> Any:
     """``values`` as one Arrow string array (nulls for missing values), each value as ``str`` writes it."""
     import pandas as pd
     import pyarrow as pa

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .common import Task, atomic, mask_digest, reader_ids, row_numbers
+from .common import Task, atomic, mask_digest, row_numbers, unit_strings
 
 
 def _data_files(folder: Path) -> list[Path]:
@@ -36,7 +36,7 @@ def unit_ids(source: dict[str, Any]) -> Any:
     n = sum(t.num_rows for t in tables)
     if column is None:
         return row_numbers(n)
-    return reader_ids(pd.concat([t.select([column]).to_pandas() for t in tables], ignore_index=True)[column])
+    return unit_strings(pd.concat([t.select([column]).to_pandas() for t in tables], ignore_index=True)[column])
 
 
 def write(task: Task) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..inputs.shards import _shard_number
-from .common import Task, atomic, batches, reader_ids
+from .common import Task, atomic, batches, unit_strings
 from .table import write_parquet_rows
 
 ROWS_PER_COPY = 65_536
@@ -45,7 +45,7 @@ def unit_ids(source: dict[str, Any]) -> Any:
             f"{_shard_number(f)}:{r}" for f in files for r in range(pq.ParquetFile(_meta(folder, f)).metadata.num_rows)
         ]
     raw = pd.concat([pd.read_parquet(_meta(folder, f), columns=[column]) for f in files], ignore_index=True)
-    return reader_ids(raw[column])
+    return unit_strings(raw[column])
 
 
 def write(task: Task) -> None:

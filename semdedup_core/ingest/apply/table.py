@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import SemDedupError
-from .common import Task, atomic, reader_ids, row_numbers
+from .common import Task, atomic, row_numbers, unit_strings
 
 
 def unit_ids(source: dict[str, Any]) -> Any:
@@ -30,15 +30,15 @@ def unit_ids(source: dict[str, Any]) -> Any:
         return row_numbers(row_count(path))
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return reader_ids(_jsonl_column(path, column))
+        return unit_strings(_jsonl_column(path, column))
     if suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         arrow = pq.read_table(path, columns=[column]).column(column)
         if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):  # as pandas reads them
-            return reader_ids(arrow)
-    return reader_ids(_read(path, [column])[column])
+            return unit_strings(arrow)
+    return unit_strings(_read(path, [column])[column])
 
 
 def row_count(path: Path) -> int:
