@@ -64,8 +64,18 @@ def _read(path: Path, columns: list[Any]) -> Any:
 
 
 def _jsonl_column(path: Path, column: str) -> Any:
-    """One field of every JSONL row, typed as ``pandas.read_json(lines=True)`` types the whole column."""
+    """One field of every JSONL row, typed as ``pandas.read_json(lines=True)`` types the whole column: read
+    by pyarrow when every value is a string (or missing), else line by line."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    schema = pa.schema([(column, pa.string())])
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        return pj.read_json(path, parse_options=options).column(column)
+    except pa.ArrowInvalid:  # numbers, objects: as pandas types them
+        pass
 
     values = []
     with open(path, "rb") as f:
@@ -94,12 +104,12 @@ def write(task: Task) -> None:
 
 
 def _write_jsonl(path: Path, keep: np.ndarray, dest: Path) -> None:
-    row = 0
+    row, wanted = 0, keep.tolist()
     with open(path, "rb") as f, open(dest, "wb") as out:
         for line in f:
             if not line.strip():
                 continue
-            if row < len(keep) and keep[row]:
+            if row < len(wanted) and wanted[row]:
                 out.write(line if line.endswith(b"\n") else line + b"\n")
             row += 1
     if row != len(keep):
@@ -121,7 +131,7 @@ def _records(f: Any) -> Any:
 
 
 def _write_csv(path: Path, keep: np.ndarray, dest: Path) -> None:
-    row, header = 0, None
+    row, header, wanted = 0, None, keep.tolist()
     with open(path, "rb") as f, open(dest, "wb") as out:
         for record in _records(f):
             if not record.strip(b"\r\n"):
@@ -130,7 +140,7 @@ def _write_csv(path: Path, keep: np.ndarray, dest: Path) -> None:
                 header = record
                 out.write(record if record.endswith(b"\n") else record + b"\n")
                 continue
-            if row < len(keep) and keep[row]:
+            if row < len(wanted) and wanted[row]:
                 end = b"\r\n" if header.endswith(b"\r\n") else b"\n"
                 out.write(record if record.endswith(b"\n") else record + end)
             row += 1
