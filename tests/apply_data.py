@@ -41,12 +41,16 @@ def vectors(groups: list[str], d: int = 16, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def planted_run(input_path, out: Path, k: int = 3, **options):
-    """A finished run over ``input_path`` read by its reader (``options``: the column options)."""
+def planted_run(input_path, out: Path, k: int = 3, drop: tuple[str, ...] = (), **options):
+    """A finished run over ``input_path`` read by its reader (``options``: the column options); ``drop``:
+    keys of the reader's ``source`` that ``run.json`` does not record (as the sharded pipeline does not
+    record a webdataset's ``shards``, only its ``path``)."""
     items = load_input(str(input_path), **options)
     rows = items.columns.to_dict("records")
     x = vectors([group_of(i, r) for i, r in zip(items.ids, rows, strict=True)])
     source = {**items.source, "fingerprint": input_fingerprint(input_path)}
+    if drop:
+        source = {"path": str(Path(input_path).resolve()), **{k: v for k, v in source.items() if k not in drop}}
     return dedup(
         x, items.ids, cluster=ClusterConfig(k, seed=0), out=out, columns=items.columns, extra={"input": source}
     )

@@ -173,6 +173,19 @@ def test_webdataset_kept_samples_with_every_member_byte_identical(tmp_path):
     assert s.removed == len(removed) > 0 and s.not_in_run == 2  # the orphan and the repeated p0
 
 
+def test_webdataset_run_that_records_only_the_folder(tmp_path):
+    """A run.json whose input names the folder of shards, not each shard, is applied the same."""
+    root = write_wds(tmp_path / "shards")
+    listed = planted_run(root, tmp_path / "listed")
+    folder = planted_run(root, tmp_path / "folder", drop=("shards",))
+    assert "shards" not in folder.run["input"] and folder.run["input"]["path"] == str(root.resolve())
+    apply_run(listed, EPS, tmp_path / "a", shard_size=4)
+    apply_run(folder, EPS, tmp_path / "b", shard_size=4)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
+
+
 # -- Hugging Face ------------------------------------------------------------------------------------------
 def test_hf_folder_opens_with_load_from_disk(tmp_path):
     import datasets

@@ -267,7 +267,7 @@ def suggested_out(source: dict[str, Any], eps: float) -> Path:
     ``data.jsonl``, ``photos-kept-eps0.0500`` beside ``photos/``, ``shards-kept-eps0.0500`` beside a folder
     of shards."""
     if source.get("kind") == "webdataset":
-        base = Path(source["shards"][0]).parent
+        base = Path(webdataset.shard_paths(source)[0]).parent
         return base.parent / f"{base.name}-kept-eps{eps:.4f}"
     path = Path(source["path"])
     suffix = path.suffix if source.get("kind") == "table" else ""

@@ -21,13 +21,20 @@ import numpy as np
 
 from ...media import files as media
 from ...results.io import bad_id_char
-from ..inputs.webdataset import WDS_IMAGE_EXT, _wds_key
+from ..inputs.webdataset import WDS_IMAGE_EXT, _wds_key, wds_shards
 from .common import Task, atomic
 
 REMOVED = "removed.txt"
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar files are written in records of 20 blocks
 _EXTENDED = (b"x", b"L", b"K")  # a PAX header, a GNU long name or long link name: part of the next member
+
+
+def shard_paths(source: dict[str, Any]) -> list[str]:
+    """The run's shards: as ``run.json`` lists them (``shards``), else those its ``path`` names."""
+    if source.get("shards"):
+        return [str(s) for s in source["shards"]]
+    return [str(s.resolve()) for s in wds_shards(str(source["path"])) or []]
 
 
 def _samples(shard: str) -> list[tuple[str, list[str]]]:
@@ -44,7 +51,7 @@ def unit_ids(source: dict[str, Any]) -> list[str | None]:
     sample without an image member, a repeated key or a key holding a line break)."""
     ids: list[str | None] = []
     seen: set[str] = set()
-    for shard in source["shards"]:
+    for shard in shard_paths(source):
         for key, names in _samples(shard):
             has_image = any(_wds_key(n)[1] in WDS_IMAGE_EXT for n in names)
             if not has_image or key in seen or bad_id_char(key) is not None:
@@ -86,7 +93,7 @@ def _spans(shard: str, stamp: tuple[int, int]) -> dict[str, tuple[int, int]]:
 def write(task: Task) -> None:
     """Write ``shard-NNNNNN.tar`` files of ``shard_size`` kept samples each, then ``removed.txt``."""
     size = int(task.options.get("shard_size") or 10_000)
-    shards = list(task.source["shards"])
+    shards = shard_paths(task.source)
     counts = [len(_samples(s)) for s in shards]
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     kept = np.flatnonzero(task.keep)
