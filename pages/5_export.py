@@ -95,3 +95,36 @@ with d2:
             st.success(f"Wrote {escape_markdown(str(path))}")
         except (SemDedupError, OSError) as exc:
             sa.error(f"could not write the export: {exc}")
+
+# -- the deduplicated dataset: the kept part of the run's own input, in its own format ----------------------
+st.subheader("The deduplicated dataset")
+offer = sa.apply_offer(res, e)
+if offer is None:
+    st.caption(
+        "This run deduplicated an embedding matrix: it has no raw input to write a deduplicated copy of. "
+        "Export the kept ids above and filter your data with them."
+    )
+    st.stop()
+rule_apply = rule if which != "leaked" else "paper"
+st.write(
+    f"`semdedup apply` writes the items kept at ε = {e:.4f} under the {rule_apply} rule in the input's own "
+    f"format ({escape_markdown(offer['kind'])}: {escape_markdown(offer['description'])}). It never overwrites: "
+    "the path must be new. Your input is only read."
+)
+a1, a2 = st.columns([3, 2])
+target = a1.text_input("Write to (a new path)", value=offer["suggested"], key="exp_apply_out")
+mode = a2.radio("Images as", offer["modes"], key="exp_apply_mode", horizontal=True) if offer["modes"] else None
+leaked = st.checkbox("Also leave out the leaked items", key="exp_apply_leaked") if res.has_reference else False
+st.code(sa.apply_command(res, e, target, rule_apply, str(labels.path), leaked, mode), language="bash")
+if not access.may_write_results():
+    st.caption("This explorer is read-only: run the command above where the data lives.")
+elif st.button("Write the deduplicated dataset", key="exp_apply"):
+    try:
+        with st.spinner("Writing the kept items…"):
+            done = sa.apply_kept(res, e, target, rule_apply, labels, leaked, mode)
+        st.success(
+            f"Wrote {sa.fmt_int(done.kept)} of {sa.fmt_int(done.items)} items ({sa.fmt_int(done.removed)} removed) "
+            f"to {escape_markdown(str(done.out))}"
+        )
+    except (SemDedupError, OSError) as exc:
+        sa.error(f"could not write the deduplicated dataset: {exc}")

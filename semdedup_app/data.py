@@ -312,6 +312,49 @@ def export_bytes(
     return sd_export.to_bytes(sd_export.export_frame(res, float(e), which, rule, labels), fmt, txt_column)
 
 
+# -- apply: the deduplicated dataset ------------------------------------------------------------------
+def apply_offer(res: Results, e: float) -> dict | None:
+    """What the Export page offers for writing the kept part of the run's input: its ``kind``, the
+    writer's ``description`` and ``modes`` (image folders) and a ``suggested`` new path beside the input;
+    ``None`` for a run without raw input (an ``.npy`` matrix)."""
+    from semdedup_core.ingest import apply as sd_apply
+
+    try:
+        source = sd_apply.run_source(res.run)
+        writer = sd_apply.writer_for(source["kind"])
+    except SemDedupError:
+        return None
+    return {
+        "kind": writer.kind,
+        "description": writer.description,
+        "modes": sd_apply.MODES if "mode" in writer.options else (),
+        "suggested": str(sd_apply.suggested_out(source, e)),
+    }
+
+
+def apply_command(
+    res: Results, e: float, out: str, rule: str, labels_path: str | None, leaked: bool, mode: str | None
+) -> str:
+    """The ``semdedup apply`` command that writes what :func:`apply_kept` writes."""
+    from semdedup_core.ingest import apply as sd_apply
+
+    default = str(Path(res.path) / "labels.parquet")
+    store = labels_path if labels_path and labels_path != default else None
+    return sd_apply.apply_command(res.path, e, out, rule=rule, labels=store, drop_leaked=leaked, mode=mode)
+
+
+def apply_kept(res: Results, e: float, out: str, rule: str, labels, leaked: bool, mode: str | None):
+    """Write the kept part of the run's input into the new path ``out`` (only where this explorer may
+    write: never in read-only mode, only under the allowed roots); returns the core's summary."""
+    from semdedup_core.ingest import apply as sd_apply
+
+    if not out.strip():
+        raise SemDedupError("give a new path to write the deduplicated dataset to")
+    target = Path(out.strip()).expanduser()
+    access.check_run_target(target)
+    return sd_apply.apply_run(res, float(e), target, rule=rule, labels=labels, drop_leaked=leaked, mode=mode)
+
+
 # -- report and comparison ----------------------------------------------------------------------------
 def _report_bytes(res: Results, e: float, labels: str | None) -> bytes:
     from semdedup_core.audit.precision import summary_at

@@ -1,8 +1,9 @@
 """The command line: parse, build the configs, call one core function, print a summary.
 
-One module per command (:mod:`.run`, :mod:`.demo`, :mod:`.export`, :mod:`.audit`, :mod:`.report`,
-:mod:`.compare`), each with ``add_parser(sub)`` that registers its options and its function; the shared
-option groups and helpers live in :mod:`.options`."""
+One module per command (:mod:`.run`, :mod:`.demo`, :mod:`.export`, :mod:`.apply`, :mod:`.audit`,
+:mod:`.report`, :mod:`.compare`, :mod:`.app`), each with ``add_parser(sub)`` that registers its options and
+its function; the shared option groups and helpers live in :mod:`.options`. Installed as a package, the
+same commands answer to ``semdedup`` (:func:`script`)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SemDedupError
-from . import audit, compare, demo, export, report, run
+from . import app, apply, audit, compare, demo, export, report, run
 from .options import _Parser
 
-COMMANDS = (run, demo, export, audit, report, compare)
+COMMANDS = (run, demo, export, apply, audit, report, compare, app)
 """The command modules, in the order ``--help`` lists them."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m semdedup_core") -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m semdedup_core",
+        prog=prog,
         description="Find semantic duplicates with SemDeDup: embed, cluster with spherical k-means, and score "
         "every item against the earlier items of its cluster. At eps an item is removed iff its score "
         "(max_sim) > 1 - eps.",
@@ -32,9 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def script() -> int:
+    """The ``semdedup`` command of an installed package: :func:`main` under that name."""
+    return main(prog="semdedup")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m semdedup_core") -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

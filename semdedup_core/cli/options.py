@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..errors import SemDedupError
@@ -16,8 +17,20 @@ SUMMARY_EPS = (0.01, 0.05, 0.1, 0.2)
 
 
 class _Parser(argparse.ArgumentParser):
+    passthrough: Callable[[list[str]], tuple[list[str], list[str]]] | None = None
+    """A command's splitter of the options it hands on to another program (``app``: Streamlit's
+    ``--section.option``): they are taken out before parsing and kept in ``args.passthrough``."""
+
     def error(self, message: str) -> NoReturn:  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        if self.passthrough is None:
+            return super().parse_known_args(args, namespace)
+        own, handed = self.passthrough(list(sys.argv[1:] if args is None else args))
+        namespace, extra = super().parse_known_args(own, namespace)
+        namespace.passthrough = handed
+        return namespace, extra
 
 
 def add_dedup_arguments(p: argparse.ArgumentParser) -> None:

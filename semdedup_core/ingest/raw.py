@@ -29,7 +29,7 @@ from ..run.reference import Reference
 from ..run.sources import PARTS, parts_source
 from .embed import EmbedConfig, default_workers
 from .encoders import get_encoder
-from .inputs import check_options, reader_for
+from .inputs import check_options, input_fingerprint, reader_for
 from .parts import PartEmbedder, PartSpec, claim, fingerprint, plan_parts, specs_json
 
 if TYPE_CHECKING:
@@ -310,8 +310,12 @@ def _facts(path, specs, summaries, identity, ref_identity, enc, enc_params, embe
         source.pop(key, None)
     runtime = enc.runtime() if enc is not None else {"backend": "precomputed"}
     reused = sum(s.get("reused", 0) for s in summaries)
+    kind = reader_for(path).name
+    source.update(kind=kind, path=_input_root(path), parts=len(specs), fingerprint=input_fingerprint(path))
+    if kind == "webdataset":  # the shards themselves: a pattern's folder may hold others
+        source["shards"] = [s.source for s in specs]
     return {
-        "input": {**source, "kind": reader_for(path).name, "path": _input_root(path), "parts": len(specs)},
+        "input": source,
         "embed": {
             "identity": identity,
             "reference_identity": ref_identity,

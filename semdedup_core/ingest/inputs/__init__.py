@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import SemDedupError
 from .common import IMAGE_SUFFIXES, TABLE_SUFFIXES, Items
+from .fingerprint import input_fingerprint, source_fingerprint
 from .folder import list_images, load_image_folder
 from .hf import is_hf_dataset, load_hf_dataset
 from .shards import load_shards
@@ -30,6 +31,7 @@ __all__ = [
     "Items",
     "Reader",
     "expand_braces",
+    "input_fingerprint",
     "is_hf_dataset",
     "list_images",
     "load_hf_dataset",
@@ -41,6 +43,7 @@ __all__ = [
     "check_options",
     "read_table",
     "reader_for",
+    "source_fingerprint",
     "wds_shards",
 ]
 
