@@ -307,3 +307,23 @@ def test_cuda_embedding_with_autocast_matches_cpu(folder, folder_run, tmp_path):
     cpu = get_encoder("minilm", modality="text").encode(["a cat on a mat"])[0]
     got = np.load(text_out / "embeddings.npy")[0]
     assert float(got @ (cpu / np.linalg.norm(cpu))) > 0.999
+
+
+def test_a_column_of_mixed_json_values_is_carried_as_json_text(tmp_path):
+    """A JSONL field holding [1, "a"] in one row and ["x"] in another: Arrow cannot type it, so it is
+    carried as JSON text, and the run goes on (before, the run stopped with a pyarrow error)."""
+    import json as _json
+
+    rows = [
+        {"id": f"r{i}", "text": f"words about cats, number {i}", "tags": [1, "a"] if i % 2 else ["x"]}
+        for i in range(12)
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    res = run_input(
+        tmp_path / "t.jsonl",
+        tmp_path / "out",
+        embed=EmbedConfig(text_column="text", id_column="id"),
+        cluster=ClusterConfig(2),
+    )
+    tags = dict(zip(res.items["id"], res.items["tags"], strict=True))
+    assert tags["r1"] == '[1, "a"]' and tags["r2"] == '["x"]'

@@ -202,12 +202,11 @@ def write_part(
     """Write one raw part into the folder ``d`` (``meta`` a DataFrame with ``id`` first; ``emb`` rows aligned
     with it). Items that failed to embed stay as rows (``failed.npy`` names them; the engine drops them) and
     are listed in ``errors.parquet`` with the items left out before embedding."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     d.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(d / "meta.parquet") as tmp:
-        pq.write_table(pa.Table.from_pandas(meta.reset_index(drop=True), preserve_index=False), tmp)
+        pq.write_table(io.frame_to_arrow(meta), tmp)
     io.save_npy(d / "emb.npy", np.ascontiguousarray(emb, dtype=np.float32))
     io.write_errors(d / "errors.parquet", errors)
     failed = np.zeros(0, np.int64) if failed is None else np.asarray(failed, dtype=np.int64)

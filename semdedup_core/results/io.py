@@ -64,6 +64,32 @@ def write_parquet(path: str | os.PathLike[str], df: Any) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def frame_to_arrow(frame: Any) -> Any:
+    """A DataFrame of carried columns as an Arrow table. A column Arrow cannot type as it is (a JSON field
+    holding ``[1, "a"]`` in one row and ``["x"]`` in another) is carried as JSON text instead, one string
+    per value (missing values stay missing): the run goes on and nothing is lost."""
+    import json
+
+    import pyarrow as pa
+
+    frame = frame.reset_index(drop=True)
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    columns = {}
+    for name in frame.columns:
+        try:
+            columns[name] = pa.Table.from_pandas(frame[[name]], preserve_index=False).column(0)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            values = [
+                None if v is None or (isinstance(v, float) and v != v) else json.dumps(v, default=str)
+                for v in frame[name]
+            ]
+            columns[name] = pa.array(values, pa.string())
+    return pa.table(columns)
+
+
 def write_errors(path: str | os.PathLike[str], errors: list[dict[str, Any]]) -> None:
     """``errors.parquet``: one row per item left out, with ``id``, ``path`` and ``reason`` (maybe empty)."""
     import pyarrow as pa

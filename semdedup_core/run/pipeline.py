@@ -179,11 +179,7 @@ def _meta_table(ids: Any, columns: Any) -> Any:
     n = len(ids) if ids is not None else len(columns)
     table = pa.table({"id": pa.array(list(ids) if ids is not None else np.arange(n).astype(str), pa.string())})
     if columns is not None:
-        extra = (
-            columns
-            if isinstance(columns, pa.Table)
-            else pa.Table.from_pandas(columns.reset_index(drop=True), preserve_index=False)
-        )
+        extra = columns if isinstance(columns, pa.Table) else io.frame_to_arrow(columns)
         for name in extra.column_names:
             table = table.append_column(name, extra[name])
     return table
