@@ -36,6 +36,8 @@ THUMB_SIZE = 160  # px: the longer side of an embedded thumbnail
 THUMB_QUALITY = 80  # JPEG quality of the thumbnails
 TEXT_LIMIT = 600  # characters of an item's text shown in the report
 GROUP_MEMBERS = 8  # removed items shown per group of duplicates
+GENERATOR = '<meta name="generator" content="semdedup report">'
+"""In every report's head: how ``report --out`` knows a file it may replace."""
 
 _ESCAPES = str.maketrans(
     {
@@ -536,7 +538,7 @@ def build_report(
         f"cosine similarity to an earlier item exceeds 1 − ε. Report made by semdedup {__version__}.</footer>"
     )
     return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{GENERATOR}\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>Semantic duplicates in {escape(name)} · ε {eps:.4f}</title>\n"
         f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(sections) + "\n</body>\n</html>\n"

@@ -24,6 +24,7 @@ from ..kernels.rules import Audited, audited_scores, removed_by_score
 from . import rules
 from .checks import check_numeric, check_strings, take_chunked
 from .folder import ResultsFolder
+from .io import load_npy
 from .names import CENTROIDS, DUP_ROW, EMBEDDINGS, ITEMS, PROBES, REFERENCE, REFERENCE_EMBEDDINGS, STRING_CHECK_ROWS
 from .rules import check_eps, check_rule
 
@@ -210,7 +211,7 @@ class Results:
 
     @functools.cached_property
     def centroids(self) -> np.ndarray:
-        return np.load(self._file(CENTROIDS))
+        return load_npy(self._file(CENTROIDS), CENTROIDS)
 
     @functools.cached_property
     def embeddings(self) -> np.ndarray:
@@ -223,7 +224,7 @@ class Results:
             from .io import ShardedRows
 
             return ShardedRows([self._file(s) for s in shards])  # type: ignore[return-value]
-        return np.load(self._file(EMBEDDINGS), mmap_mode="r")
+        return load_npy(self._file(EMBEDDINGS), EMBEDDINGS, mmap=True, rows=self.n_items)
 
     def _file(self, name: str) -> Path:
         if self.path is None or not (self.path / name).exists():
@@ -255,7 +256,7 @@ class Results:
         """Each item's own cluster and its probed clusters (``n × (1 + probe)``; probing runs only)."""
         if not self.probe:
             return np.asarray(self.column("cluster"), dtype=np.int64)[:, None]
-        return np.load(self._file(PROBES), mmap_mode="r")
+        return load_npy(self._file(PROBES), PROBES, mmap=True, rows=self.n_items)
 
     @functools.cached_property
     def global_position(self) -> np.ndarray:
@@ -428,7 +429,7 @@ class Results:
     def reference_embeddings(self) -> np.ndarray:
         """The reference set's unit embeddings, in :attr:`reference` order, memory-mapped."""
         self._need_reference()
-        return np.load(self._file(REFERENCE_EMBEDDINGS), mmap_mode="r")
+        return load_npy(self._file(REFERENCE_EMBEDDINGS), REFERENCE_EMBEDDINGS, mmap=True)
 
     @functools.cached_property
     def ref_rows(self) -> np.ndarray:
