@@ -6,7 +6,6 @@ from __future__ import annotations
 import streamlit as st
 
 import semdedup_app as sa
-from semdedup_app import access
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
 from semdedup_core.explore import export as sd_export
@@ -87,12 +86,12 @@ with d1:
             key="exp_download",
         )
 with d2:
-    if not access.may_write_results():
+    if not sa.gate.allowed("write-export", res.path):
         st.caption("This explorer is read-only: exports are downloads only.")
     elif st.button("Write into the results folder", key="exp_write"):
         try:
             with st.spinner(f"Writing {sa.fmt_int(n_rows)} rows…"):
-                path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
+                path = sa.gate.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
             st.success(f"Wrote {escape_markdown(str(path))}")
         except (SemDedupError, OSError) as exc:
             sa.error(f"could not write the export: {exc}")
