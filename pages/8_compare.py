@@ -29,13 +29,13 @@ def _reset_page() -> None:
 
 
 def _pick(key: str) -> None:
-    st.session_state["cmp_refused"] = sa.gate.pick_run_b(st.session_state.get(key) or "")  # the gate decides
+    st.session_state["cmp_refused"] = sa.runs.pick_run_b(st.session_state.get(key) or "")  # the gate decides
 
 
 c1, c2 = st.columns(2)
 c1.selectbox(
     "Run B from the shared runs" if sa.read_only() else "Run B from the recent runs",
-    sa.gate.compare_choices(res),
+    sa.runs.compare_choices(res),
     index=None,
     placeholder="choose a recent run",
     key="cmp_recent",
@@ -49,7 +49,7 @@ c2.text_input(
 if st.session_state.get("cmp_refused"):
     sa.error(st.session_state["cmp_refused"])
 try:
-    res_b = sa.gate.run_b()  # checked again by the gate: the session's value is never trusted
+    res_b = sa.runs.run_b()  # checked again by the gate: the session's value is never trusted
 except SemDedupError as exc:
     sa.error(exc)
     st.stop()

@@ -19,7 +19,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every page imports this package first: never reach a model hub
 
-from . import access, audit, gate, identity, jobs  # noqa: E402
+from . import access, audit, gate, identity, jobs, runs  # noqa: E402
 from .data import (  # noqa: E402
     DOWNLOAD_ROWS,
     MAX_CLUSTER_OPTIONS,
@@ -106,6 +106,7 @@ __all__ = [
     "labels_store_input",
     "Reviewer",
     "reviewer_input",
+    "runs",
     "centroid_map",
     "cli_demo",
     "cli_results_dir",

@@ -4,7 +4,8 @@
 ``action`` in :data:`ACTIONS`, from the mode (read-only, allowed roots, the folders, reviewers and
 verdict stores named at start; the rules are :mod:`semdedup_app.access`'s), the way datasette asks
 ``permission_allowed`` in every view. The operations below ask it before they touch a file, and pages
-call only them: a page never opens, lists or writes a file itself (``tests/test_gate.py`` reads every
+call only them (and :mod:`semdedup_app.runs`, which opens folders through here): a page never opens,
+lists or writes a file itself (``tests/test_gate.py`` reads every
 page's code, and runs every page of a read-only explorer watching each file it opens or writes).
 
 A refusal is one line, the same whether or not the path exists: it names the value that was given and
@@ -122,45 +123,6 @@ def check(action: str, target: Any = None, **kw: Any) -> None:
 
 def allowed(action: str, target: Any = None, **kw: Any) -> bool:
     return problem(action, target, **kw) is None
-
-
-# -- folders ------------------------------------------------------------------------------------------
-def open_results(path: str | os.PathLike[str], action: str = "open") -> Results:
-    """The results folder ``path`` (cached), once the gate lets this session ``action`` it."""
-    from .data import load
-
-    check(action, path)
-    return load(path)
-
-
-def compare_choices(res: Results) -> list[str]:
-    """The runs Compare offers for B: the shared folders in read-only mode, else the recent runs (those the
-    allowed roots admit), without the open run itself."""
-    from . import jobs
-    from .state import shared_folders
-
-    here = os.path.realpath(res.path) if res.path is not None else None
-    folders = shared_folders() if access.read_only() else jobs.recent_runs()
-    return [str(p) for p in folders if os.path.realpath(p) != here and allowed("compare", p)]
-
-
-def pick_run_b(value: str) -> str | None:
-    """Make ``value`` (a typed or chosen folder) Compare's run B; returns the refusal instead when the gate
-    refuses it (B then stays as it was)."""
-    value = str(value or "").strip()
-    if not value:
-        return None
-    refused = problem("compare", value)
-    if refused is None:
-        st.session_state["cmp_path"] = str(Path(value).expanduser())
-        st.session_state["cmp_page"] = 0
-    return refused
-
-
-def run_b() -> Results | None:
-    """Compare's run B (checked by the gate again: the session's value is never trusted), or ``None``."""
-    path = st.session_state.get("cmp_path")
-    return open_results(path, "compare") if path else None
 
 
 # -- verdicts -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from semdedup_core import Results, SemDedupError
 from semdedup_core.explore.pairs import word_diff
 from semdedup_core.media import images
 
-from . import gate, jobs
+from . import gate, jobs, runs
 from .data import eps_max
 from .markdown import diff_markdown, error, escape_markdown
 from .state import NAV, PAGES, eps, first_look_of, set_eps, switch_to_full_run
@@ -29,7 +29,7 @@ def current_results(show_error: bool = True) -> Results | None:
     if not path:
         return None
     try:
-        res = gate.open_results(path)
+        res = runs.open_results(path)
     except SemDedupError as exc:
         if show_error:
             error(exc)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from semdedup_core import Results, SemDedupError
@@ -295,4 +294,4 @@ def test_a_damaged_array_shows_one_line_on_the_map_page(text_results, tmp_path, 
     assert any(damage in e and "truncated" in e for e in shown), shown
     with pytest.raises(SemDedupError, match=f"{damage} .* cannot be used \\(is shorter than its header says"):
         res = Results.load(folder)
-        res.centroids if damage == "centroids.npy" else res.embeddings
+        _ = res.centroids if damage == "centroids.npy" else res.embeddings
