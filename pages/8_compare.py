@@ -36,6 +36,7 @@ c1, c2 = st.columns(2)
 c1.selectbox(
     "Run B from the shared runs" if sa.read_only() else "Run B from the recent runs",
     sa.runs.compare_choices(res),
+    format_func=sa.runs.label,
     index=None,
     placeholder="choose a recent run",
     key="cmp_recent",

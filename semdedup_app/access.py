@@ -87,30 +87,8 @@ def folder_allowed(path: str | os.PathLike[str], argv: Sequence[str] | None = No
     return not read_only(argv)
 
 
-def check_folder(path: str | os.PathLike[str], argv: Sequence[str] | None = None) -> None:
-    """Raise :class:`SemDedupError` naming ``path`` and the way out unless :func:`folder_allowed`."""
-    if folder_allowed(path, argv):
-        return
-    roots = allowed_roots()
-    if roots:
-        where = ", ".join(str(r) for r in roots)
-        raise SemDedupError(
-            f"{str(path)!r} is outside the folders this explorer may use ({where}); pick a folder under them, "
-            f"or ask whoever runs the app to add it to {ROOTS_ENV}"
-        )
-    raise SemDedupError(
-        f"{str(path)!r} is not one of the results folders this read-only explorer shares; open one of those "
-        "listed on Home"
-    )
-
-
 def may_start_runs(argv: Sequence[str] | None = None) -> bool:
     """Runs and demo builds (background jobs) are allowed outside read-only mode only."""
-    return not read_only(argv)
-
-
-def may_write_results(argv: Sequence[str] | None = None) -> bool:
-    """Writing into a results folder (exports, cached maps) is allowed outside read-only mode only."""
     return not read_only(argv)
 
 

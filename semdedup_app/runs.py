@@ -29,6 +29,11 @@ def compare_choices(res: Results) -> list[str]:
     return [str(p) for p in folders if os.path.realpath(p) != here and gate.allowed("compare", p)]
 
 
+def label(path: str) -> str:
+    """How Compare names a run it offers: in read-only mode its folder's name (viewers see no server paths)."""
+    return Path(path).name if access.read_only() else str(path)
+
+
 def pick_run_b(value: str) -> str | None:
     """Make ``value`` (a typed or chosen folder) Compare's run B; returns the refusal instead when the gate
     refuses it (B then stays as it was)."""

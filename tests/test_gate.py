@@ -95,7 +95,7 @@ def test_read_only_compare_opens_only_the_shared_runs(shared):
     assert not at.exception and at.error and not any(t in shown_text(at) for t in secret_texts)
     at.session_state["cmp_path"] = None
     at.run()
-    assert [str(shared["b"].resolve())] == [p for p in at.selectbox(key="cmp_recent").options if "run-b" in p]
+    assert "run-b" in at.selectbox(key="cmp_recent").options  # the shared runs, by name (no server paths)
     at.text_input(key="cmp_typed").set_value(str(shared["b"])).run()  # inside the roots: compared
     assert not at.error and any("removed by both" in m.label for m in at.metric)
 

@@ -34,6 +34,8 @@ def copy_folder(src: Path, dst: Path) -> Path:
 def child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh Python with this repository importable (a crash or a hang stays there)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), HF_HUB_OFFLINE="1")
+    for name in ("SEMDEDUP_RESULTS", "SEMDEDUP_READ_ONLY", "SEMDEDUP_ALLOWED_ROOTS", "SEMDEDUP_REVIEWERS"):
+        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
