@@ -161,7 +161,7 @@ def read_verified(path: Path, size: int, digest: str) -> Any | None:
     is hashed in a second thread while the next one is read (both release the GIL)."""
     import pyarrow as pa
 
-    buf = pa.allocate_buffer(size)
+    buf = pa.allocate_buffer(size, memory_pool=pa.system_memory_pool())  # malloc: given back when freed
     view = memoryview(buf)
     h = hashlib.sha256()
     with safe.open_regular(path) as f, ThreadPoolExecutor(1, thread_name_prefix="semdedup-digest") as pool:
