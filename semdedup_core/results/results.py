@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import SemDedupError
 from ..kernels.clusters import ClusterIndex
 from ..kernels.rules import Audited, audited_scores, removed_by_score
-from . import rules
+from . import io, rules
 from .checks import check_numeric, check_strings, take_chunked
 from .folder import ResultsFolder
 from .io import load_npy
@@ -423,7 +423,14 @@ class Results:
         import pandas as pd
 
         self._need_reference()
-        return pd.read_parquet(self._file(REFERENCE))
+        try:
+            with io.parquet_source(self._file(REFERENCE)) as source:
+                return pd.read_parquet(source)
+        except (OSError, ValueError) as exc:
+            raise SemDedupError(
+                f"{REFERENCE} in {str(self.path)!r} cannot be read ({str(exc).splitlines()[0] if str(exc) else exc}); "
+                "rerun into a new folder"
+            ) from None
 
     @functools.cached_property
     def reference_embeddings(self) -> np.ndarray:
