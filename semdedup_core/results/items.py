@@ -1,12 +1,12 @@
-"""``items.parquet`` and its memory-mappable copy ``items.arrow``: writing both, and reading the fastest
-one that is sound.
+"""``items.parquet`` and its uncompressed copy ``items.arrow``: writing both, and reading the fastest one
+that is sound.
 
 ``items.parquet`` is the contract (one file, or a folder of parts; pandas, pyarrow and DuckDB read it).
 Parquet is compressed and encoded, so reading 20,000,000 rows takes seconds. Beside it the engine writes
 the same table as an uncompressed Arrow IPC file (``items.arrow``, or ``items.arrow/part-NNNNN.arrow``
 beside ``items.parquet/part-NNNNN.parquet``), in record batches of :data:`BATCH_ROWS` rows: the
-explorer's cache. It memory-maps in milliseconds and its columns are read only where a view touches
-them.
+explorer's cache. It is read at the speed of the disk (no decoding), and its columns are the file's
+bytes, with no further copy.
 
 ``run.json`` records what each copy mirrors (``items_arrow``: for every part, the parquet file's size and
 a hash of its footer, which holds its schema, row groups and statistics, and the Arrow file's size, row

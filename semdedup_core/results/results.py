@@ -1,6 +1,6 @@
 """Reading a results folder and asking it questions. Every ε is a filter over the stored scores.
 
-A folder opens without reading its items into one DataFrame: the table is memory-mapped from the Arrow
+A folder opens without decoding its items into one DataFrame: the table is read from the Arrow
 copy the engine writes beside ``items.parquet`` (:mod:`~semdedup_core.results.items`; parquet otherwise),
 the numbers are checked on load and the strings on load below
 :data:`~semdedup_core.results.names.STRING_CHECK_ROWS` items, else on first bulk use of the ids
@@ -38,7 +38,7 @@ class Results:
     The paper's rule: at ε an item is removed iff ``max_sim > 1 − ε``, where ``max_sim`` is its highest
     similarity to an *earlier* item of its cluster, removed or not (so chains A≈B≈C remove B and C).
 
-    ``items``: a DataFrame, or an Arrow table (what :meth:`load` gives, memory-mapped where it can).
+    ``items``: a DataFrame, or an Arrow table (what :meth:`load` gives, from the Arrow copy where it can).
     """
 
     def __init__(self, items: Any, run: dict[str, Any], path: Path | None = None):
@@ -48,7 +48,7 @@ class Results:
         self.path = path
         if not isinstance(items, pa.Table):
             raise SemDedupError("Results reads a results folder: use Results.load(DIR)")
-        self.source = "table"  # load: "arrow" (the memory-mapped copy) or "parquet"
+        self.source = "table"  # load: "arrow" (the checked copy, read whole) or "parquet"
         self._table = items
         self._columns: dict[str, np.ndarray] = {}
         self._audited: dict[tuple, Audited] = {}  # the audited rule's column per (store, store stamp)
@@ -71,7 +71,7 @@ class Results:
     def load(cls, path: str | Path, strings: bool | None = None) -> Results:
         """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used.
 
-        The items are memory-mapped from the folder's Arrow copy when it still mirrors ``items.parquet``,
+        The items are read from the folder's Arrow copy (checked by its SHA-256) when it still mirrors ``items.parquet``,
         else read from ``items.parquet``. They are checked before anything uses them, and a folder that
         fails is refused in one line naming the problem: the numbers always
         (:func:`~semdedup_core.results.checks.check_numeric`: types, finite scores, ``0 ≤ cluster < k``,
@@ -148,7 +148,7 @@ class Results:
     # -- columns and rows --------------------------------------------------------------------------
     @functools.cached_property
     def items(self) -> Any:
-        """All items as one DataFrame (built on first use from the memory-mapped table; the views of the
+        """All items as one DataFrame (built on first use from the items table; the views of the
         explorer use :meth:`column` and :meth:`rows` instead)."""
         return self._table.to_pandas()
 
