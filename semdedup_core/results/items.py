@@ -47,9 +47,10 @@ BATCH_ROWS = 1_000_000
 MIRROR_KEY = "items_arrow"
 """The key of ``run.json`` that records the Arrow copy."""
 DIGEST_KEY = "arrow_sha256"
-"""The key of each file's record holding the SHA-256 of the Arrow file's content."""
-READ_BLOCK = 16 * 2**20
-"""Bytes read (and hashed) per step when the copy is read."""
+"""The key of each file's record holding the checksum of the Arrow file's content: the SHA-256 of the
+SHA-256s of its :data:`DIGEST_BLOCK`-byte blocks (one level of a hash tree, so blocks hash in parallel)."""
+DIGEST_BLOCK = 64 * 2**20
+"""Bytes per block of the checksum, and per read when the copy is read."""
 
 
 def write_items(table: pa.Table, parquet: Path, arrow: Path) -> dict[str, Any]:
@@ -103,13 +104,26 @@ def pair_record(parquet: Path, arrow: Path, rows: int) -> dict[str, Any]:
     }
 
 
+def _sha(block: Any) -> bytes:
+    return hashlib.sha256(block).digest()  # releases the GIL: blocks hash in parallel
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def file_digest(path: Path) -> str:
-    """The SHA-256 (hex) of the content of the regular file ``path``."""
-    h = hashlib.sha256()
-    with safe.open_regular(path) as f:
-        for block in iter(lambda: f.read(READ_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The checksum (:data:`DIGEST_KEY`) of the content of the regular file ``path``: each block hashed in a
+    thread while the next ones are read (at most a few blocks in memory)."""
+    sums: list[bytes] = []
+    with safe.open_regular(path) as f, ThreadPoolExecutor(_workers(), thread_name_prefix="semdedup-digest") as pool:
+        pending: list[Any] = []
+        for block in iter(lambda: f.read(DIGEST_BLOCK), b""):
+            pending.append(pool.submit(_sha, block))
+            while len(pending) > _workers():
+                sums.append(pending.pop(0).result())
+        sums += [p.result() for p in pending]
+    return hashlib.sha256(b"".join(sums)).hexdigest()
 
 
 def mirror_record(folder: Path, pairs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -156,31 +170,29 @@ def _fresh_copy(folder: Path, record: Any) -> list[tuple[Path, int, str, int]] |
 
 
 def read_verified(path: Path, size: int, digest: str) -> Any | None:
-    """The ``size`` bytes of ``path`` read into one Arrow buffer when their SHA-256 is ``digest``, else
+    """The ``size`` bytes of ``path`` read into one Arrow buffer when their checksum is ``digest``, else
     ``None`` (another size, a file that shrinks or grows while read, other content). One pass: each block
-    is hashed in a second thread while the next one is read (both release the GIL)."""
+    is hashed in a thread while the next ones are read (reads and hashing release the GIL)."""
     import pyarrow as pa
 
     buf = pa.allocate_buffer(size, memory_pool=pa.system_memory_pool())  # malloc: given back when freed
     view = memoryview(buf)
-    h = hashlib.sha256()
-    with safe.open_regular(path) as f, ThreadPoolExecutor(1, thread_name_prefix="semdedup-digest") as pool:
+    with safe.open_regular(path) as f, ThreadPoolExecutor(_workers(), thread_name_prefix="semdedup-digest") as pool:
         if os.fstat(f.fileno()).st_size != size:
             return None
-        pending, pos = None, 0
+        pending, pos = [], 0
         while pos < size:
-            n = f.readinto(view[pos : min(pos + READ_BLOCK, size)])
-            if not n:
-                return None
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(h.update, view[pos : pos + n])
-            pos += n
-        if pending is not None:
-            pending.result()
+            start, end = pos, min(pos + DIGEST_BLOCK, size)
+            while pos < end:  # one block (a read may return less)
+                n = f.readinto(view[pos:end])
+                if not n:
+                    return None
+                pos += n
+            pending.append(pool.submit(_sha, view[start:end]))
         if f.read(1):
             return None
-    return buf if h.hexdigest() == digest else None
+        sums = b"".join(p.result() for p in pending)
+    return buf if hashlib.sha256(sums).hexdigest() == digest else None
 
 
 def _read_copy(parts: list[tuple[Path, int, str, int]]) -> pa.Table | None:
