@@ -71,7 +71,7 @@ class Results:
     def load(cls, path: str | Path, strings: bool | None = None) -> Results:
         """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used.
 
-        The items are read from the folder's Arrow copy (checked by its SHA-256) when it still mirrors ``items.parquet``,
+        The items are read from the folder's Arrow copy (checked by its checksums) when it still mirrors ``items.parquet``,
         else read from ``items.parquet``. They are checked before anything uses them, and a folder that
         fails is refused in one line naming the problem: the numbers always
         (:func:`~semdedup_core.results.checks.check_numeric`: types, finite scores, ``0 ≤ cluster < k``,
