@@ -339,3 +339,18 @@ def test_a_read_only_explorer_writes_nothing_and_reads_nothing_outside_its_roots
     assert not writes and not reads, (writes, reads)
     assert any(os.path.realpath(e[1]).startswith(os.path.realpath(shared["root"])) for e in events)  # it did watch
     assert not store.exists()  # no key typed: no verdict
+
+
+def test_outside_read_only_the_roots_bound_a_typed_store_too(shared):
+    """On one's own machine a typed store is taken — but with allowed roots set, not one outside them."""
+    outside = shared["stores"] / "typed.parquet"
+    at = app("--results", str(shared["a"]), page="review")
+    at.text_input(key="sd_labels").set_value(str(outside)).run()
+    assert any("outside the folders this explorer may use" in e.value.replace("\\", "") for e in at.error)
+    judge(at, "ann")
+    assert not outside.exists() and (shared["a"] / "labels.parquet").exists()  # the folder's own store instead
+    inside = shared["root"] / "verdicts.parquet"
+    at.text_input(key="sd_labels").set_value(str(inside)).run()
+    assert not at.error
+    judge(at, "ann")
+    assert inside.exists()
