@@ -72,7 +72,7 @@ PAGES = {name: path for name, (path, _, _) in NAV.items()}
 
 def app_args(argv: list[str] | None = None) -> argparse.Namespace:
     """What follows ``streamlit run app.py --``: ``--results DIR`` (repeatable), ``--demo text|images``,
-    ``--read-only``, ``--reviewer NAME`` (see :func:`semdedup_app.access.app_args`)."""
+    ``--read-only``, ``--reviewer NAME``, ``--labels STORE`` (see :func:`semdedup_app.access.app_args`)."""
     return access.app_args(argv)
 
 
