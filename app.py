@@ -4,17 +4,14 @@ included, starts from the ``semdedup_app`` package (state, cached views, the sid
 
 Home: open a results folder, build an offline demo, or start a run in the background. In read-only mode
 (``-- --read-only``, for sharing the app) Home only lists the shared results folders: no path box, no
-demos to build, no runs (see :mod:`semdedup_app.access`).
+demos to build, no runs. Every folder it opens and every run it starts passes :mod:`semdedup_app.gate`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 import semdedup_app as sa  # sets HF_HUB_OFFLINE before any model can load
-from semdedup_app import access, jobs
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
 
@@ -53,7 +50,7 @@ if res is not None:
 
 
 # -- open a folder -------------------------------------------------------------------------------------
-READ_ONLY = access.read_only()
+READ_ONLY = sa.read_only()
 st.subheader("Open a results folder")
 
 
@@ -67,7 +64,7 @@ if READ_ONLY:
     st.caption("This explorer is read-only: it shows the results folders it shares; nothing is run or written.")
     for i, path in enumerate(sa.shared_folders()[:50]):
         a, b = st.columns([6, 1])
-        a.text(path.name)
+        a.text(sa.isolate(path.name))
         if b.button("Open", key=f"home_shared_{i}"):
             sa.open_folder(path)
             st.rerun()
@@ -77,12 +74,12 @@ with st.form("home_open"):
     st.text_input("Results folder", key="home_path", placeholder="/path/to/results")
     st.form_submit_button("Open", on_click=_open_typed)
 
-recent = jobs.recent_runs()  # those the allowed roots admit
+recent = sa.jobs.recent_runs()  # those the gate lets this session open
 if recent:
     st.caption("Recent runs")
     for i, path in enumerate(recent[:10]):
         a, b = st.columns([6, 1])
-        a.text(str(path))
+        a.text(sa.isolate(str(path)))
         if b.button("Open", key=f"home_recent_{i}"):
             sa.open_folder(path)
             st.rerun()
@@ -95,15 +92,13 @@ if st.session_state.get("sd_waiting_demo") and res is None:
         "2-core CPU takes a few minutes; the text demo opens a first look at part of it within about a minute). "
         "It opens here by itself; progress is below."
     )
-kinds = [k for k in sa.demo_kinds() if access.folder_allowed(sa.demo_folder(k))]
-if kinds:
+demos = sa.demo_entries()  # those the gate lets this session open
+if demos:
     st.subheader("Offline demos")
-building = {Path(j["out"]) for j in jobs.list_jobs() if j["state"] == "running"}
-for kind in kinds:
-    folder = sa.demo_folder(kind)
-    built = sa.demo_built(kind)
+for demo in demos:
+    kind, folder, built = demo["kind"], demo["folder"], demo["built"]
     a, b = st.columns([6, 1])
-    if folder.resolve() in building:
+    if demo["building"]:
         a.write(f"**{kind}** demo — building in the background (progress below)")
         continue
     a.write(
@@ -115,10 +110,7 @@ for kind in kinds:
             sa.open_folder(folder)
             st.rerun()
     elif b.button("Build", key=f"home_demo_build_{kind}"):
-        try:
-            jobs.start("demo", [kind], folder, label=f"{kind} demo")
-        except SemDedupError as exc:
-            sa.error(exc)
+        sa.build_demo(kind)
 
 
 # -- start a run ---------------------------------------------------------------------------------------
@@ -134,23 +126,11 @@ with st.form("home_run"):
     k = c1.number_input("Clusters k", min_value=1, value=100, step=1, key="home_k")
     keep = c2.selectbox("Keep policy", ["hard", "easy", "random"], key="home_keep")
     seed = c3.number_input("Seed", min_value=0, value=0, step=1, key="home_seed")
-    out = st.text_input("Results folder to write", key="home_out", placeholder=str(jobs.home() / "runs" / "my-run"))
+    out = st.text_input("Results folder to write", key="home_out", placeholder=str(sa.jobs.home() / "runs" / "my-run"))
     submitted = st.form_submit_button("Start")
 if submitted:
     try:
-        if not source.strip():
-            raise SemDedupError("give the embeddings file or data to deduplicate")
-        src = Path(source.strip()).expanduser()
-        access.check_run_target(src)  # an input outside the allowed roots is not read either
-        if not src.exists():
-            raise SemDedupError(f"input {str(src)!r} does not exist; give an existing file or folder")
-        if src.suffix == ".npy":
-            args = ["run", "--embeddings", str(src)]
-        else:
-            args = ["run", "--input", str(src)] + (["--encoder", encoder.strip()] if encoder.strip() else [])
-        args += ["--clusters", str(int(k)), "--keep", keep, "--seed", str(int(seed))]
-        dest = Path(out.strip()).expanduser() if out.strip() else jobs.home() / "runs" / src.stem
-        job = jobs.start("cli", args, dest)
+        job = sa.jobs.start_run(source, encoder, int(k), keep, int(seed), out)  # the gate checks input and output
         st.success(f"Started: writing {escape_markdown(job['out'])}")
     except SemDedupError as exc:
         sa.error(exc)
@@ -161,7 +141,7 @@ if submitted:
 def running_jobs() -> None:
     if sa.open_awaited_demo():  # its first look, or the whole demo once built
         st.rerun(scope="app")
-    all_jobs = jobs.list_jobs()
+    all_jobs = sa.jobs.list_jobs()
     if not all_jobs:
         return
     st.subheader("Runs started here")

@@ -14,16 +14,17 @@ and about 10 % near-duplicates near 1, string ids (never the row numbers) and a 
 without computing anything a run computes, so that 20,000,000 items are made in minutes. Folders are
 made in a child process and reused from ``--work`` afterwards.
 
-Timings come from ``streamlit.testing`` (AppTest) in this process: ``open`` is the first run of Home
-(which loads the folder: memory-maps it and checks its numbers) plus the first run of Threshold (curve,
-histogram, cluster table). A folder above ``STRING_CHECK_ROWS`` items has its strings checked in a
-background thread started at load; the bench waits for it (``string_check_s``) before the slider moves,
-so those are timed on a quiet process. Then every page is opened and ε is moved ``--moves`` times —
-with the page's slider where it has one (Threshold's own, the sidebar's), else by setting the shared ε
-(Home, Stakeholder) — and each rerun timed (median and max). The peak resident memory of this process
-(``VmHWM``, counted from the app's start: the standalone load and string checks before it are not; mapped
-file pages that were read count too) is reported at the end. AppTest adds its own
-overhead, so the times are upper bounds of the server's script time; the browser adds drawing on top.
+Timings come from ``streamlit.testing`` (AppTest) in this process: ``open`` is the first run of Home (which
+loads the folder: reads its Arrow copy into memory, checking it against its checksums, and checks its
+numbers) plus the first run of Threshold (curve, histogram, cluster table). A folder above
+``STRING_CHECK_ROWS`` items has its strings checked in a background thread started at load; the bench waits
+for it (``string_check_s``) before the slider moves, so those are timed on a quiet process. Then every page
+is opened and ε is moved ``--moves`` times — with the page's slider where it has one (Threshold's own, the
+sidebar's), else by setting the shared ε (Home, Stakeholder) — and each rerun timed (median and max). The
+peak resident memory of this process (``VmHWM``, counted from the app's start: the standalone load and
+string checks before it are not; mapped file pages that were read count too) is reported at the end. AppTest
+adds its own overhead, so the times are upper bounds of the server's script time; the browser adds drawing
+on top.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ else:
     choice = st.selectbox(
         "Group (kept item · removals)",
         range(len(top)),
-        format_func=lambda i: f"{top['id'].iat[i]} · {top['removed'].iat[i]} removed",
+        format_func=lambda i: f"{sa.isolate(top['id'].iat[i])} · {top['removed'].iat[i]} removed",
         key="pairs_group",
     )
     root = int(top["row"].iat[choice])
@@ -117,7 +117,7 @@ else:
             if d == 0:
                 sa.show_item(res, row, caption="kept", key=f"group_{row}")
             else:
-                chain = " → ".join(str(ids[r]) for r in reversed(_chain(row, d)))
+                chain = " → ".join(sa.isolate(ids[r]) for r in reversed(_chain(row, d)))  # each id isolated
                 sa.show_item(
                     res,
                     row,

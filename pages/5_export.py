@@ -6,7 +6,6 @@ from __future__ import annotations
 import streamlit as st
 
 import semdedup_app as sa
-from semdedup_app import access
 from semdedup_app.markdown import escape_markdown
 from semdedup_core import SemDedupError
 from semdedup_core.explore import export as sd_export
@@ -86,12 +85,12 @@ with d1:
             key="exp_download",
         )
 with d2:
-    if not access.may_write_results():
+    if not sa.gate.allowed("write-export", res.path):
         st.caption("This explorer is read-only: exports are downloads only.")
     elif st.button("Write into the results folder", key="exp_write"):
         try:
             with st.spinner(f"Writing {sa.fmt_int(n_rows)} rows…"):
-                path = sd_export.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
+                path = sa.gate.write_export(res, e, which, fmt, txt_column if fmt == "txt" else "id", rule, labels)
             st.success(f"Wrote {escape_markdown(str(path))}")
         except (SemDedupError, OSError) as exc:
             sa.error(f"could not write the export: {exc}")
@@ -116,8 +115,9 @@ target = a1.text_input("Write to (a new path)", value=offer["suggested"], key="e
 mode = a2.radio("Images as", offer["modes"], key="exp_apply_mode", horizontal=True) if offer["modes"] else None
 leaked = st.checkbox("Also leave out the leaked items", key="exp_apply_leaked") if res.has_reference else False
 st.code(sa.apply_command(res, e, target, rule_apply, str(labels.path), leaked, mode), language="bash")
-if not access.may_write_results():
-    st.caption("This explorer is read-only: run the command above where the data lives.")
+refused = sa.gate.problem("apply")
+if refused is not None:
+    st.caption(refused[0].upper() + refused[1:] + ".")
 elif st.button("Write the deduplicated dataset", key="exp_apply"):
     try:
         with st.spinner("Writing the kept items…"):

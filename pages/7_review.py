@@ -24,15 +24,9 @@ st.caption(
 )
 
 c1, c2 = st.columns(2)
-reviewer = c1.text_input("Your name", key="rev_reviewer", placeholder="recorded with each verdict").strip()
-default_store = res.path / "labels.parquet"
-c2.text_input(
-    "Labels store",
-    key="sd_labels",
-    placeholder=str(default_store),
-    help="Where verdicts are kept (a parquet file). Empty: labels.parquet in this results folder. A store "
-    "elsewhere can be shared by several runs over the same ids.",
-)
+reviewer, not_judging = sa.reviewer_input(c1)  # who judges: the login, or a listed name with its key
+sa.labels_store_input(c2, res)  # where verdicts go: in read-only mode only a store named at start
+may_draw = sa.gate.allowed("draw-sample", res.path)  # never in read-only mode: the operator draws
 
 try:
     design = sa.audit.design(res)
@@ -71,8 +65,12 @@ if design is None:
     st.info(
         "No review sample in this results folder yet. Draw one: a seeded sample of the pairs removed at eps-max, "
         "stratified by similarity so the estimate holds at every ε up to it. 400 pairs take about ten minutes."
+        if may_draw
+        else "No review sample in this results folder yet: whoever runs this explorer draws it "
+        "(`python -m semdedup_core audit sample DIR --n 400 --out queue.csv`)."
     )
-    _draw_form(None)
+    if may_draw:
+        _draw_form(None)
     st.stop()
 
 units = design.units
@@ -85,12 +83,14 @@ st.progress(
     text=f"{n_judged:,} of {design.n:,} pairs judged ({n_unsure:,} unsure) · sample of the "
     f"{design.population:,} pairs removed at eps-max {design.eps_max:g}, seed {design.seed}",
 )
-with st.expander("Draw a new sample"):
-    st.caption(
-        "The same eps-max and seed with a larger size keeps every pair of this sample (and its verdicts) and adds "
-        "more; another eps-max or seed draws a different sample. Verdicts are never lost: they stay in the store."
-    )
-    _draw_form(design)
+if may_draw:
+    with st.expander("Draw a new sample"):
+        st.caption(
+            "The same eps-max and seed with a larger size keeps every pair of this sample (and its verdicts) and "
+            "adds more; another eps-max or seed draws a different sample. Verdicts are never lost: they stay in "
+            "the store."
+        )
+        _draw_form(design)
 
 here = (str(res.path), sa.audit.design_stamp(res))
 if st.session_state.get("rev_design") != here:  # another folder or sample: start at its first unjudged pair
@@ -99,12 +99,10 @@ if st.session_state.get("rev_cursor") is None or st.session_state["rev_cursor"] 
     st.session_state["rev_cursor"] = sa.audit.next_position(status, -1, set(st.session_state["rev_skipped"]))
 
 
-def _judge(verdict: str, pos: int, who: str) -> None:
+def _judge(verdict: str, pos: int, who: sa.Reviewer) -> None:
     u = units.iloc[pos]
     try:
-        sa.audit.store(res).record(
-            u["id"], u["dup_of"], verdict, who, float(u["max_sim"]), str(res.run.get("input_fingerprint", "")) or None
-        )
+        sa.gate.record_verdict(res, who, u["id"], u["dup_of"], verdict, float(u["max_sim"]))
     except (SemDedupError, OSError) as exc:
         st.session_state["rev_error"] = f"could not store the verdict: {exc}"
         return
@@ -157,8 +155,8 @@ else:
             image_width=360,
             captions=("earlier item (dup_of)", "item"),
         )
-        if not reviewer:
-            st.warning("Enter your name above to judge: every verdict records who gave it.")
+        if reviewer is None:
+            st.warning(escape_markdown(not_judging))
         b1, b2, b3, b4, b5 = st.columns(5)
         buttons = (
             ("Duplicate", "rev_dup", "duplicate"),
@@ -172,7 +170,7 @@ else:
                 type="primary" if verdict == "duplicate" else "secondary",
                 on_click=_judge,
                 args=(verdict, pos, reviewer),
-                disabled=not reviewer,
+                disabled=reviewer is None,
                 width="stretch",
             )
         b4.button("Skip", key="rev_skip", on_click=_skip, args=(pos,), width="stretch")

@@ -3,8 +3,6 @@ removes and why, and each disagreement with its partner in each run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -31,17 +29,14 @@ def _reset_page() -> None:
 
 
 def _pick(key: str) -> None:
-    value = (st.session_state.get(key) or "").strip()
-    if value:
-        st.session_state["cmp_path"] = str(Path(value).expanduser())
-        _reset_page()
+    st.session_state["cmp_refused"] = sa.runs.pick_run_b(st.session_state.get(key) or "")  # the gate decides
 
 
-recent = [str(p) for p in sa.jobs.recent_runs() if Path(p).resolve() != res.path.resolve()]
 c1, c2 = st.columns(2)
 c1.selectbox(
-    "Run B from the recent runs",
-    recent,
+    "Run B from the shared runs" if sa.read_only() else "Run B from the recent runs",
+    sa.runs.compare_choices(res),
+    format_func=sa.runs.label,
     index=None,
     placeholder="choose a recent run",
     key="cmp_recent",
@@ -52,17 +47,18 @@ c2.text_input(
     "… or the folder of run B", key="cmp_typed", on_change=_pick, args=("cmp_typed",), placeholder="/path/to/results"
 )
 
-path_b = st.session_state["cmp_path"]
-if not path_b:
-    st.info("Choose run B above.")
-    st.stop()
+if st.session_state.get("cmp_refused"):
+    sa.error(st.session_state["cmp_refused"])
 try:
-    res_b = sa.load(path_b)
+    res_b = sa.runs.run_b()  # checked again by the gate: the session's value is never trusted
 except SemDedupError as exc:
     sa.error(exc)
     st.stop()
 except Exception as exc:  # a damaged file: say so instead of a traceback
-    sa.error(f"could not read the results folder {path_b!r}: {exc}; pick another run B")
+    sa.error(f"could not read the results folder of run B ({type(exc).__name__}); pick another run B")
+    st.stop()
+if res_b is None:
+    st.info("Choose run B above.")
     st.stop()
 
 MODES = {"same": "the same ε as A", "match": "as many removed as A", "other": "another ε"}

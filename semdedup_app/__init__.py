@@ -6,7 +6,9 @@
 - :mod:`~semdedup_app.markdown` — dataset text shown literally;
 - :mod:`~semdedup_app.jobs` — runs started from the app, in background processes;
 - :mod:`~semdedup_app.audit` — the review sample, the labels store and the precision estimate.
-- :mod:`~semdedup_app.access` — the sharing policy: read-only mode, allowed roots, who may write what.
+- :mod:`~semdedup_app.access` — the sharing policy: read-only mode, allowed roots, who may write what;
+- :mod:`~semdedup_app.gate` — the one gate every path a page opens and every write passes through;
+- :mod:`~semdedup_app.identity` and :mod:`~semdedup_app.reviewer` — who judges, and where verdicts go.
 
 Everything heavy lives in ``semdedup_core``, which never imports Streamlit.
 """
@@ -17,7 +19,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every page imports this package first: never reach a model hub
 
-from . import access, audit, jobs  # noqa: E402
+from . import access, audit, gate, identity, jobs, runs  # noqa: E402
 from .data import (  # noqa: E402
     DOWNLOAD_ROWS,
     MAX_CLUSTER_OPTIONS,
@@ -53,15 +55,18 @@ from .data import (  # noqa: E402
     score_histogram,
     showcase,
 )
-from .markdown import error, escape_markdown  # noqa: E402
+from .identity import Reviewer  # noqa: E402
+from .markdown import error, escape_markdown, isolate  # noqa: E402
+from .reviewer import labels_store_input, reviewer_input  # noqa: E402
 from .state import (  # noqa: E402
     DEFAULTS,
     EPS_DEFAULT,
     NAV,
     PAGES,
+    build_demo,
     cli_demo,
     cli_results_dir,
-    demo_built,
+    demo_entries,
     demo_eps,
     demo_folder,
     demo_kinds,
@@ -103,6 +108,15 @@ __all__ = [
     "apply_offer",
     "audit",
     "access",
+    "build_demo",
+    "demo_entries",
+    "gate",
+    "identity",
+    "isolate",
+    "labels_store_input",
+    "Reviewer",
+    "reviewer_input",
+    "runs",
     "centroid_map",
     "cli_demo",
     "cli_results_dir",
@@ -113,7 +127,6 @@ __all__ = [
     "current_results",
     "DEFAULTS",
     "demo_eps",
-    "demo_built",
     "demo_folder",
     "demo_kinds",
     "ensure_session_state",

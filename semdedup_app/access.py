@@ -7,12 +7,15 @@
   run's own input (its image folder, or the folder of its table).
 - **Allowed roots** (``SEMDEDUP_ALLOWED_ROOTS``, folders separated by ``os.pathsep``): outside read-only
   mode the app still opens typed paths and starts runs, but refuses any path outside these folders.
-- **Labels** (the audit's Review page): a verdict is written only by a named reviewer in read-only mode
-  (``--reviewer NAME``, repeatable, or ``SEMDEDUP_REVIEWERS=a,b``) and never into a shared results
-  folder (a store elsewhere: ``--labels STORE``) — ask :func:`may_write_labels`.
+- **Labels** (the audit's Review page): in read-only mode a verdict is written only by a reviewer named
+  at start (``--reviewer NAME``, repeatable, or ``SEMDEDUP_REVIEWERS=a,b``) who proved who they are
+  (:mod:`semdedup_app.identity`), only into a store named at start (``--labels STORE``, repeatable, or
+  ``SEMDEDUP_LABELS``; never a path typed by a viewer) and never into a shared results folder — see
+  :func:`labels_problem`.
 
-Paths are compared after resolving symbolic links, so a link cannot lead out of an allowed folder.
-Nothing here imports Streamlit.
+These are the rules; :mod:`semdedup_app.gate` is the one place that applies them to every path a page
+opens and every write. Paths are compared after resolving symbolic links, so a link cannot lead out of
+an allowed folder. Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -30,17 +33,20 @@ READ_ONLY_ENV = "SEMDEDUP_READ_ONLY"
 ROOTS_ENV = "SEMDEDUP_ALLOWED_ROOTS"
 REVIEWERS_ENV = "SEMDEDUP_REVIEWERS"
 RESULTS_ENV = "SEMDEDUP_RESULTS"
+LABELS_ENV = "SEMDEDUP_LABELS"
 _TRUE = ("1", "true", "yes", "on")
 
 
 def app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """What follows ``streamlit run app.py --``: ``--results DIR`` (repeatable), ``--demo text|images``,
-    ``--read-only``, ``--reviewer NAME`` (repeatable). Unknown arguments are ignored."""
+    """What follows ``streamlit run app.py --``: ``--results DIR`` (repeatable),
+    ``--demo text|images``, ``--read-only``, ``--reviewer NAME`` (repeatable), ``--labels STORE``
+    (repeatable: the verdict stores named at start). Unknown arguments are ignored."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--results", action="append", default=[])
     parser.add_argument("--demo")
     parser.add_argument("--read-only", action="store_true")
     parser.add_argument("--reviewer", action="append", default=[])
+    parser.add_argument("--labels", action="append", default=[])
     args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     return args
 
@@ -81,30 +87,8 @@ def folder_allowed(path: str | os.PathLike[str], argv: Sequence[str] | None = No
     return not read_only(argv)
 
 
-def check_folder(path: str | os.PathLike[str], argv: Sequence[str] | None = None) -> None:
-    """Raise :class:`SemDedupError` naming ``path`` and the way out unless :func:`folder_allowed`."""
-    if folder_allowed(path, argv):
-        return
-    roots = allowed_roots()
-    if roots:
-        where = ", ".join(str(r) for r in roots)
-        raise SemDedupError(
-            f"{str(path)!r} is outside the folders this explorer may use ({where}); pick a folder under them, "
-            f"or ask whoever runs the app to add it to {ROOTS_ENV}"
-        )
-    raise SemDedupError(
-        f"{str(path)!r} is not one of the results folders this read-only explorer shares; open one of those "
-        "listed on Home"
-    )
-
-
 def may_start_runs(argv: Sequence[str] | None = None) -> bool:
     """Runs and demo builds (background jobs) are allowed outside read-only mode only."""
-    return not read_only(argv)
-
-
-def may_write_results(argv: Sequence[str] | None = None) -> bool:
-    """Writing into a results folder (exports, cached maps) is allowed outside read-only mode only."""
     return not read_only(argv)
 
 
@@ -158,19 +142,42 @@ def reviewers(argv: Sequence[str] | None = None) -> frozenset[str]:
     return frozenset(n.strip() for n in names if n.strip())
 
 
+def labels_stores(argv: Sequence[str] | None = None) -> list[Path]:
+    """The verdict stores named at start (``--labels STORE``, repeatable, else ``$SEMDEDUP_LABELS``, several
+    separated by ``os.pathsep``), as given (``~`` expanded); the first is the one used by default."""
+    given = app_args(argv).labels or [p for p in os.environ.get(LABELS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(p).expanduser() for p in given]
+
+
+def named_store(store: str | os.PathLike[str], argv: Sequence[str] | None = None) -> bool:
+    """Whether ``store`` is one of the stores named at start (symbolic links resolved)."""
+    return any(_real(store) == _real(s) for s in labels_stores(argv))
+
+
 def labels_problem(
-    reviewer: str | None, store: str | os.PathLike[str] | None, results_dir: str | os.PathLike[str] | None = None
+    reviewer: Any, store: str | os.PathLike[str] | None, results_dir: str | os.PathLike[str] | None = None
 ) -> str | None:
-    """Why ``reviewer`` may not write verdicts into ``store`` (the labels file; ``None``: the default one in
-    ``results_dir``), or ``None`` when they may. Outside read-only mode anyone may. In read-only mode only
-    a reviewer named at start, and only into a store outside the shared results folders."""
+    """Why ``reviewer`` (a :class:`semdedup_app.identity.Reviewer`; a bare name proves nothing) may not write
+    verdicts into ``store`` (the labels file; ``None``: the default one in ``results_dir``), or ``None`` when
+    they may. Outside read-only mode anyone may (within the allowed roots, which :mod:`semdedup_app.gate`
+    applies). In read-only mode only a reviewer named at start who proved who they are, only into a store
+    named at start, and never into a shared results folder."""
     if not read_only():
         return None
-    if not reviewer or reviewer.strip() not in reviewers():
-        return "this explorer is read-only: only the reviewers named when it was started may record verdicts"
+    name = getattr(reviewer, "name", None)
+    if not getattr(reviewer, "proven", False) or name not in reviewers():
+        return (
+            "this explorer is read-only: only the reviewers named when it was started, each with their key "
+            "(or a login), may record verdicts"
+        )
     target = store if store is not None else (Path(results_dir) / "labels.parquet" if results_dir else None)
-    if target is None:
-        return "no labels store is set; start the explorer with a labels store outside the results folders"
+    if target is None or not named_store(target):
+        return (
+            "this explorer is read-only: verdicts go only into a labels store named when it was started "
+            "(--labels STORE), and none was"
+            if not labels_stores()
+            else "this explorer is read-only: verdicts go only into the labels stores named when it was started"
+        )
     real = _real(target)
     shared = [*(_real(p) for p in startup_folders()), *allowed_roots()]
     if results_dir is not None:
@@ -184,7 +191,7 @@ def labels_problem(
 
 
 def may_write_labels(
-    reviewer: str | None, store: str | os.PathLike[str] | None, results_dir: str | os.PathLike[str] | None = None
+    reviewer: Any, store: str | os.PathLike[str] | None, results_dir: str | os.PathLike[str] | None = None
 ) -> bool:
     """Whether ``reviewer`` may record verdicts into ``store`` (see :func:`labels_problem`)."""
     return labels_problem(reviewer, store, results_dir) is None

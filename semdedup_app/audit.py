@@ -18,6 +18,7 @@ from semdedup_core.audit import Design, Report, draw_sample, estimate, load_desi
 from semdedup_core.audit.labels import LabelStore, lookup
 from semdedup_core.audit.sample import sample_path
 
+from . import gate
 from .cache import per_run
 
 VERDICT_WORDS = {"duplicate": "a duplicate", "not_duplicate": "not a duplicate", "unsure": "unsure"}
@@ -25,9 +26,8 @@ VERDICT_WORDS = {"duplicate": "a duplicate", "not_duplicate": "not a duplicate",
 
 # -- the store ----------------------------------------------------------------------------------------
 def store(res: Results) -> LabelStore:
-    """The labels store chosen on Review (``sd_labels``), else the folder's ``labels.parquet``."""
-    chosen = str(st.session_state.get("sd_labels") or "").strip()
-    return LabelStore.for_results(res.path, chosen or None)
+    """The labels store this session uses: the gate's choice (:func:`semdedup_app.gate.labels_store`)."""
+    return gate.labels_store(res)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -60,7 +60,9 @@ def design(res: Results) -> Design | None:
 
 
 def draw(res: Results, n: int, eps_max: float, seed: int) -> Design:
-    """Draw and record a new review sample (replacing the folder's earlier one)."""
+    """Draw and record a new review sample (replacing the folder's earlier one), when the gate allows it
+    (never in read-only mode)."""
+    gate.check("draw-sample", res.path)
     d = draw_sample(res, n, eps_max, seed)
     save_design(d, res.path)
     return d

@@ -22,7 +22,7 @@ from semdedup_core.explore import export as sd_export
 from semdedup_core.explore import groups as sd_groups
 from semdedup_core.results import rules as sd_rules
 
-from . import access
+from . import gate
 from .cache import per_run, stamp
 from .markdown import escape_html
 
@@ -201,7 +201,7 @@ class MapJob:
 
     def __init__(self, res: Results, method: str):
         self.step, self.since, self.started = "queued", time.monotonic(), time.monotonic()
-        store = access.may_write_results()
+        store = gate.allowed("write-map", res.path)
         self.future = _map_executor().submit(maps.compute_both, res, maps.MAX_POINTS, method, self._progress, store)
 
     def _progress(self, step: str) -> None:
@@ -351,7 +351,7 @@ def apply_kept(res: Results, e: float, out: str, rule: str, labels, leaked: bool
     if not out.strip():
         raise SemDedupError("give a new path to write the deduplicated dataset to")
     target = Path(out.strip()).expanduser()
-    access.check_run_target(target)
+    gate.check("apply", target)
     return sd_apply.apply_run(res, float(e), target, rule=rule, labels=labels, drop_leaked=leaked, mode=mode)
 
 
@@ -363,13 +363,15 @@ def _report_bytes(res: Results, e: float, labels: str | None) -> bytes:
         audit = summary_at(res, e, labels)
     except SemDedupError:  # a damaged sample or store is reported on Review; the report goes without it
         audit = None
-    return report.build_report(res, e, audit=audit).encode("utf-8")
+    images = gate.report_image_problem(res)  # the pages' image rule: read-only shows only the run's input
+    return report.build_report(res, e, audit=audit, image_problem=images).encode("utf-8")
 
 
 def report_file(res: Results, e: float, labels: str | None = None) -> tuple[str, Callable[[], bytes]]:
     """``(file name, build)`` of the one-file HTML report at ``e``: ``build`` makes the file only when the
     download button is clicked (Streamlit calls it then), the same bytes as ``python -m semdedup_core report``
-    with ``--labels labels`` (the audited precision is in it when reviewers judged the run's sample)."""
+    with ``--labels labels`` (the audited precision is in it when reviewers judged the run's sample), except
+    that an image the pages would not show (read-only mode: outside the run's input) is not embedded either."""
     name = f"semdedup-report-{res.path.name if res.path is not None else 'run'}-eps{float(e):.4f}.html"
     return name, functools.partial(_report_bytes, res, float(e), labels)
 

@@ -26,7 +26,7 @@ from semdedup_core.results import io
 from semdedup_core.results.folder import FolderState, ResultsFolder
 from semdedup_core.results.names import RUN
 
-from . import access
+from . import gate
 
 APP_ROOT = Path(__file__).resolve().parents[1]  # the folder holding semdedup_app (and app.py)
 
@@ -50,7 +50,7 @@ def start(kind: str, args: list[str], out: str | Path, label: str = "") -> dict[
     if kind not in KINDS:
         raise SemDedupError(f"job kind must be one of {', '.join(KINDS)}, got {kind!r}")
     out = Path(out).expanduser().resolve()
-    access.check_run_target(out)
+    gate.check("run", out)
     folder = ResultsFolder(out)
     folder.check_writable()
     running = [job for job in list_jobs() if job["state"] == "running"]
@@ -213,7 +213,32 @@ def recent_runs() -> list[Path]:
     }
     for p in find_runs([home() / "runs"]):
         seen.setdefault(p, None)
-    return [p for p in seen if access.folder_allowed(p)]
+    return [p for p in seen if gate.allowed("open", p)]
+
+
+def start_run(source: str, encoder: str, k: int, keep: str, seed: int, out: str) -> dict[str, Any]:
+    """Start a run from Home's form: ``source`` an ``.npy`` matrix (deduplicated as it is) or raw data (embedded
+    with ``encoder``), into ``out`` (default ``runs/<name>`` in :func:`home`). The gate checks the input and
+    the results folder (:mod:`semdedup_app.gate`); raises :class:`SemDedupError` with the reason."""
+    if not source.strip():
+        raise SemDedupError("give the embeddings file or data to deduplicate")
+    src = Path(source.strip()).expanduser()
+    gate.check("run", src)  # an input outside the allowed roots is not read either
+    if not src.exists():
+        raise SemDedupError(f"input {str(src)!r} does not exist; give an existing file or folder")
+    if src.suffix == ".npy":
+        args = ["run", "--embeddings", str(src)]
+    else:
+        args = ["run", "--input", str(src)] + (["--encoder", encoder.strip()] if encoder.strip() else [])
+    args += ["--clusters", str(int(k)), "--keep", keep, "--seed", str(int(seed))]
+    dest = Path(out.strip()).expanduser() if out.strip() else home() / "runs" / src.stem
+    return start("cli", args, dest)
+
+
+def running_into(folder: str | Path) -> bool:
+    """Whether a job started here is writing ``folder`` now."""
+    real = Path(folder).expanduser().resolve()
+    return any(j["state"] == "running" and Path(j["out"]) == real for j in list_jobs())
 
 
 def _child(job_file: str) -> int:

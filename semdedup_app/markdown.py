@@ -1,12 +1,15 @@
 """Text shown literally in Streamlit: every Markdown/HTML/LaTeX character of dataset text (and of
-paths and values in messages) escaped, bare URLs and e-mail addresses kept from becoming links, and word
-diffs drawn with ``:colour-background[...]``."""
+paths and values in messages) escaped, bare URLs and e-mail addresses kept from becoming links, bidirectional
+controls isolated (a right-to-left override in an id reverses nothing around it:
+:func:`semdedup_core.results.text.isolate`), and word diffs drawn with ``:colour-background[...]``."""
 
 from __future__ import annotations
 
 import html
 import re
 from typing import Any
+
+from semdedup_core.results.text import isolate
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'^])")
 # GitHub-flavoured Markdown turns bare "http://…", "www.…" and "name@host.tld" into links after escapes are
@@ -17,10 +20,11 @@ _AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(://)|\b(www)(?=\.)|(@)(?=[-\w])")
 
 def escape_markdown(text: str) -> str:
     """``text`` as Markdown that displays it literally: every Markdown/HTML/LaTeX character escaped,
-    line breaks kept, indentation and runs of spaces kept visible (no code blocks)."""
+    line breaks kept, indentation and runs of spaces kept visible (no code blocks), each line holding
+    bidirectional controls or right-to-left letters isolated."""
     lines = []
     for line in str(text).replace("\r\n", "\n").split("\n"):
-        line = _AUTOLINK.sub(_break_link, line)
+        line = isolate(_AUTOLINK.sub(_break_link, line))
         esc = _MD_SPECIAL.sub(r"\\\1", line.replace("\t", "    "))
         esc = re.sub(r" {2,}", lambda m: " " + "\u00a0" * (len(m.group()) - 1), esc)
         if esc.startswith(" "):
@@ -65,4 +69,4 @@ def error(message: Any) -> None:
 
 def escape_html(value: Any) -> str:
     """Text for places that render HTML (plotly hover labels): ``&``, ``<``, ``>`` and quotes escaped."""
-    return html.escape(str(value), quote=True)
+    return html.escape(isolate(value), quote=True)

@@ -19,8 +19,8 @@ import streamlit as st
 from semdedup_core import SemDedupError
 from semdedup_core.results.folder import ResultsFolder
 
-from . import access, jobs
-from .access import may_write_labels, read_only  # noqa: F401 - what pages ask (the Review page too)
+from . import access, gate, jobs
+from .access import read_only  # noqa: F401 - what pages ask
 from .markdown import error
 
 EPS_DEFAULT = 0.05
@@ -72,7 +72,7 @@ PAGES = {name: path for name, (path, _, _) in NAV.items()}
 
 def app_args(argv: list[str] | None = None) -> argparse.Namespace:
     """What follows ``streamlit run app.py --``: ``--results DIR`` (repeatable), ``--demo text|images``,
-    ``--read-only``, ``--reviewer NAME`` (see :func:`semdedup_app.access.app_args`)."""
+    ``--read-only``, ``--reviewer NAME``, ``--labels STORE`` (see :func:`semdedup_app.access.app_args`)."""
     return access.app_args(argv)
 
 
@@ -117,14 +117,17 @@ def open_startup_folder() -> None:
     if st.session_state["sd_started"]:
         return
     st.session_state["sd_started"] = True
+    linked = st.query_params.get("run")  # a shared link to one run: ?run=FOLDER (the gate decides)
     given = cli_results_dir()
-    if given:
+    if linked:
+        open_folder(linked)
+    elif given:
         open_folder(given)
     elif cli_demo():
         open_or_build_demo(cli_demo())
     elif st.session_state["sd_results_dir"] is None:
         for kind in ("text", *demo_kinds()):
-            if access.folder_allowed(demo_folder(kind)) and _usable(demo_folder(kind)):
+            if gate.allowed("open", demo_folder(kind)) and _usable(demo_folder(kind)):
                 open_folder(demo_folder(kind))
                 break
 
@@ -132,16 +135,34 @@ def open_startup_folder() -> None:
 def page_setup(title: str) -> None:
     """First call of every page: the page's title and wide layout, the session's state, and what the
     command line asked to open."""
-    st.set_page_config(page_title=f"{title} · semdedup", page_icon=":material/content_copy:", layout="wide")
+    st.set_page_config(page_title=f"{title} · semdedup", page_icon=page_icon(), layout="wide")
     ensure_session_state()
     open_startup_folder()
 
 
+@st.cache_resource(show_spinner=False)
+def page_icon() -> bytes:
+    """The tab's icon, two overlapping sheets drawn here as a PNG and served by the app itself: Streamlit
+    turns a ``:material/...:`` page icon into a request to fonts.gstatic.com, and a shared explorer makes
+    no request off its own server."""
+    import io as _io
+
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(im)
+    draw.rounded_rectangle((6, 4, 42, 44), radius=6, outline=(9, 105, 218, 255), width=5)
+    draw.rounded_rectangle((20, 18, 58, 60), radius=6, fill=(9, 105, 218, 255))
+    out = _io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
 def open_folder(path: str | Path) -> bool:
     """Make ``path`` the open results folder (its contents are checked when a page loads it); refuse, with
-    an ``st.error``, a folder the sharing policy does not allow (:mod:`semdedup_app.access`)."""
+    an ``st.error``, a folder the gate does not let this session open (:mod:`semdedup_app.gate`)."""
     try:
-        access.check_folder(path)
+        gate.check("open", path)
     except SemDedupError as exc:
         error(exc)
         return False
@@ -176,11 +197,6 @@ def demo_folder(kind: str) -> Path:
     from semdedup_core.ingest.demo import default_out
 
     return default_out(kind)
-
-
-def demo_built(kind: str) -> bool:
-    """Whether the ``kind`` demo's results folder is finished."""
-    return ResultsFolder(demo_folder(kind)).is_complete()
 
 
 def demo_eps(path: str | Path) -> float | None:
@@ -244,6 +260,26 @@ def _usable(folder: Path) -> bool:
     return True
 
 
+def demo_entries() -> list[dict[str, Any]]:
+    """The offline demos Home offers (those the gate lets this session open): ``kind``, ``folder``,
+    ``built`` (a finished run is there) and ``building`` (a job started here is writing it)."""
+    out = []
+    for kind in demo_kinds():
+        folder = demo_folder(kind)
+        if gate.allowed("open", folder):
+            built = ResultsFolder(folder).is_complete()
+            out.append({"kind": kind, "folder": folder, "built": built, "building": jobs.running_into(folder)})
+    return out
+
+
+def build_demo(kind: str) -> None:
+    """Start building the ``kind`` demo in the background (the gate refuses it in read-only mode)."""
+    try:
+        jobs.start("demo", [kind], demo_folder(kind), label=f"{kind} demo")
+    except SemDedupError as exc:
+        error(exc)
+
+
 def open_or_build_demo(kind: str) -> None:
     """Open the ``kind`` demo when it is built; otherwise start building it in the background (Home shows
     the progress, opens the build's first look as soon as it is there, and the whole demo when done). A
@@ -257,7 +293,7 @@ def open_or_build_demo(kind: str) -> None:
     if _usable(folder):
         open_folder(folder)
         return
-    if not access.may_start_runs():
+    if not gate.allowed("run", folder):
         error(f"the {kind} demo is not built, and this read-only explorer cannot build it; pass --results DIR")
         return
     st.session_state["sd_waiting_demo"] = kind

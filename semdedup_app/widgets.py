@@ -12,8 +12,8 @@ from semdedup_core import Results, SemDedupError
 from semdedup_core.explore.pairs import word_diff
 from semdedup_core.media import images
 
-from . import access, jobs
-from .data import eps_max, load
+from . import gate, jobs, runs
+from .data import eps_max
 from .markdown import diff_markdown, error, escape_markdown
 from .state import NAV, PAGES, eps, first_look_of, set_eps, switch_to_full_run
 
@@ -29,8 +29,7 @@ def current_results(show_error: bool = True) -> Results | None:
     if not path:
         return None
     try:
-        access.check_folder(path)
-        res = load(path)
+        res = runs.open_results(path)
     except SemDedupError as exc:
         if show_error:
             error(exc)
@@ -43,7 +42,7 @@ def current_results(show_error: bool = True) -> Results | None:
         if show_error:
             error(res.strings_problem)
         return None
-    if access.may_start_runs() and st.session_state.get("sd_remembered") != str(res.path):  # recent runs on Home
+    if gate.allowed("remember") and st.session_state.get("sd_remembered") != str(res.path):  # recent runs on Home
         try:
             jobs.remember(res.path)
         except OSError:
@@ -156,7 +155,7 @@ def image(res: Results | None, path: Any, size: int = THUMB) -> tuple[bytes | No
     """A PNG of the image at ``path`` fitted into ``size`` px, or ``(None, why not)``: missing, unreadable,
     refused by :mod:`semdedup_core.media.images` (a FIFO, too many pixels…), or — in read-only mode —
     outside ``res``'s input folders (without ``res`` no image is shown there)."""
-    problem = access.image_problem(res.run if res is not None else {}, path)
+    problem = gate.problem("show-image", path, res=res)
     if problem is not None:
         return None, problem
     try:

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 import semdedup_app as sa
 from semdedup_core import Results, SemDedupError
 from semdedup_core.cli import main
-from semdedup_core.explore.pairs import chain_roots
+from semdedup_core.explore.groups import build_index
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -142,23 +142,23 @@ def test_row_number_ids_and_string_ids_are_checked_alike(tmp_path):
 
 
 @pytest.mark.parametrize("loop", [[-1, 2, 3, 1, 0], [-1, 2, 1, 0, 3]], ids=["three", "two"])
-def test_chain_roots_refuses_a_loop_instead_of_hanging(loop):
+def test_the_groups_index_refuses_a_loop_instead_of_hanging(loop):
     """Before: pointer jumping over a dup_of loop of three never settled and held a server thread forever
     (a loop of two settled on a removed item as its own cause)."""
     dup_row = np.array(loop, dtype=np.int64)
-    removed = np.array([False, True, True, True, True])
+    scores = np.array([-1.0, 0.9, 0.9, 0.9, 0.9], dtype=np.float32)
     done: list[BaseException] = []
 
     def run() -> None:
         try:
-            chain_roots(dup_row, removed)
+            build_index(scores, dup_row)
         except BaseException as exc:
             done.append(exc)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(10)
-    assert not t.is_alive(), "chain_roots hangs on a loop"
+    assert not t.is_alive(), "the groups index hangs on a loop"
     assert done and isinstance(done[0], SemDedupError) and "loop" in str(done[0])
 
 

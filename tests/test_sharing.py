@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
 from semdedup_app import access, jobs
+from semdedup_app.identity import Reviewer
 from semdedup_core import SemDedupError
 from semdedup_core.results.folder import ResultsFolder
 
@@ -194,18 +195,23 @@ def test_at_most_two_background_runs(tmp_path):
 
 
 def test_labels_may_be_written_by_named_reviewers_outside_shared_folders(text_results, tmp_path, monkeypatch):
+    """(Issue 19 sharpened this: a bare name proves nothing, and the store must be one named at start.)"""
     store = tmp_path / "labels" / "team.parquet"
+    inside = text_results.path / "team.parquet"
+    ana, cy = Reviewer("ana", "key"), Reviewer("cy", "login")
     assert access.may_write_labels(None, None, text_results.path)  # not read-only: anyone, anywhere
     monkeypatch.setenv("SEMDEDUP_READ_ONLY", "1")
-    monkeypatch.setattr("sys.argv", ["app.py", "--results", str(text_results.path), "--reviewer", "ana"])
+    argv = ["app.py", "--results", str(text_results.path), "--reviewer", "ana", "--labels", str(store)]
+    monkeypatch.setattr("sys.argv", [*argv, "--labels", str(inside)])
     monkeypatch.setenv("SEMDEDUP_REVIEWERS", "bo, cy")
     assert access.reviewers() == {"ana", "bo", "cy"}
-    assert access.may_write_labels("ana", store, text_results.path)
-    assert access.may_write_labels("cy", store, text_results.path)
-    assert "only the reviewers named" in access.labels_problem("mallory", store, text_results.path)
-    assert "only the reviewers named" in access.labels_problem(None, store, text_results.path)
-    assert "shared results folder" in access.labels_problem("ana", None, text_results.path)  # the default store
-    assert "shared results folder" in access.labels_problem("ana", text_results.path / "x.parquet")
+    assert access.may_write_labels(ana, store, text_results.path)
+    assert access.may_write_labels(cy, store, text_results.path)
+    for who in (Reviewer("mallory", "key"), "ana", Reviewer("ana", "typed"), None):  # unlisted, or unproven
+        assert "only the reviewers named" in access.labels_problem(who, store, text_results.path)
+    assert "only into the labels stores named" in access.labels_problem(ana, tmp_path / "typed.parquet")
+    assert "only into the labels stores named" in access.labels_problem(ana, None, text_results.path)
+    assert "shared results folder" in access.labels_problem(ana, inside)  # named, but in a shared folder
 
 
 def test_full_size_views_are_built_only_when_their_popover_opens(image_results):

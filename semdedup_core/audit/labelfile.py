@@ -11,12 +11,15 @@ such row and the fix, and nothing is stored.
 from __future__ import annotations
 
 import getpass
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SemDedupError
+from ..media import safe
+from ..results.text import check_reviewer, restore_formulas
 from .labels import VERDICTS, LabelStore, make_rows, sorted_pairs
 
 if TYPE_CHECKING:
@@ -38,15 +41,20 @@ def default_reviewer() -> str:
 def _read_table(path: Path) -> pd.DataFrame:
     import pandas as pd
 
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise SemDedupError(
             f"labels file {str(path)!r} does not exist; pass the CSV with id, dup_of and verdict columns"
         )
     try:
         if path.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(path)
+            with safe.open_regular(path) as f:
+                frame = pd.read_parquet(f)
             return frame.astype(object).where(frame.notna(), "").astype(str)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+        with safe.open_regular(path) as f:  # a FIFO is refused, not waited on; a UTF-8 BOM is no part of a name
+            frame = pd.read_csv(f, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+        return restore_formulas(frame)  # the quote the queue CSV put before =, +, -, @ or ' comes off
+    except safe.FileRefused as exc:
+        raise SemDedupError(f"labels file {str(path)!r} cannot be read ({exc}); nothing was stored") from None
     except pd.errors.EmptyDataError:
         raise SemDedupError(
             f"labels file {str(path)!r} is empty; it needs a header row with id, dup_of and verdict; nothing was stored"
@@ -57,6 +65,14 @@ def _read_table(path: Path) -> pd.DataFrame:
             f"{str(exc).splitlines()[0] if str(exc) else ''}); save it as UTF-8 CSV with id, dup_of, verdict columns; "
             "nothing was stored"
         ) from None
+
+
+def _bad_name(name: str) -> str | None:
+    try:
+        check_reviewer(name)
+    except SemDedupError as exc:
+        return str(exc)
+    return None
 
 
 def read_labels_file(results: Results, path: str | Path, reviewer: str | None = None) -> tuple[pd.DataFrame, int]:
@@ -72,14 +88,12 @@ def read_labels_file(results: Results, path: str | Path, reviewer: str | None = 
             "id, dup_of and verdict (duplicate | not_duplicate | unsure), e.g. the queue CSV `audit sample` "
             "wrote with its verdict column filled in; nothing was stored"
         )
-    ids = frame["id"].astype(str).str.strip().to_numpy(dtype=object)
-    dups = frame["dup_of"].astype(str).str.strip().to_numpy(dtype=object)
+    ids = frame["id"].astype(str).to_numpy(dtype=object)  # exactly as stored: spaces are part of an id
+    dups = frame["dup_of"].astype(str).to_numpy(dtype=object)
     verdicts = frame["verdict"].astype(str).str.strip().to_numpy(dtype=object)
     given = verdicts != ""
-    if reviewer is not None and not str(reviewer).strip():
-        raise SemDedupError("--reviewer must be a name, got an empty one")
     if reviewer is not None:
-        names = np.full(len(frame), str(reviewer).strip(), dtype=object)
+        names = np.full(len(frame), check_reviewer(reviewer, "--reviewer"), dtype=object)
     elif "reviewer" in frame.columns:
         col = frame["reviewer"].astype(str).str.strip().to_numpy(dtype=object)
         names = np.where(col != "", col, default_reviewer())
@@ -99,6 +113,8 @@ def read_labels_file(results: Results, path: str | Path, reviewer: str | None = 
         where = f"row {i + 1} (id {ids[i]!r}, dup_of {dups[i]!r})"
         if ids[i] == "" or dups[i] == "":
             problems.append((i, f"{where} lacks an id; give both ids of the pair"))
+        elif _bad_name(names[i]):
+            problems.append((i, f"{where}: {_bad_name(names[i])}"))
         elif verdicts[i] not in VERDICTS:
             problems.append(
                 (

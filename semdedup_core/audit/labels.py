@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SemDedupError
+from ..media import safe
 from ..results import io
 from ..results.names import LABELS
+from ..results.text import check_reviewer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,8 +124,7 @@ def make_rows(
             raise SemDedupError(f"a verdict needs two ids, got ({a[i]!r}, {b[i]!r})")
         if a[i] == b[i]:
             raise SemDedupError(f"a verdict is about two different items, got {a[i]!r} twice")
-        if not str(reviewers[i]).strip():
-            raise SemDedupError("every verdict needs a reviewer name; give one")
+        reviewers[i] = check_reviewer(reviewers[i])
     stamp = np.datetime64(int(when if when is not None else _time.time_ns()), "ns").astype("datetime64[us]")
     sim = np.full(n, np.nan) if similarity is None else np.asarray(similarity, dtype=np.float64)
     return pd.DataFrame(
@@ -131,7 +132,7 @@ def make_rows(
             "id_a": pd.Series(a, dtype=object),
             "id_b": pd.Series(b, dtype=object),
             "verdict": pd.Series(np.asarray(verdicts, dtype=object), dtype=object),
-            "reviewer": pd.Series([str(r).strip() for r in reviewers], dtype=object),
+            "reviewer": pd.Series(reviewers, dtype=object),
             "time": pd.DatetimeIndex(np.full(n, stamp)).tz_localize("UTC"),
             "similarity": sim,
             "run": pd.Series([run] * n, dtype=object),
@@ -196,6 +197,61 @@ def lookup(resolved: pd.DataFrame, a: Sequence[Any], b: Sequence[Any], presorted
     return np.where(known[order][pos] == asked, order[pos], -1).astype(np.int64)
 
 
+_TYPES = {
+    "id_a": ("string", "ids (strings)"),
+    "id_b": ("string", "ids (strings)"),
+    "verdict": ("string", "strings"),
+    "reviewer": ("string", "strings (names)"),
+    "time": ("timestamp", "times"),
+    "similarity": ("number", "numbers"),
+    "run": ("string", "strings (input fingerprints)"),
+}
+
+
+def _check_types(table: Any, where: str) -> None:
+    """Refuse a store whose columns are not of the types :func:`make_rows` writes (a column of nulls only is
+    allowed where nulls are: ``similarity``, ``run``)."""
+    import pyarrow as pa
+
+    tests = {
+        "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+        "timestamp": pa.types.is_timestamp,
+        "number": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    }
+    for name, (kind, words) in _TYPES.items():
+        t = table.schema.field(name).type
+        if not (tests[kind](t) or (pa.types.is_null(t) and name in ("similarity", "run"))):
+            held = "text" if tests["string"](t) else f"{t} values"
+            raise SemDedupError(
+                f"{where}: column {name!r} holds {held}, not {words}; it was not written by semdedup, "
+                "fix it or pass another --labels path"
+            )
+
+
+def _check_rows(rows: pd.DataFrame, where: str) -> None:
+    """Refuse nulls where a verdict needs a value, an unknown verdict, and a pair not stored smaller id first
+    (the store's key: such a row would never match a pair and count as not judged)."""
+    for name in ("id_a", "id_b", "verdict", "reviewer", "time"):
+        null = rows[name].isna().to_numpy()
+        if null.any():
+            raise SemDedupError(f"{where} row {int(np.flatnonzero(null)[0]) + 1} has no {name}; fix or remove that row")
+    bad = ~rows["verdict"].isin(VERDICTS).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SemDedupError(
+            f"{where} row {i + 1} has verdict {rows['verdict'].iat[i]!r}, not one of {', '.join(VERDICTS)}; "
+            "fix or remove that row"
+        )
+    a, b = rows["id_a"].to_numpy(dtype=object), rows["id_b"].to_numpy(dtype=object)
+    unsorted = np.flatnonzero(a >= b) if len(a) else np.zeros(0, dtype=np.int64)
+    if len(unsorted):
+        i = int(unsorted[0])
+        raise SemDedupError(
+            f"{where} row {i + 1} stores the pair ({a[i]!r}, {b[i]!r}) with id_a not before id_b; each pair is "
+            "stored smaller id first: fix or remove that row"
+        )
+
+
 class LabelStore:
     """A verdict store on disk (see the module's docstring). Nothing is written until :meth:`add`."""
 
@@ -231,37 +287,41 @@ class LabelStore:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def read(self) -> pd.DataFrame:
-        """Every row of the store (an empty frame when there is none yet)."""
-        import pandas as pd
+        """Every row of the store (an empty frame when there is none yet). A store that is not a regular
+        file (a FIFO, a folder), not parquet, or whose columns are not of the types this module writes
+        (string ids with the smaller first, a UTC time, …) is refused in one line naming the problem."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        if not self.path.exists():
+        where = f"labels store {str(self.path)!r}"
+        if not os.path.lexists(self.path):
             return empty_frame()
-        if self.path.is_dir():
-            raise SemDedupError(f"labels store {str(self.path)!r} is a folder; pass the path of a .parquet file")
-        try:
-            with open(self.path, "rb") as f:  # one open file: a writer renaming a new store in meanwhile is harmless
-                rows = pd.read_parquet(f)
+        try:  # one open file: a writer renaming a new store in meanwhile is harmless
+            with safe.open_regular(self.path, max_bytes=safe.TABLE_BYTES) as f:
+                table = pq.read_table(f)
+        except FileNotFoundError:
+            return empty_frame()
+        except safe.FileRefused as exc:
+            raise SemDedupError(f"{where} cannot be read ({exc}); pass the path of a .parquet file") from None
         except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
             raise SemDedupError(
-                f"labels store {str(self.path)!r} is not a readable parquet file ({type(exc).__name__}); "
+                f"{where} is not a readable parquet file ({type(exc).__name__}); "
                 "pass another --labels path (this one is left as it is)"
             ) from None
-        missing = [c for c in COLUMNS if c not in rows.columns]
+        missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise SemDedupError(
-                f"labels store {str(self.path)!r} lacks columns {missing}; it is not a semdedup labels store, "
-                "pass another --labels path"
+                f"{where} lacks columns {missing}; it is not a semdedup labels store, pass another --labels path"
             )
-        bad = ~rows["verdict"].isin(VERDICTS).to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise SemDedupError(
-                f"labels store {str(self.path)!r} row {i + 1} has verdict {rows['verdict'].iat[i]!r}, not one of "
-                f"{', '.join(VERDICTS)}; fix or remove that row"
-            )
-        rows = rows[list(COLUMNS)]
+        _check_types(table, where)
+        table = table.select(list(COLUMNS))
+        table = table.set_column(
+            COLUMNS.index("time"), "time", table["time"].cast(pa.timestamp("us", tz="UTC"), safe=False)
+        )
+        rows = table.to_pandas()
         for c in ("id_a", "id_b", "verdict", "reviewer", "run"):
             rows[c] = rows[c].astype(object)
+        _check_rows(rows, where)
         return rows
 
     def resolved(self) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SemDedupError
-from .options import LABELS_HELP, _Parser
+from .options import LABELS_HELP, _Parser, add_force_argument
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +37,11 @@ def add_parser(sub: Any) -> None:
     sample.add_argument("results", metavar="DIR", help="a finished results folder")
     sample.add_argument("--n", type=int, required=True, metavar="N", help="sample size (e.g. 400)")
     sample.add_argument(
-        "--out", required=True, metavar="QUEUE.csv", help="the CSV of pairs to judge (written atomically)"
+        "--out",
+        required=True,
+        metavar="QUEUE.csv",
+        help="the CSV of pairs to judge (written atomically; an existing file is replaced only when it is an "
+        "earlier queue with no verdict filled in)",
     )
     sample.add_argument(
         "--eps-max",
@@ -51,6 +55,7 @@ def add_parser(sub: Any) -> None:
         "--bands", type=int, default=DEFAULT_BANDS, metavar="B", help=f"similarity bands (default {DEFAULT_BANDS})"
     )
     sample.add_argument("--labels", metavar="STORE", help=LABELS_HELP + "; its judged pairs are not asked again")
+    add_force_argument(sample)
     imp = steps.add_parser(
         "import",
         help="check a file of verdicts and add them to the labels store",
@@ -103,8 +108,11 @@ def cmd_audit_sample(args: argparse.Namespace) -> int:
     from ..audit import draw_sample, load_design, queue_frame, save_design
     from ..audit.labels import LabelStore
     from ..results import io
+    from ..results.outputs import check_out
     from ..results.results import Results
+    from ..results.text import csv_bytes
 
+    out = check_out(args.out, force=args.force, own=_not_a_queue)
     results = Results.load(args.results, strings=True)
     store = LabelStore.for_results(results.path, args.labels)
     resolved = store.resolved()
@@ -114,8 +122,8 @@ def cmd_audit_sample(args: argparse.Namespace) -> int:
     except SemDedupError:  # a damaged sample, or one drawn from an earlier run into this folder: replaced
         old = None
     queue = queue_frame(results, design, resolved)
-    with io.atomic_path(args.out) as tmp:
-        queue.to_csv(tmp, index=False)
+    with io.atomic_path(out) as tmp:
+        tmp.write_bytes(csv_bytes(queue))  # a cell such as =HYPERLINK(...) is text to a spreadsheet
     save_design(design, results.path)
     if old is not None and (old.seed, old.eps_max, old.bands) == (design.seed, design.eps_max, design.bands):
         nested = "it contains the earlier sample" if design.n >= old.n else "the earlier, larger sample contains it"
@@ -130,6 +138,27 @@ def cmd_audit_sample(args: argparse.Namespace) -> int:
         f"`python -m semdedup_core audit import {args.results} {args.out}`"
     )
     return 0
+
+
+def _not_a_queue(path: Any) -> str | None:
+    """Why the existing file ``path`` is not a queue this command wrote and nobody has filled in yet."""
+    import pandas as pd
+
+    from ..media import safe
+
+    try:
+        with safe.open_regular(path, max_bytes=safe.TABLE_BYTES) as f:
+            frame = pd.read_csv(f, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    except Exception:  # not text, not CSV, too large
+        return "it is not a review queue (not a CSV file this command wrote)"
+    if not {"id", "dup_of", "verdict"} <= set(frame.columns):
+        return "it is not a review queue (it lacks the id, dup_of and verdict columns)"
+    filled = int((frame["verdict"].str.strip() != "").sum())
+    if filled:
+        return (
+            f"it holds {filled:,} filled-in verdict{'s' if filled > 1 else ''} (store them first with `audit import`)"
+        )
+    return None
 
 
 def cmd_audit_import(args: argparse.Namespace) -> int:

@@ -125,6 +125,7 @@ def reference_config_from_args(args: argparse.Namespace) -> ReferenceConfig | No
 
 
 def progress_callback(args: argparse.Namespace, bar: TqdmProgress) -> Fanout:
+    check_progress_file(args)
     return Fanout(bar, JsonFileProgress(args.progress_file) if args.progress_file else None)
 
 
@@ -246,6 +247,36 @@ def add_eps_arguments(p: argparse.ArgumentParser) -> None:
         metavar="F",
         help="use the largest eps that keeps at least this fraction of the items under the paper's rule (0..1)",
     )
+
+
+def add_force_argument(p: argparse.ArgumentParser, what: str = "--out") -> None:
+    """``--force``: the way past :func:`semdedup_core.results.outputs.check_out`'s refusals."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace {what} even when it exists and is not this command's own earlier output, or is a results "
+        "folder's own file (refused without --force)",
+    )
+
+
+def check_progress_file(args: argparse.Namespace) -> None:
+    """Refuse a ``--progress-file`` that is a results folder's own file (``DIR/run.json``…) or not a file."""
+    from ..results.outputs import check_out
+
+    if getattr(args, "progress_file", None):
+        check_out(args.progress_file, own=_not_progress, option="--progress-file", forceable=False)
+
+
+def _not_progress(path: Any) -> str | None:
+    from ..media import safe
+
+    try:
+        record = safe.read_json(path, max_bytes=safe.SMALL_BYTES)
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and set(record) <= {"stage", "done", "total", "time"}:
+        return None
+    return "it is not a progress file this command wrote"
 
 
 LABELS_HELP = (

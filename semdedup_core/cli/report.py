@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import add_eps_arguments
+from .options import add_eps_arguments, add_force_argument
 
 
 def add_parser(sub: Any) -> None:
@@ -19,7 +19,13 @@ def add_parser(sub: Any) -> None:
     )
     report.add_argument("results", metavar="DIR", help="a finished results folder")
     add_eps_arguments(report)
-    report.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file to write (atomically)")
+    report.add_argument(
+        "--out",
+        required=True,
+        metavar="REPORT.html",
+        help="the HTML file to write (atomically; an existing file is replaced only when it is a report this "
+        "command wrote)",
+    )
     report.add_argument("--examples", type=int, default=6, metavar="N", help="example pairs shown (default 6)")
     report.add_argument(
         "--borderline", type=int, default=6, metavar="N", help="pairs closest to the threshold shown (default 6)"
@@ -33,19 +39,22 @@ def add_parser(sub: Any) -> None:
         help="verdict store for the audited precision shown when reviewers judged the run's review sample "
         "(default: DIR/labels.parquet)",
     )
+    add_force_argument(report)
     report.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..audit.precision import summary_at
     from ..explore.report import write_report
+    from ..results.outputs import check_out
     from ..results.results import Results
 
+    out = check_out(args.out, force=args.force, own=_not_a_report)
     results = Results.load(args.results, strings=True)
     eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
     audit = summary_at(results, eps, args.labels)  # the audited precision, when reviewers judged a sample
     path = write_report(
-        results, eps, args.out, examples=args.examples, borderline=args.borderline, groups=args.groups, audit=audit
+        results, eps, out, examples=args.examples, borderline=args.borderline, groups=args.groups, audit=audit
     )
     n_rem = int(results.n_removed(eps))
     print(
@@ -53,3 +62,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"{n_rem:,} removed ({n_rem / results.n_items:.1%}) at eps {eps:.6g}"
     )
     return 0
+
+
+def _not_a_report(path: Any) -> str | None:
+    """Why the existing file ``path`` is not a report this command wrote (its generator mark)."""
+    from ..explore.report import GENERATOR
+    from ..media import safe
+
+    try:
+        with safe.open_regular(path) as f:
+            head = f.read(4096)
+    except (OSError, ValueError):
+        head = b""
+    return None if GENERATOR.encode() in head else "it is not a report this command wrote"

@@ -7,7 +7,8 @@ that reference item's id (and path) and the similarity.
 
 Safe to open anywhere: a CSV cell that a spreadsheet would run as a formula (text starting with ``=``,
 ``+``, ``-``, ``@``, a tab or a carriage return) is written with a single quote in front (``'=1+1``), as
-OWASP advises; Parquet and TXT keep every value verbatim. A TXT export lists one value per line, so a
+OWASP advises, and a cell starting with a quote gets one more, so that ``audit import`` reads every value
+back as it was (:mod:`semdedup_core.results.text`); Parquet and TXT keep every value verbatim. A TXT export lists one value per line, so a
 value holding a line break or NUL is refused (naming its row) instead of becoming two lines.
 """
 
@@ -24,6 +25,7 @@ from ..errors import SemDedupError
 from ..results import io
 from ..results.names import EXPORTS
 from ..results.rules import check_eps
+from ..results.text import FORMULA_STARTS, csv_bytes, neutralize_formulas  # noqa: F401 - the earlier home
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -172,34 +174,8 @@ def to_bytes(frame: pd.DataFrame, fmt: str, txt_column: str = "id") -> bytes:
 
 
 def _csv(frame: pd.DataFrame, header: bool = True) -> bytes:
-    """``frame`` as CSV in UTF-8 with formulas neutralised; CRLF line ends (RFC 4180): the csv writer then
-    quotes every cell holding a "\r" or "\n"."""
-    return neutralize_formulas(frame).to_csv(index=False, header=header, lineterminator="\r\n").encode("utf-8")
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""What a spreadsheet runs as a formula when a CSV cell starts with it."""
-
-
-def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every text cell that starts like a formula (:data:`FORMULA_STARTS`) prefixed with a
-    single quote, so a spreadsheet shows it as text; numbers and other cells are left as they are."""
-    import pandas as pd
-
-    out = frame.copy()
-    for col in out.columns:
-        values = out[col]
-        if values.dtype.kind in "biufcmM":  # numbers and dates: never a formula
-            continue
-        if pd.api.types.is_string_dtype(values.dtype):
-            risky = values.str.startswith(FORMULA_STARTS, na=False).to_numpy(dtype=bool)
-        else:
-            risky = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS)).to_numpy(dtype=bool)
-        if risky.any():
-            text = values.astype("object")
-            text[risky] = "'" + text[risky].astype(str)
-            out[col] = text
-    return out
+    """``frame`` as CSV (see :func:`semdedup_core.results.text.csv_bytes`: formulas neutralised, CRLF)."""
+    return csv_bytes(frame, header)
 
 
 def file_name(eps: float, which: str, fmt: str, txt_column: str = "id", rule: str = "paper") -> str:

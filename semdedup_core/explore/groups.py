@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import SemDedupError
 from ..kernels.rules import n_above, threshold, threshold32
 from ..results.rules import check_eps
 
@@ -51,13 +52,17 @@ def build_index(scores: np.ndarray, dup_rows: np.ndarray, order: np.ndarray | No
     order = order[has[order]]
     top = np.where(has, dup, -1)
     todo = np.flatnonzero(has)
-    while len(
-        todo
-    ):  # jump past ancestors at least as similar: what lies between an item and its top is removed with it
+    # jump past ancestors at least as similar (what lies between an item and its top goes with it): pointer
+    # jumping, log2 of the longest chain in a forest
+    for _ in range(2 * n.bit_length() + 2):
+        if not len(todo):
+            break
         c = top[todo]
         jump = (scores[c] >= scores[todo]) & has[c]
         todo = todo[jump]
         top[todo] = top[c[jump]]
+    if len(todo):  # only a loop of dup_of never settles (Results.load refuses folders with one)
+        raise SemDedupError("the dup_of links form a loop, so a chain has no kept item; the results folder is damaged")
     size = _subtree_sizes(top, has)
     rows = np.int32 if n < 2**31 else np.int64  # the index of 20,000,000 items in ~0.3 GB
     return GroupIndex(order.astype(rows), top[order].astype(rows), scores[top[order]], size[order].astype(rows))
@@ -70,7 +75,9 @@ def _subtree_sizes(top: np.ndarray, has: np.ndarray) -> np.ndarray:
     anc = np.where(has, top, -1)
     live = np.flatnonzero(has)
     live = live[has[anc[live]]]
-    while len(live):  # pointer doubling: log2 of the longest path of tops
+    for _ in range(2 * n.bit_length() + 2):  # pointer doubling: log2 of the longest path of tops
+        if not len(live):
+            break
         a = anc[live]
         depth[live] += depth[a]
         anc[live] = anc[a]

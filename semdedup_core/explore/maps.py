@@ -115,9 +115,10 @@ def load_map(
     if not (path.exists() and meta_path.exists()):
         return None
     try:
-        if io.read_json(meta_path) != _meta(results, max_points, method, seed):
+        if io.read_json(meta_path, max_bytes=2**20) != _meta(results, max_points, method, seed):
             return None
-        return pd.read_parquet(path)
+        with io.parquet_source(path) as source:  # a regular file only (a FIFO would hang the page)
+            return pd.read_parquet(source)
     except (ValueError, OSError):
         return None
 
@@ -200,7 +201,8 @@ def load_centroid_map(results: Results, method: str = "umap") -> pd.DataFrame | 
         return None
     path = results.path / CENTROID_MAP_FILE.format(method=method)
     try:
-        frame = pd.read_parquet(path)
+        with io.parquet_source(path) as source:
+            frame = pd.read_parquet(source)
     except (ValueError, OSError):
         return None
     return frame if len(frame) == len(results.centroids) else None

@@ -16,7 +16,7 @@ date is the run's own (``run.json``), and every list has a fixed order.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from ..errors import SemDedupError
 from ..media.images import data_uri, thumbnail
 from ..results import io
 from ..results.rules import check_eps
+from ..results.text import isolate, needs_isolation
 from . import clusters, curve, groups, pairs
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ THUMB_SIZE = 160  # px: the longer side of an embedded thumbnail
 THUMB_QUALITY = 80  # JPEG quality of the thumbnails
 TEXT_LIMIT = 600  # characters of an item's text shown in the report
 GROUP_MEMBERS = 8  # removed items shown per group of duplicates
+GENERATOR = '<meta name="generator" content="semdedup report">'
+"""In every report's head: how ``report --out`` knows a file it may replace."""
 
 _ESCAPES = str.maketrans(
     {
@@ -49,6 +52,13 @@ _ESCAPES = str.maketrans(
         "(": "&#40;",
     }
 )
+
+
+def bdi(value: Any) -> str:
+    """:func:`escape` of ``value``, inside a ``<bdi>`` element when it holds bidirectional controls or
+    right-to-left letters: a right-to-left override in an id reverses nothing outside it."""
+    text = str(value)
+    return f"<bdi>{escape(text)}</bdi>" if needs_isolation(text) else escape(text)
 
 
 def escape(value: Any) -> str:
@@ -218,7 +228,7 @@ def interval_svg(audit: Mapping[str, Any], width: int = 960) -> str:
 class _Items:
     """HTML for the items of one run: thumbnails (each encoded once) and texts, all escaped."""
 
-    def __init__(self, results: Results, thumb_size: int):
+    def __init__(self, results: Results, thumb_size: int, image_problem: Callable[[Any], str | None] | None = None):
         import pandas as pd
 
         self._isna = pd.isna
@@ -229,6 +239,8 @@ class _Items:
         self.texts = items["text"].to_numpy() if "text" in items.columns else None
         self.thumb_size = thumb_size
         self._thumbs: dict[int, str | None] = {}
+        self._problem = image_problem
+        self.hidden: dict[int, str | None] = {}  # why an image is not embedded, when a rule says so
 
     def text(self, row: int) -> str:
         value = self.texts[row] if self.texts is not None else None
@@ -237,11 +249,13 @@ class _Items:
 
     def image(self, row: int) -> str:
         if row not in self._thumbs:
-            data = thumbnail(self.paths[row], self.thumb_size, "JPEG", THUMB_QUALITY)
+            self.hidden[row] = self._problem(self.paths[row]) if self._problem is not None else None
+            data = None if self.hidden[row] else thumbnail(self.paths[row], self.thumb_size, "JPEG", THUMB_QUALITY)
             self._thumbs[row] = None if data is None else data_uri(data, "JPEG")
         uri = self._thumbs[row]
         if uri is None:
-            return f'<div class="missing">image not found or unreadable<br>{escape(self.paths[row])}</div>'
+            why = self.hidden.get(row) or "image not found or unreadable"
+            return f'<div class="missing">{escape(why)}<br>{bdi(self.paths[row])}</div>'
         return f'<img src="{uri}" alt="{escape(self.ids[row])}">'
 
     def body(self, row: int, tokens: list[tuple[str, bool]] | None = None, mark: str = "") -> str:
@@ -252,18 +266,17 @@ class _Items:
         if self.texts is not None:
             if tokens is not None:
                 words = "".join(
-                    f'<mark class="{mark}">{escape(t)}</mark>' if d and not t.isspace() else escape(t)
-                    for t, d in tokens
+                    f'<mark class="{mark}">{bdi(t)}</mark>' if d and not t.isspace() else bdi(t) for t, d in tokens
                 )
             else:
-                words = escape(self.text(row))
+                words = bdi(self.text(row))
             out.append(f'<p class="text">{words}</p>')
         return "".join(out)
 
     def caption(self, row: int, label: str) -> str:
         return (
             f'<div class="caption"><span class="badge {label.split()[0]}">{escape(label)}</span> '
-            f"<code>{escape(self.ids[row])}</code> · cluster {int(self.cluster[row])}</div>"
+            f"<code>{bdi(self.ids[row])}</code> · cluster {int(self.cluster[row])}</div>"
         )
 
 
@@ -308,7 +321,7 @@ def _groups_section(results: Results, items: _Items, eps: float, n_groups: int) 
         more = int(count) - len(members)
         tail = f'<p class="small">… and {more:,} more removed items of this group.</p>' if more > 0 else ""
         out.append(
-            f'<div class="group"><h3>{int(count):,} removed as duplicates of <code>{escape(items.ids[int(root)])}'
+            f'<div class="group"><h3>{int(count):,} removed as duplicates of <code>{bdi(items.ids[int(root)])}'
             f'</code></h3><div class="members">{"".join(cells)}</div>{tail}</div>'
         )
     return "\n".join(out)
@@ -350,7 +363,7 @@ def _params_section(results: Results, eps: float) -> str:
         ("versions", ", ".join(f"{k} {v}" for k, v in p["versions"].items())),
         ("report made with", f"semdedup {__version__}"),
     ]
-    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows if v not in (None, ""))
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{bdi(v)}</td></tr>" for k, v in rows if v not in (None, ""))
     return f'<table class="params"><tbody>{body}</tbody></table>'
 
 
@@ -423,7 +436,7 @@ table { border-collapse: collapse; } td, th { padding: 4px 10px; border-bottom: 
   text-align: left; vertical-align: top; }
 table.numbers td { text-align: right; } table.params th { color: var(--muted); font-weight: 500;
   white-space: nowrap; } table.params td { overflow-wrap: anywhere; }
-code { font-size: .85em; } .empty { color: var(--muted); font-style: italic; }
+code { font-size: .85em; } bdi, code, mark { unicode-bidi: isolate; } .empty { color: var(--muted); font-style: italic; }
 footer { margin-top: 40px; color: var(--muted); font-size: .85rem; border-top: 1px solid var(--line);
   padding-top: 8px; }
 @media print { body { padding: 0; } h2 { break-after: avoid; } }
@@ -434,9 +447,9 @@ def _summary_sections(name: str, params: Mapping[str, Any], n: int, n_rem: int, 
     """The report's header, its three figures with the lead paragraph, and the kept-vs-ε curve."""
     share = n_rem / n if n else 0.0
     return [
-        f"<header><h1>Semantic duplicates in {escape(name)}</h1>"
-        f'<p class="sub">SemDeDup report at ε = {eps:.4f} · run made {escape(params["created"] or "(date unknown)")} '
-        f"· encoder {escape(params['encoder'])} · k = {params['clusters']:,} · keep {escape(params['keep'])}</p></header>",
+        f"<header><h1>Semantic duplicates in {bdi(name)}</h1>"
+        f'<p class="sub">SemDeDup report at ε = {eps:.4f} · run made {bdi(params["created"] or "(date unknown)")} '
+        f"· encoder {bdi(params['encoder'])} · k = {params['clusters']:,} · keep {bdi(params['keep'])}</p></header>",
         '<section id="summary"><div class="metrics">'
         f'<div class="metric"><div class="value" id="n-items">{n:,}</div><div class="what">items in the dataset</div></div>'
         f'<div class="metric"><div class="value" id="share-removed">{_pct(share)}</div>'
@@ -466,6 +479,7 @@ def build_report(
     groups: int = 4,
     clusters: int = 10,
     thumb_size: int = THUMB_SIZE,
+    image_problem: Callable[[Any], str | None] | None = None,
 ) -> str:
     """The report of ``results`` at ``eps`` as one self-contained HTML document (a string).
 
@@ -473,7 +487,8 @@ def build_report(
     pairs closest above the threshold (not repeating those), the ``groups`` kept items that caused most
     removals with what they removed, the ``clusters`` clusters with most removals, and the run's
     parameters. ``audit``: an audit summary (see :func:`check_audit`) — its section appears only when one
-    is given. Deterministic: the same results, ε and options give the same string.
+    is given. ``image_problem(path)``: why an image must not be embedded (the explorer's read-only rule),
+    or ``None``; such an image is a notice in the file, never decoded. Deterministic: the same results, ε and options give the same string.
     """
     eps = check_eps(eps)
     for name, value in (("examples", examples), ("borderline", borderline), ("groups", groups)):
@@ -484,7 +499,7 @@ def build_report(
     share = n_rem / n if n else 0.0
     name = results.path.name if results.path is not None else "a dataset"
     params = run_parameters(results)
-    items = _Items(results, thumb_size)
+    items = _Items(results, thumb_size, image_problem)
 
     grid, kept = curve.kept_curve(results)
     best = pairs.showcase_pairs(results, eps, n=examples) if examples else None
@@ -535,9 +550,9 @@ def build_report(
         f"cosine similarity to an earlier item exceeds 1 − ε. Report made by semdedup {__version__}.</footer>"
     )
     return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{GENERATOR}\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>Semantic duplicates in {escape(name)} · ε {eps:.4f}</title>\n"
+        f"<title>Semantic duplicates in {escape(isolate(name))} · ε {eps:.4f}</title>\n"
         f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(sections) + "\n</body>\n</html>\n"
     )
 

@@ -14,60 +14,33 @@ from __future__ import annotations
 
 import io as _io
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from . import safe
+from .safe import FileRefused
+
 MAX_PIXELS = 40_000_000
 """Decoded pixels an image may have: 40 megapixels (≈ 120 MB as RGB), well under PIL's own bomb limits
 (a warning at 89 M, an error at 179 M). Bigger JPEGs pass when ``draft`` decodes them at a reduced scale."""
 
 
-class ImageRefused(ValueError):
+class ImageRefused(FileRefused):
     """A file that is not decoded (not a regular file, empty, a link out of its folder, too many pixels)."""
 
 
-def inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
-    """Whether ``path``, with every symbolic link resolved, lies under ``root`` (resolved too)."""
-    real, top = os.path.realpath(path), os.path.realpath(root)
-    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
-
-
-def file_problem(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> str | None:
-    """Why ``path`` must not be decoded (without opening it), or ``None``: a symbolic link to a file outside
-    ``root``, a broken link, not a regular file (FIFO, device, socket, folder), or an empty file."""
-    try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            if root is not None and not inside(path, root):
-                return "a symbolic link to a file outside the input folder (not followed)"
-            st = os.stat(path)
-    except FileNotFoundError:
-        return "file not found (or a broken link)"
-    except (OSError, ValueError) as exc:
-        return f"cannot be read ({type(exc).__name__}: {exc})"
-    if not stat.S_ISREG(st.st_mode):
-        return f"not a regular file ({_kind(st.st_mode)})"
-    if st.st_size == 0:
-        return "an empty file (0 bytes)"
-    return None
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a plain file"
+inside = safe.inside
+file_problem = safe.file_problem  # why a path must not be decoded, without opening it (empty files too)
 
 
 def open_regular(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> BinaryIO:
-    """Open ``path`` for binary reading, or raise :class:`ImageRefused` (see :func:`file_problem`). The
-    type is checked on the opened descriptor, so nothing swapped in after a check is read either. A member
-    of a container (``shard.tar/key.jpg``, see :mod:`semdedup_core.media.files`) is read from its
-    container, which must itself pass these checks."""
+    """Open ``path`` for binary reading, or raise :class:`ImageRefused` (see :func:`.safe.open_regular`:
+    regular, non-empty files only, checked on the opened descriptor). A member of a container
+    (``shard.tar/key.jpg``, see :mod:`semdedup_core.media.files`) is read from its container, which must
+    itself pass these checks."""
     from . import files as media
 
     if not os.path.lexists(path) and any(c + "/" in str(path) for c in media.CONTAINERS):
@@ -84,22 +57,12 @@ def open_regular(path: str | os.PathLike[str], root: str | os.PathLike[str] | No
             if not data:
                 raise ImageRefused("an empty file (0 bytes)")
             return _io.BytesIO(data)
-    if root is not None and not inside(path, root):
-        raise ImageRefused("a symbolic link to a file outside the input folder (not followed)")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        return safe.open_regular(path, root=root, allow_empty=False)
     except FileNotFoundError:
         raise ImageRefused("file not found (or a broken link)") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageRefused(f"not a regular file ({_kind(st.st_mode)})")
-        if st.st_size == 0:
-            raise ImageRefused("an empty file (0 bytes)")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    except FileRefused as exc:
+        raise ImageRefused(str(exc)) from None
 
 
 def open_image(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SemDedupError
+from ..media import safe
 from . import io
 from .names import ERRORS, FORMAT_VERSION, ITEMS, LOCK, RUN, WORK
 
@@ -53,11 +54,15 @@ class ResultsFolder:
         return self.path / name
 
     def read_run(self) -> dict[str, Any] | None:
-        """``run.json``, or ``None`` when there is none; raises ``ValueError`` when it is not JSON."""
+        """``run.json``, or ``None`` when there is none; raises ``ValueError`` (``FileRefused``) naming the
+        reason when it is not a regular file of at most 64 MiB holding a JSON object of the shape the engine
+        writes (:func:`check_run`)."""
         try:
-            return io.read_json(self.path / RUN)
+            run = io.read_json(self.path / RUN)
         except FileNotFoundError:
             return None
+        check_run(run)
+        return run
 
     def state(self) -> FolderState:
         p = self.path
@@ -204,8 +209,13 @@ class ResultsFolder:
                 f"{str(p)!r} is not a semdedup results folder (no run.json); pick the folder a run wrote"
             )
         if state is FolderState.DAMAGED:
+            try:
+                self.read_run()
+                reason = "it changed while being read"
+            except (ValueError, OSError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SemDedupError(
-                f"run.json in {str(p)!r} is not valid JSON; the folder is damaged, rerun into a new folder"
+                f"run.json in {str(p)!r} cannot be used ({reason}); the folder is damaged, rerun into a new folder"
             )
         run = self.read_run() or {}
         if state is FolderState.RUNNING:
@@ -221,6 +231,33 @@ class ResultsFolder:
         if not (p / ITEMS).exists():
             raise SemDedupError(f"results folder {str(p)!r} lacks items.parquet; rerun into a new folder")
         return run
+
+
+# the parts of run.json that readers walk into with .get(): each must be an object when present
+_RUN_OBJECTS = (
+    "params", "counts", "stages", "device", "versions", "items_arrow", "input", "reference_input", "embeddings",
+    "first_look", "embed", "comparison", "backend",
+)  # fmt: skip
+_RUN_STRINGS = ("status", "input_fingerprint", "created", "executor")
+
+
+def check_run(run: Any) -> None:
+    """Raise ``FileRefused`` (a ``ValueError``) naming the first part of ``run`` (``run.json``'s content) that
+    is not of the shape the engine writes: an object whose parts listed here are objects or strings (or
+    absent / null), ``params.cluster`` and ``params.dedup`` objects, ``counts`` numbers."""
+    safe.expect(run, dict, "run.json")
+    for key in _RUN_OBJECTS:
+        if run.get(key) is not None:
+            safe.expect(run[key], dict, f"run.json's {key!r}")
+    for key in _RUN_STRINGS:
+        if run.get(key) is not None:
+            safe.expect(run[key], str, f"run.json's {key!r}")
+    for key in ("cluster", "dedup"):
+        if (run.get("params") or {}).get(key) is not None:
+            safe.expect(run["params"][key], dict, f"run.json's params.{key}")
+    for key, value in (run.get("counts") or {}).items():
+        if value is not None:
+            safe.expect(value, (int, float), f"run.json's counts.{key}")
 
 
 def _flock_soon(fd: int, tries: int = 4, pause: float = 0.05) -> None:

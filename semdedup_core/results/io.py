@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SemDedupError
+from ..media import safe
 
 
 def cache_dir() -> Path:
@@ -45,8 +46,10 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike[str], max_bytes: int = safe.JSON_BYTES) -> Any:
+    """The JSON in the regular file ``path`` (see :func:`semdedup_core.media.safe.read_json`: a FIFO, a file
+    over ``max_bytes`` or JSON nested too deeply raise ``FileRefused``, a ``ValueError``)."""
+    return safe.read_json(path, max_bytes=max_bytes)
 
 
 def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> None:
@@ -119,19 +122,66 @@ def load_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
     return x
 
 
+@contextlib.contextmanager
+def parquet_source(path: str | os.PathLike[str], max_bytes: int | None = None) -> Iterator[str]:
+    """A path pyarrow or pandas may read the parquet file (or folder of parts) ``path`` from, once every
+    file of it is a regular file (a FIFO named ``items.parquet`` would hang the reader): see
+    :func:`semdedup_core.media.safe.readable_path`. Raises ``FileRefused`` (a ``ValueError``) or ``OSError``."""
+    if Path(path).is_dir():
+        safe.check_parts(path)
+        yield os.fspath(path)
+        return
+    with safe.readable_path(path, max_bytes=max_bytes) as source:
+        yield source
+
+
+def load_npy(path: str | os.PathLike[str], what: str, *, mmap: bool = False, rows: int | None = None) -> np.ndarray:
+    """The 2-D numeric ``.npy`` array ``path`` of a results folder (``what`` names it in messages): read into
+    memory, or memory-mapped (``mmap``) once its header and size are checked; ``rows``: the row count it
+    must have. A FIFO, a pickle, another shape or a file shorter than its header says raise
+    :class:`SemDedupError` in one line naming the file."""
+    where = f"{what} {str(path)!r}"
+    try:
+        with safe.open_regular(path) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(f)
+            if dtype.hasobject or dtype.kind not in "fiu" or len(shape) != 2 or fortran:
+                raise safe.FileRefused(f"holds a {dtype} array of shape {shape}, not a 2-D numeric one")
+            if rows is not None and shape[0] != rows:
+                raise safe.FileRefused(f"has {shape[0]:,} rows, not the {rows:,} the results folder has")
+            need = f.tell() + int(np.prod(shape)) * dtype.itemsize
+            if os.fstat(f.fileno()).st_size < need:
+                raise safe.FileRefused("is shorter than its header says (truncated)")
+            if mmap:
+                return np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=tuple(shape))
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except FileNotFoundError:
+        raise SemDedupError(f"{where} is missing; rerun into a new folder to recreate it") from None
+    except (OSError, ValueError, EOFError) as exc:  # FileRefused is a ValueError; numpy raises ValueError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SemDedupError(f"{where} cannot be used ({reason}); rerun into a new folder") from None
+
+
 def read_ids(path: str | os.PathLike[str], n_items: int, what: str = "ids") -> np.ndarray:
     """Read ids (one per line, or a parquet ``id`` column) and check count and uniqueness. ``what`` names
     them in messages (``"reference ids"``)."""
     path = Path(path)
-    if not path.is_file():
+    problem = safe.file_problem(path, allow_empty=True)
+    if problem is not None:
         raise SemDedupError(
-            f"{what} file {str(path)!r} does not exist; pass a text file or a parquet file with an id column"
+            f"{what} file {str(path)!r} cannot be read ({problem}); pass a text file or a parquet file with an "
+            "id column"
         )
     if path.suffix == ".parquet":
         import pandas as pd
 
         try:
-            df = pd.read_parquet(path)
+            with safe.open_regular(path) as f:
+                df = pd.read_parquet(f)
         except (OSError, ValueError) as exc:
             raise SemDedupError(f"ids file {str(path)!r} is not a readable parquet file ({exc}); check it") from None
         if "id" not in df.columns:
@@ -141,7 +191,8 @@ def read_ids(path: str | os.PathLike[str], n_items: int, what: str = "ids") -> n
         ids = df["id"].to_numpy(dtype=object)  # nulls stay nulls (check_ids refuses them): never "nan"
     else:
         try:  # bytes, not read_text: universal newlines would turn a "\r" inside an id into a line break
-            text = path.read_bytes().decode("utf-8")
+            with safe.open_regular(path) as f:
+                text = f.read().decode("utf-8").removeprefix("\ufeff")  # a BOM is no part of the first id
         except UnicodeDecodeError as exc:
             raise SemDedupError(f"ids file {str(path)!r} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
         lines = text.split("\n")
@@ -307,7 +358,7 @@ class ShardedRows:
     ndim = 2
 
     def __init__(self, paths: list[str | os.PathLike[str]]):
-        self.parts = [np.load(p, mmap_mode="r") for p in paths]
+        self.parts = [load_npy(p, "embeddings shard", mmap=True) for p in paths]
         sizes = [len(a) for a in self.parts]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         dims = {a.shape[1] for a in self.parts if a.ndim == 2}

@@ -9,7 +9,7 @@ from __future__ import annotations
 FORMAT_VERSION = 1
 
 ITEMS = "items.parquet"
-ITEMS_ARROW = "items.arrow"  # the explorer's memory-mappable copy of items.parquet (engine/items.py), or a folder
+ITEMS_ARROW = "items.arrow"  # the explorer's uncompressed copy of items.parquet (results/items.py), or a folder
 CENTROIDS = "centroids.npy"
 EMBEDDINGS = "embeddings.npy"
 EMBEDDINGS_DIR = "embeddings"  # a sharded run's unit vectors, one .npy per part (listed in run.json)

@@ -1,6 +1,6 @@
 """Reading a results folder and asking it questions. Every ε is a filter over the stored scores.
 
-A folder opens without reading its items into one DataFrame: the table is memory-mapped from the Arrow
+A folder opens without decoding its items into one DataFrame: the table is read from the Arrow
 copy the engine writes beside ``items.parquet`` (:mod:`~semdedup_core.results.items`; parquet otherwise),
 the numbers are checked on load and the strings on load below
 :data:`~semdedup_core.results.names.STRING_CHECK_ROWS` items, else on first bulk use of the ids
@@ -21,9 +21,10 @@ import numpy as np
 from ..errors import SemDedupError
 from ..kernels.clusters import ClusterIndex
 from ..kernels.rules import Audited, audited_scores, removed_by_score
-from . import rules
+from . import io, rules
 from .checks import check_numeric, check_strings, take_chunked
 from .folder import ResultsFolder
+from .io import load_npy
 from .names import CENTROIDS, DUP_ROW, EMBEDDINGS, ITEMS, PROBES, REFERENCE, REFERENCE_EMBEDDINGS, STRING_CHECK_ROWS
 from .rules import check_eps, check_rule
 
@@ -37,7 +38,7 @@ class Results:
     The paper's rule: at ε an item is removed iff ``max_sim > 1 − ε``, where ``max_sim`` is its highest
     similarity to an *earlier* item of its cluster, removed or not (so chains A≈B≈C remove B and C).
 
-    ``items``: a DataFrame, or an Arrow table (what :meth:`load` gives, memory-mapped where it can).
+    ``items``: a DataFrame, or an Arrow table (what :meth:`load` gives, from the Arrow copy where it can).
     """
 
     def __init__(self, items: Any, run: dict[str, Any], path: Path | None = None):
@@ -47,7 +48,7 @@ class Results:
         self.path = path
         if not isinstance(items, pa.Table):
             raise SemDedupError("Results reads a results folder: use Results.load(DIR)")
-        self.source = "table"  # load: "arrow" (the memory-mapped copy) or "parquet"
+        self.source = "table"  # load: "arrow" (the checked copy, read whole) or "parquet"
         self._table = items
         self._columns: dict[str, np.ndarray] = {}
         self._audited: dict[tuple, Audited] = {}  # the audited rule's column per (store, store stamp)
@@ -73,7 +74,7 @@ class Results:
     def load(cls, path: str | Path, strings: bool | None = None) -> Results:
         """Open a results folder; raise :class:`SemDedupError` with the reason when it cannot be used.
 
-        The items are memory-mapped from the folder's Arrow copy when it still mirrors ``items.parquet``,
+        The items are read from the folder's Arrow copy (checked by its checksums) when it still mirrors ``items.parquet``,
         else read from ``items.parquet``. They are checked before anything uses them, and a folder that
         fails is refused in one line naming the problem: the numbers always
         (:func:`~semdedup_core.results.checks.check_numeric`: types, finite scores, ``0 ≤ cluster < k``,
@@ -150,7 +151,7 @@ class Results:
     # -- columns and rows --------------------------------------------------------------------------
     @functools.cached_property
     def items(self) -> Any:
-        """All items as one DataFrame (built on first use from the memory-mapped table; the views of the
+        """All items as one DataFrame (built on first use from the items table; the views of the
         explorer use :meth:`column` and :meth:`rows` instead)."""
         return self._table.to_pandas()
 
@@ -213,7 +214,7 @@ class Results:
 
     @functools.cached_property
     def centroids(self) -> np.ndarray:
-        return np.load(self._file(CENTROIDS))
+        return load_npy(self._file(CENTROIDS), CENTROIDS)
 
     @functools.cached_property
     def embeddings(self) -> np.ndarray:
@@ -226,7 +227,7 @@ class Results:
             from .io import ShardedRows
 
             return ShardedRows([self._file(s) for s in shards])  # type: ignore[return-value]
-        return np.load(self._file(EMBEDDINGS), mmap_mode="r")
+        return load_npy(self._file(EMBEDDINGS), EMBEDDINGS, mmap=True, rows=self.n_items)
 
     def _file(self, name: str) -> Path:
         if self.path is None or not (self.path / name).exists():
@@ -264,7 +265,7 @@ class Results:
             from .io import ShardedRows
 
             return ShardedRows([self._file(s) for s in shards])  # type: ignore[return-value]
-        return np.load(self._file(PROBES), mmap_mode="r")
+        return load_npy(self._file(PROBES), PROBES, mmap=True, rows=self.n_items)
 
     @functools.cached_property
     def global_position(self) -> np.ndarray:
@@ -432,13 +433,20 @@ class Results:
         import pandas as pd
 
         self._need_reference()
-        return pd.read_parquet(self._file(REFERENCE))
+        try:
+            with io.parquet_source(self._file(REFERENCE)) as source:
+                return pd.read_parquet(source)
+        except (OSError, ValueError) as exc:
+            raise SemDedupError(
+                f"{REFERENCE} in {str(self.path)!r} cannot be read ({str(exc).splitlines()[0] if str(exc) else exc}); "
+                "rerun into a new folder"
+            ) from None
 
     @functools.cached_property
     def reference_embeddings(self) -> np.ndarray:
         """The reference set's unit embeddings, in :attr:`reference` order, memory-mapped."""
         self._need_reference()
-        return np.load(self._file(REFERENCE_EMBEDDINGS), mmap_mode="r")
+        return load_npy(self._file(REFERENCE_EMBEDDINGS), REFERENCE_EMBEDDINGS, mmap=True)
 
     @functools.cached_property
     def ref_rows(self) -> np.ndarray:
