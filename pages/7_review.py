@@ -220,7 +220,7 @@ def _pair(pos: int, blind: bool) -> None:
     """The pair to judge, with what the reviewer may know of it."""
     u = units.iloc[pos]
     if blind:
-        st.caption(f"Pair {pos + 1} of {design.n:,} in the review order · blind: similarity and order hidden")
+        st.caption(f"Pair {pos + 1} of {design.n:,} in the review order · blind: judged on the two items alone")
     else:
         removed_from = (
             "an exact copy: removed at every ε"
