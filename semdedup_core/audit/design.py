@@ -125,18 +125,20 @@ class Plan:
     def kind(self) -> str:
         return "sequential" if self.sequential else "fixed"
 
-    def looks(self, first: int, size: int | None = None) -> np.ndarray:
+    def looks(self, first: int, size: int | None = None, population: int | None = None) -> np.ndarray:
         """The sample sizes at which the decision is taken, for a first draw of ``first`` pairs: a fixed
         plan decides once, when its ``size`` pairs are judged; a sequential one at 30, 40, …, 100 % of its
-        budget (not before its first draw)."""
+        budget (not before its first draw; the budget is at most the ``population``)."""
         if not self.sequential:
             return np.asarray([size if size is not None else first], dtype=np.int64)
-        return np.unique([max(int(first), math.ceil(f * self.budget - 1e-9)) for f in LOOKS]).astype(np.int64)
+        budget = self.budget if population is None else max(min(self.budget, int(population)), int(first))
+        return np.unique([max(int(first), math.ceil(f * budget - 1e-9)) for f in LOOKS]).astype(np.int64)
 
-    def next_size(self, now: int, first: int) -> int:
+    def next_size(self, now: int, first: int, population: int | None = None) -> int:
         """How many pairs the next batch of a sequential sample of ``now`` pairs adds: a batch, or fewer to
         stop at the next look (0 at the budget)."""
-        later = self.looks(first)[self.looks(first) > now]
+        looks = self.looks(first, None, population)
+        later = looks[looks > now]
         return 0 if not len(later) else int(min(DEFAULT_BATCH, int(later[0]) - now))
 
 
@@ -279,7 +281,7 @@ class Design:
     @property
     def looks(self) -> np.ndarray:
         """The sample sizes at which the plan takes its decision (see :meth:`Plan.looks`)."""
-        return self.plan.looks(self.first, self.n)
+        return self.plan.looks(self.first, self.n, self.population)
 
     def n_removed(self, eps: float | np.ndarray) -> np.ndarray:
         """Population items removed at each ``eps`` (≤ ``eps_max``): the run's removed count there."""

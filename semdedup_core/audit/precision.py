@@ -355,7 +355,7 @@ def _stop_words(design: Design, grid: np.ndarray, d: recommend.Decision, target:
     if d.reason == "reach":
         return f"{head} ({nxt} is out of reach: even at the hopeful end of its estimate it would need more pairs than the budget has left)"
     if design.plan.sequential:
-        return f"{head} (the budget of {design.plan.budget:,} pairs is spent)"
+        return f"{head} (the budget of {int(design.looks[-1]):,} pairs is spent)"
     return f"{head} (the whole sample is judged)"
 
 
@@ -412,9 +412,9 @@ def estimate_units(
     rows["tested"], rows["holds"] = tested, holds
     given = st.judged | st.unsure
     at_look = bool(design.n and given.all() and design.n in set(design.looks.tolist()))
-    last_look = not design.plan.sequential or design.n >= design.plan.budget or design.n >= design.population
+    last_look = not design.plan.sequential or design.n >= int(design.looks[-1])
     ev = evidence(design, st, rows, alpha)
-    left = design.plan.budget - design.n if design.plan.sequential else 0
+    left = int(design.looks[-1]) - design.n if design.plan.sequential else 0
     batch_done = bool(design.n and given.all())
     later = design.looks[design.looks > design.n]
     ahead = int(later[0]) - design.n if len(later) else 0

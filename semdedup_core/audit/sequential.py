@@ -47,7 +47,7 @@ def plan_next_units(design: Design, verdict: np.ndarray) -> tuple[np.ndarray | N
         return None, rep.stop
     if rep.sample["to_judge"] > 0:
         return None, f"{rep.sample['to_judge']:,} pairs of this batch are still to judge"
-    size = design.plan.next_size(design.n, design.first)
+    size = design.plan.next_size(design.n, design.first, design.population)
     if not size:
         return None, "the budget is spent"
     reach = rep.guarantee.get("within_reach") or []
@@ -57,7 +57,7 @@ def plan_next_units(design: Design, verdict: np.ndarray) -> tuple[np.ndarray | N
     grid = rep.rows["eps"].to_numpy()
     at = [int(g) for g in np.searchsorted(grid, reach)]
     ev = evidence(design, status(design, verdict), rep.rows, float(rep.guarantee["alpha_per_look"]))
-    alloc, far = next_allocation(ev, at, rep.target, size, design.plan.budget - design.n)
+    alloc, far = next_allocation(ev, at, rep.target, size, int(design.looks[-1]) - design.n)
     return alloc, f"{int(alloc.sum()):,} more pairs, sent where they decide ε = {reach[0]:g} to {grid[far]:g}"
 
 
