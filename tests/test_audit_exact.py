@@ -138,3 +138,21 @@ def test_a_sample_of_another_run_is_still_refused(exact_results, tmp_path):
     )
     with pytest.raises(SemDedupError, match="drawn from another run"):
         load_design(Results.load(res.path))
+
+
+def test_a_sample_written_before_this_issue_reads_as_a_fixed_plan(exact_results, tmp_path):
+    """Samples recorded before plans, rows and double judging existed load as a fixed plan, their rows
+    looked up by id."""
+    from semdedup_core.audit.design import PLAN_COLUMNS, UNIT_COLUMNS
+
+    res = private(exact_results, tmp_path)
+    design = draw_sample(res, 60, 0.3, seed=4)
+    old = design.units[list(UNIT_COLUMNS)]
+    assert not set(PLAN_COLUMNS) & set(old.columns)
+    (res.path / "audit").mkdir(exist_ok=True)
+    old.to_parquet(res.path / "audit" / "sample.parquet")
+    loaded = load_design(Results.load(res.path))
+    assert not loaded.plan.sequential and loaded.plan.double == 0 and not loaded.units["double"].any()
+    assert np.array_equal(loaded.units["row"], design.units["row"])
+    assert np.array_equal(loaded.units["dup_row"], design.units["dup_row"])
+    assert loaded.looks.tolist() == [60]

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import SemDedupError
 from .design import Design, load_design, population_of, sample_path, save_design
 from .labels import LabelStore, resolve
-from .precision import estimate_units, evidence, status
+from .precision import Report, estimate_units, evidence, status
 from .recommend import next_allocation
 from .sample import add_batch, allocate, unit_verdicts
 
@@ -38,11 +38,12 @@ def plan_next(design: Design, resolved: pd.DataFrame) -> tuple[np.ndarray | None
     return plan_next_units(design, unit_verdicts(design, resolved))
 
 
-def plan_next_units(design: Design, verdict: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """:func:`plan_next` from each sampled pair's verdict (queue order; ``None`` where unjudged)."""
+def plan_next_units(design: Design, verdict: np.ndarray, rep: Report | None = None) -> tuple[np.ndarray | None, str]:
+    """:func:`plan_next` from each sampled pair's verdict (queue order; ``None`` where unjudged); ``rep``:
+    their :func:`~semdedup_core.audit.precision.estimate_units` when already at hand."""
     if not design.plan.sequential:
         return None, "the review sample is fixed (drawn once); draw a sequential one to grow it batch by batch"
-    rep = estimate_units(design, verdict)
+    rep = rep if rep is not None else estimate_units(design, verdict)
     if rep.enough:
         return None, rep.stop
     if rep.sample["to_judge"] > 0:
