@@ -398,6 +398,7 @@ def _estimate() -> None:
         step=0.01,
         format="%.3f",
         key="rev_target",
+        on_change=lambda: st.session_state.update(rev_target_set=True),
         help="The recommended ε is the largest ε such that it, and every ε tested below it, has a precision of "
         "at least this with 95 % confidence (tested from small ε up, stopping at the first that fails).",
     )

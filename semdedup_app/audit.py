@@ -204,10 +204,13 @@ def blind_swap(id_a: str, id_b: str, reviewer: str) -> bool:
 
 # -- the estimate -------------------------------------------------------------------------------------
 def target(res: Results | None = None) -> float:
-    """The target precision Review is set to (this session's), the recorded sample's otherwise."""
+    """The target precision: the one set on Review in this session, else a sequential sample's own (the
+    one it decides on), else Review's default."""
     value = st.session_state.get("rev_target")
-    if value is None and res is not None and design(res) is not None:
-        value = design(res).plan.target
+    if not st.session_state.get("rev_target_set") and res is not None:
+        d = design(res)
+        if d is not None and d.plan.sequential:
+            value = d.plan.target
     return float(value if value is not None else DEFAULT_TARGET)
 
 
