@@ -3,9 +3,9 @@ decision is not settled yet, sent to the bands that decide the candidate ε
 (:func:`~semdedup_core.audit.recommend.next_allocation`), and recorded under a lock so that two reviewers
 finishing a batch at once add one batch, not two.
 
-The batch takes the plan to its next look (the current size × 1.5, at most the budget). When no ε is
-testable yet (the sample holds too few pairs anywhere), the batch continues the first draw's √N
-allocation — the one a larger first draw would have made.
+A batch is 20 pairs (fewer to stop at the next look: 30, 40, …, 100 % of the budget). When no ε is
+testable or within reach yet, the batch continues the first draw's √N allocation — the one a larger first
+draw would have made.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def plan_next_units(design: Design, verdict: np.ndarray, rep: Report | None = No
     if not size:
         return None, "the budget is spent"
     reach = rep.guarantee.get("within_reach") or []
-    if rep.guarantee.get("next_eps") is None or not reach:  # nothing testable yet: as the first draw
+    if rep.guarantee.get("next_eps") is None or not reach:  # nothing to aim at yet: as the first draw
         alloc = allocate(design.band_sizes, design.n + size) - allocate(design.band_sizes, design.n)
-        return np.maximum(alloc, 0), f"{size:,} more pairs, spread as the first draw was (no ε is testable yet)"
+        why = "no ε is testable yet" if rep.guarantee.get("next_eps") is None else "no ε is within reach yet"
+        return np.maximum(alloc, 0), f"{size:,} more pairs, spread as the first draw was ({why})"
     grid = rep.rows["eps"].to_numpy()
     at = [int(g) for g in np.searchsorted(grid, reach)]
     ev = evidence(design, status(design, verdict), rep.rows, float(rep.guarantee["alpha_per_look"]))
