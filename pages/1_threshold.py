@@ -78,6 +78,8 @@ except SemDedupError as exc:
     audited = None
 if audited is not None:
     st.caption(f":material/fact_check: {sa.audit.sentence(audited)}")
+    if sa.audit.guarantee_sentence(audited, e):  # the recommended ε, for Review's target, and its guarantee
+        st.caption(f":material/verified: {sa.audit.guarantee_sentence(audited, e)}")
     st.page_link(sa.PAGES["review"], label="Review: judge pairs, precision for every ε", icon=":material/fact_check:")
 if res.probe:
     n_cross = sa.n_cross_cluster(res, e)

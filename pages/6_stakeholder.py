@@ -57,6 +57,8 @@ except SemDedupError:
     audited = None  # a damaged sample or store is reported on Review; this page has no controls
 if audited is not None and "above" not in audited and audited["labelled"]:
     st.markdown(f"**{sa.audit.sentence(audited)}**")
+    if sa.audit.guarantee_sentence(audited, e):  # the recommended ε, for Review's target, and its guarantee
+        st.markdown(sa.audit.guarantee_sentence(audited, e))
 grid, kept = sa.kept_curve(res)
 fig = go.Figure(go.Scatter(x=grid, y=(1 - kept) * 100, mode="lines", name="duplicates %"))
 fig.add_trace(go.Scatter(x=[e], y=[n_rem / n * 100], mode="markers", marker={"size": 12}, name="chosen"))

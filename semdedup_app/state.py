@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "sd_labels": "",  # the labels store (verdicts); empty = labels.parquet in the open results folder
     "rev_reviewer": "",
     "rev_target": 0.95,
+    "rev_blind": False,  # Review's blind mode: no similarity, ids or item order while judging
+    "rev_mode": "judge",  # Review: judge the sample, or settle the reviewers' disagreements
     "leak_sort": "borderline",
     "leak_page": 0,
     "leak_per_page": 10,

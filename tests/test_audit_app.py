@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
 from semdedup_core.audit import estimate, load_design
-from semdedup_core.audit.labels import LabelStore
+from semdedup_core.audit.labels import LabelStore, make_rows
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -140,3 +140,32 @@ def test_a_store_that_cannot_be_written_is_an_error_line_not_a_traceback(audit_c
     at.text_input(key="sd_labels").set_value(str(bad)).run()
     assert not at.exception and "not a readable parquet file" in at.error[0].value.replace("\\", "")
     assert bad.read_text() == "not a store"
+
+
+def test_review_grows_a_sequential_sample_and_says_enough(audit_copy, monkeypatch):
+    """A sequential sample drawn on Review: each time its batch is judged, the page draws the next one (into
+    the folder, under the lock), and it says "enough" once the stopping rule is met."""
+    res = audit_copy
+    at = open_review(res, monkeypatch)
+    at.number_input[0].set_value(20)
+    at.checkbox[0].check()
+    at.number_input[1].set_value(0.3)  # eps-max
+    at.button[0].click().run()
+    design = load_design(res)
+    assert design.plan.sequential and design.n == 20 and design.plan.budget == 400
+    store = LabelStore(res.path / "labels.parquet")
+    sizes = [design.n]
+    for _ in range(12):
+        u = load_design(res).units
+        verdicts = ["duplicate" if s > 0.9 else "not_duplicate" for s in u["max_sim"]]
+        store.add(make_rows(u["id"], u["dup_of"], verdicts, "oracle"))
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        sizes.append(load_design(res).n)
+        rep = estimate(load_design(res), store.resolved())
+        if rep.enough:
+            break
+    assert sizes[1] > sizes[0] and sizes == sorted(sizes)  # it grew, batch by batch
+    assert rep.enough and rep.stop.startswith("enough")
+    shown = [s.value for s in at.success]
+    assert any(s.startswith("Enough") for s in shown), shown

@@ -15,9 +15,10 @@ from scipy.stats import beta
 
 from semdedup_core import SemDedupError
 from semdedup_core.audit import default_grid, draw_sample, estimate, queue_frame
+from semdedup_core.audit.design import unit_keys
 from semdedup_core.audit.labels import make_rows, resolve
 from semdedup_core.audit.precision import stratified
-from semdedup_core.audit.sample import allocate, pair_keys
+from semdedup_core.audit.sample import allocate
 from semdedup_core.kernels.rules import removed_by_score
 
 GRID = np.array([0.03, 0.05, 0.1, 0.15, 0.2, 0.3])
@@ -112,9 +113,13 @@ def test_sample_is_seeded_nested_and_banded_by_the_rule(oracle_results):
     assert list(u["order"]) == list(range(len(u)))
     # the queue order is random, not borderline first: the first 50 span the bands
     assert u["band"].iloc[:50].nunique() >= 5
-    # a pair's key depends on its ids and the seed only (the same in another run over the same data)
-    k = pair_keys(u["id_a"].iloc[:3], u["id_b"].iloc[:3], 7)
+    # a pair's key depends on its two rows (input order) and the seed only: the same in another run over
+    # the same input, either order of the pair
+    k = unit_keys(u["row"].iloc[:3], u["dup_row"].iloc[:3], 7)
     assert np.array_equal(k, u["key"].iloc[:3].to_numpy())
+    assert np.array_equal(k, unit_keys(u["dup_row"].iloc[:3], u["row"].iloc[:3], 7))
+    ids = res.items["id"].to_numpy(dtype=object)
+    assert list(ids[u["row"]]) == list(u["id"]) and list(ids[u["dup_row"]]) == list(u["dup_of"])
 
 
 def test_judged_pairs_stay_in_the_sample_but_leave_the_queue(oracle_results):

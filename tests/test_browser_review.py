@@ -115,3 +115,48 @@ def test_review_page_labels_pairs_with_the_three_buttons(audit_copy, tmp_path):
         page.wait_for_timeout(800)  # let plotly draw
         page.screenshot(path=str(SHOTS / "review.png"))
     assert (SHOTS / "review.png").stat().st_size > 10_000
+
+
+def pair_box(page, caption: str):
+    """The bordered box of the pair whose caption starts with ``caption`` (the innermost block holding it)."""
+    return page.locator('[data-testid="stVerticalBlock"]').filter(has_text=caption).last
+
+
+def test_blind_mode_hides_similarity_ids_and_order_in_a_real_browser(audit_copy, tmp_path):
+    """Blind mode, clicked in chromium: the pair shows as item A and item B, without the similarity, the
+    band, the ids or which is the earlier item; a verdict is still recorded for the right pair."""
+    res = audit_copy
+    assert main(["audit", "sample", str(res.path), "--n", "12", "--out", str(tmp_path / "q.csv")]) == 0
+    design = load_design(res)
+    units = design.units
+    store = LabelStore(res.path / "labels.parquet")
+    with serve(res.path, tmp_path) as url, open_page(1280, 1400) as page:
+        page.goto(f"{url}/review", wait_until="domcontentloaded")
+        page.get_by_text("0 of 12 pairs judged", exact=False).first.wait_for(timeout=60_000)
+        wait_idle(page)
+        name = page.get_by_label("Your name")
+        name.fill("dana")
+        name.press("Enter")
+        wait_idle(page)
+        pair = pair_box(page, "Pair 1 of 12")
+        assert "similarity band" in pair.inner_text() and "earlier item (dup_of)" in pair.inner_text()
+        page.get_by_text("Blind mode", exact=True).click()
+        page.get_by_text("item A", exact=True).first.wait_for(timeout=15_000)
+        wait_idle(page)
+        pair = pair_box(page, "Pair 1 of 12")
+        shown = pair.inner_text()
+        assert "item A" in shown and "item B" in shown and "blind" in shown
+        for hidden in ("similarity", "earlier item", "dup_of", "1−ε", units["id"].iat[0], units["dup_of"].iat[0]):
+            assert hidden not in shown, hidden
+        assert pair.locator('[data-testid="stMetric"]').count() == 0
+        page.screenshot(path=str(SHOTS / "review-blind.png"))
+        page.get_by_role("button", name="Duplicate", exact=True).click()
+        judged(page, 1, 12)
+        got = store.read()
+        assert (got["id_a"].iat[0], got["id_b"].iat[0], got["verdict"].iat[0]) == (
+            units["id_a"].iat[0],
+            units["id_b"].iat[0],
+            "duplicate",
+        )
+        page.get_by_text("Pair 2 of 12", exact=False).first.wait_for(timeout=15_000)
+        assert "item A" in pair_box(page, "Pair 2 of 12").inner_text()

@@ -156,6 +156,10 @@ def test_every_out_refuses_a_folder_file_and_a_foreign_file_naming_force(special
     assert main(["report", str(folder), "--eps", "0.2", "--out", str(report)]) == 0  # its own: replaced
     assert main([*sample, "--out", str(queue), "--force"]) == 0  # the way out, when meant
     assert "verdict" in queue.read_text() and "duplicate" not in queue.read_text()
+    filled.to_csv(queue, index=False)
+    assert main(["audit", "import", str(folder), str(queue)]) == 0  # the usual round: fill in, import, redraw
+    assert main([*sample, "--out", str(queue)]) == 0  # its verdicts are stored: replaced without --force
+    assert "verdict" in queue.read_text() and "duplicate" not in queue.read_text()
     for command in (["audit", "sample"], ["report"]):
         prog = " ".join(["python -m semdedup_core", *command])
         help_text = next(p for p in _parsers(build_parser()) if p.prog == prog).format_help()

@@ -75,6 +75,29 @@ def _bad_name(name: str) -> str | None:
     return None
 
 
+def _rows_of(results: Results, ids: np.ndarray) -> np.ndarray:
+    """The run's row of each id (-1 where the run has none): looked up among the recorded review sample's
+    pairs first, so that a queue written by `audit sample` is imported without indexing every id of a big
+    run; the run's id index only for ids outside the sample."""
+    from .design import load_design
+
+    ids = np.asarray(ids, dtype=object).astype(str)
+    out = np.full(len(ids), -1, dtype=np.int64)
+    try:
+        design = load_design(results)
+    except SemDedupError:
+        design = None
+    if design is not None:
+        units = design.units
+        known = dict(zip(units["id"].astype(str), units["row"].to_numpy(np.int64), strict=True))
+        known.update(zip(units["dup_of"].astype(str), units["dup_row"].to_numpy(np.int64), strict=True))
+        out = np.fromiter((known.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+    missing = out < 0
+    if missing.any():
+        out[missing] = results.row_of_id.get_indexer(ids[missing])
+    return out
+
+
 def read_labels_file(results: Results, path: str | Path, reviewer: str | None = None) -> tuple[pd.DataFrame, int]:
     """The store rows for the verdicts in ``path`` about pairs of ``results``, and the number of rows
     skipped for having no verdict. Raises :class:`SemDedupError` naming the first bad row."""
@@ -100,13 +123,10 @@ def read_labels_file(results: Results, path: str | Path, reviewer: str | None = 
     else:
         names = np.full(len(frame), default_reviewer(), dtype=object)
 
-    items = results.items
-    index = results.row_of_id
-    dup_of = items["dup_of"].to_numpy(dtype=object)
-    r_id = index.get_indexer(ids.astype(str))
-    r_dup = index.get_indexer(dups.astype(str))
-    forward = (r_id >= 0) & np.array([r >= 0 and dup_of[r] == d for r, d in zip(r_id, dups, strict=True)], dtype=bool)
-    backward = (r_dup >= 0) & np.array([r >= 0 and dup_of[r] == i for r, i in zip(r_dup, ids, strict=True)], dtype=bool)
+    r_id, r_dup = _rows_of(results, ids), _rows_of(results, dups)
+    dup_rows = results.dup_rows
+    forward = (r_id >= 0) & (r_dup >= 0) & (dup_rows[np.maximum(r_id, 0)] == r_dup)
+    backward = (r_id >= 0) & (r_dup >= 0) & (dup_rows[np.maximum(r_dup, 0)] == r_id)
 
     problems: list[tuple[int, str]] = []
     for i in np.flatnonzero(given):
@@ -126,13 +146,11 @@ def read_labels_file(results: Results, path: str | Path, reviewer: str | None = 
         elif not (forward[i] or backward[i]):
             if r_id[i] < 0:
                 why = f"there is no item {ids[i]!r} in this run"
+            elif dup_rows[r_id[i]] >= 0:
+                actual = results.rows([int(dup_rows[r_id[i]])], ["id"])["id"].iat[0]
+                why = f"the dup_of of {ids[i]!r} in this run is {actual!r}"
             else:
-                actual = dup_of[r_id[i]]
-                why = (
-                    f"the dup_of of {ids[i]!r} in this run is {actual!r}"
-                    if actual is not None
-                    else (f"{ids[i]!r} is the first item of its cluster in this run (it has no dup_of)")
-                )
+                why = f"{ids[i]!r} is the first item of its cluster in this run (it has no dup_of)"
             problems.append((i, f"{where} is not an (item, dup_of) pair of this run ({why}); fix or remove the row"))
     ok = given & ~np.isin(np.arange(len(frame)), [i for i, _ in problems])
     if ok.any():
@@ -160,14 +178,14 @@ def read_labels_file(results: Results, path: str | Path, reviewer: str | None = 
         raise SemDedupError(f"labels file {str(path)!r} {problems[0][1]}; nothing was stored{more}")
 
     keep = np.flatnonzero(given)
-    scores = items["max_sim"].to_numpy(dtype=np.float64)
+    scores = results.scores
     later = np.where(forward[keep], r_id[keep], r_dup[keep])
     rows = make_rows(
         ids[keep],
         dups[keep],
         list(verdicts[keep]),
         list(names[keep]),
-        similarity=scores[later],
+        similarity=scores[later].astype(np.float64),
         run=str(results.run.get("input_fingerprint", "")) or None,
     )
     rows = rows.drop_duplicates(["id_a", "id_b", "reviewer"], keep="first").reset_index(drop=True)

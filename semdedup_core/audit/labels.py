@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 VERDICTS = ("duplicate", "not_duplicate", "unsure")
 COLUMNS = ("id_a", "id_b", "verdict", "reviewer", "time", "similarity", "run")
-RESOLVED_COLUMNS = ("id_a", "id_b", "verdict", "reviewers", "time", "similarity")
+RESOLVED_COLUMNS = ("id_a", "id_b", "verdict", "reviewers", "time", "similarity", "tied")
 
 
 def check_verdict(value: Any, where: str = "verdict") -> str:
@@ -143,12 +143,14 @@ def make_rows(
 def resolve(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per judged pair: ``id_a``, ``id_b``, the pair's ``verdict`` (the majority of its
     reviewers' verdicts; a tie goes to the verdict given most recently), ``reviewers`` (how many judged
-    it), ``time`` (the latest verdict) and ``similarity`` (as last recorded). Vectorised: a store of 5,000 verdicts resolves in milliseconds."""
+    it), ``time`` (the latest verdict), ``similarity`` (as last recorded) and ``tied`` (no verdict has a
+    majority: a disagreement to settle, see :mod:`~semdedup_core.audit.agreement`). Vectorised: a store of 5,000 verdicts resolves in milliseconds."""
     import pandas as pd
 
     if rows.empty:
         out = empty_frame()[["id_a", "id_b", "verdict", "time", "similarity"]]
         out.insert(3, "reviewers", pd.Series([], dtype=np.int64))
+        out["tied"] = pd.Series([], dtype=bool)
         return out
     a = rows["id_a"].to_numpy(dtype=object)
     b = rows["id_b"].to_numpy(dtype=object)
@@ -172,6 +174,7 @@ def resolve(rows: pd.DataFrame) -> pd.DataFrame:
     row_of_rank = np.empty(len(rows) + 1, dtype=np.int64)
     row_of_rank[rank] = np.arange(len(rows))
     last_row = row_of_rank[last]
+    top = votes.max(axis=1)
     return pd.DataFrame(
         {
             "id_a": pd.Series(a[first], dtype=object),
@@ -180,6 +183,7 @@ def resolve(rows: pd.DataFrame) -> pd.DataFrame:
             "reviewers": votes.sum(axis=1),
             "time": pd.DatetimeIndex(rows["time"])[last_row],
             "similarity": rows["similarity"].to_numpy(np.float64)[last_row],
+            "tied": (votes == top[:, None]).sum(axis=1) > 1,
         }
     ).astype({"time": "datetime64[us, UTC]"})
 

@@ -1,34 +1,26 @@
 """Precision per ε from the judged part of the review sample, with a 95 % interval, the true duplicates
-an ε keeps, and the recommended ε.
+an ε keeps, the recommended ε with its guarantee, and whether the review has done enough.
 
 **What is estimated.** At ε the paper's rule removes ``N(ε)`` items (known exactly from the scores).
-Precision at ε is the share of them whose pair (item, ``dup_of``) is a true duplicate.
-
-**Estimator.** Post-stratified by similarity band: in band ``h`` the rule removes ``N_h(ε)`` items
-(known), and the judged sample pairs among them are a simple random sample of those items (the band's
-sample is one, and the queue's random order keeps any judged part of it one), so their share of
-duplicates ``p̂_h(ε)`` estimates the band's; precision = ``Σ_h N_h(ε) p̂_h(ε) / N(ε)``, with variance
-``Σ_h (N_h(ε)/N(ε))² (1 − n_h(ε)/N_h(ε)) p̃_h(1 − p̃_h) / n_h(ε)`` (finite-population correction;
-``p̃_h = (y_h + ½)/(n_h + 1)``, so a band whose judged pairs all agree still has a variance).
-Removed items in a band with no judged pair at that ε (early in a review, or the few just above the
-threshold) are counted with the nearest band that has one (``extrapolated`` says how many).
-
-**Interval.** The normal approximation fails near 1, where precision lives, so the interval is
-Clopper–Pearson on the effective sample size (Korn & Graubard 1998): ``n_eff = p̃(1 − p̃)/Var`` (``p̃`` the
-weighted smoothed share, so ``n_eff`` stays finite at ``p̂ = 1``; for one band it is the number judged,
-and the interval is the exact binomial one), times ``(t_{n−1}/t_df)²`` with the design's
-``df = n − bands``, and the interval is Clopper–Pearson with ``p̂·n_eff`` successes in ``n_eff``
-trials. When every removed item is judged the precision is known exactly.
+Precision at ε is the share of them whose pair (item, ``dup_of``) is a true duplicate. The estimator
+and its interval are :mod:`~semdedup_core.audit.estimator`'s (post-stratified by similarity band, each
+judged pair weighted by the inverse of its inclusion probability; bands without a judged pair widen the
+interval), the recommendation and the stopping rule :mod:`~semdedup_core.audit.recommend`'s.
 
 **Kept duplicates.** The same estimator on the complement — items removed at ``eps_max`` but kept at ε —
 estimates how many true duplicates ε keeps (among those ``eps_max`` would remove).
 
-``unsure`` verdicts count as neither duplicate nor not (they are reported); verdicts on pairs outside
-the sample never enter the estimate (they are reported too).
+**What is left out, and the sensitivity range.** ``unsure`` verdicts count as neither duplicate nor not;
+pairs a reviewer passed over (no verdict, but before the last judged pair of the queue: *skipped*) are
+not counted either; a pair whose reviewers disagree without a majority (*disputed*) counts by its latest
+verdict. None of them is missing at random for sure, so beside the estimate stands what it would be if
+all of them were duplicates (``sensitivity_high``) or none (``sensitivity_low``). Verdicts on pairs
+outside the sample never enter the estimate (they are reported).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,15 +30,17 @@ import numpy as np
 from ..errors import SemDedupError
 from ..kernels.rules import threshold
 from ..results.rules import check_eps
-from .labels import LabelStore
-from .sample import Design, unit_verdicts
+from . import recommend
+from .design import Design
+from .estimator import domain_counts, point, stratified
+from .labels import LabelStore, resolve
+from .sample import unit_verdicts
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..results.results import Results
 
-DEFAULT_TARGET = 0.95
 LEVEL = 0.95
 ROW_COLUMNS = (
     "eps",
@@ -66,13 +60,24 @@ ROW_COLUMNS = (
     "kept_duplicates_low",
     "kept_duplicates_high",
     "recall_vs_eps_max",
+    "skipped",
+    "disputed",
+    "sensitivity_low",
+    "sensitivity_high",
+    "tested",
+    "test_low",
+    "holds",
 )
 """One row per ε: ``eps``, ``threshold`` (1 − ε), ``removed`` (N(ε), exact), ``labelled`` (judged sample
 pairs removed at ε, unsure ones not counted), ``duplicates`` / ``not_duplicates`` / ``unsure`` (their
 verdicts), ``precision`` with ``ci_low``/``ci_high`` (95 %), ``extrapolated`` (removed items in bands
-without a judged pair at this ε), ``kept`` (items removed at eps_max but kept at ε), ``kept_labelled``,
-``kept_duplicates`` (estimated true duplicates among those) with its interval, and
-``recall_vs_eps_max`` (estimated share of eps_max's true duplicates that ε removes too)."""
+without a judged pair at this ε: counted with a neighbour band by the estimate, as unknown by the
+interval), ``kept`` (items removed at eps_max but kept at ε), ``kept_labelled``, ``kept_duplicates``
+(estimated true duplicates among those) with its interval, ``recall_vs_eps_max`` (estimated share of
+eps_max's true duplicates that ε removes too); ``skipped`` and ``disputed`` sample pairs removed at ε, the
+``sensitivity_low``/``sensitivity_high`` range (every unsure, skipped and disputed pair taken as not a
+duplicate / as a duplicate); ``tested`` (ε is in the recommendation's test sequence), ``test_low`` (its
+lower bound at the per-look level) and ``holds`` (ε is shown to reach the target)."""
 
 
 def default_grid(eps_max: float) -> np.ndarray:
@@ -86,67 +91,18 @@ def default_grid(eps_max: float) -> np.ndarray:
     return grid
 
 
-def _beta_ppf(q: np.ndarray | float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from scipy.special import betaincinv
-
-    return betaincinv(a, b, q)
-
-
-def stratified(
-    N: np.ndarray, n: np.ndarray, y: np.ndarray, level: float = LEVEL
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Post-stratified proportion per row of ``(G, H)`` arrays: ``N`` items of the domain per band
-    (known), ``n`` judged sample units among them, ``y`` of those duplicates. Returns
-    ``(p, ci_low, ci_high, extrapolated)``; ``p`` is NaN where nothing is judged or the domain is empty."""
-    from scipy.special import stdtrit  # Student t quantiles (scipy.stats is slow to import)
-
-    N = np.asarray(N, dtype=np.float64).copy()
-    n = np.asarray(n, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    G, H = N.shape
-    extrapolated = np.zeros(G)
-    empty = (N > 0) & (n == 0)
-    for g in np.flatnonzero(empty.any(axis=1)):
-        have = np.flatnonzero(n[g] > 0)
-        if not len(have):
-            continue
-        for h in np.flatnonzero(empty[g]):
-            dist = np.abs(have - h) * 2 + (have > h)  # nearest band; a tie goes to the more similar one
-            target = have[np.argmin(dist)]
-            N[g, target] += N[g, h]
-            extrapolated[g] += N[g, h]
-            N[g, h] = 0.0
-    N_tot, n_tot = N.sum(axis=1), n.sum(axis=1)
-    use = (N > 0) & (n > 0)
-    alpha = 1 - level
-    with np.errstate(invalid="ignore", divide="ignore"):
-        W = np.where(use, N / np.where(N_tot > 0, N_tot, 1)[:, None], 0.0)
-        p = np.where(n_tot > 0, (W * np.where(use, y / np.where(n > 0, n, 1), 0.0)).sum(axis=1), np.nan)
-        # band variances from the smoothed share (y + ½)/(n + 1): a band whose judged pairs all agree
-        # still has a variance (its true share may be 0.99), so the interval cannot collapse near 1
-        smooth = np.where(use, (y + 0.5) / (n + 1.0), 0.5)
-        fpc = np.clip(1.0 - n / np.where(N > 0, N, 1), 0.0, 1.0)
-        var = np.where(use, W**2 * fpc * smooth * (1 - smooth) / np.where(n > 0, n, 1), 0.0).sum(axis=1)
-        p_smooth = (W * smooth).sum(axis=1)
-        n_eff = np.where(var > 0, p_smooth * (1 - p_smooth) / np.where(var > 0, var, 1), np.inf)
-        df = np.maximum(n_tot - use.sum(axis=1), 1)  # the design's degrees of freedom: judged pairs − bands
-        n_eff = n_eff * (stdtrit(np.maximum(n_tot - 1, 1), 1 - alpha / 2) / stdtrit(df, 1 - alpha / 2)) ** 2
-        x = p * n_eff
-        lo = np.where(x > 0, _beta_ppf(alpha / 2, np.maximum(x, 1e-300), n_eff - x + 1), 0.0)
-        hi = np.where(x < n_eff, _beta_ppf(1 - alpha / 2, x + 1, np.maximum(n_eff - x, 1e-300)), 1.0)
-    exact = (n_tot > 0) & (n_tot >= N_tot)  # every removed item judged: known exactly
-    lo = np.where(exact, p, lo)
-    hi = np.where(exact, p, hi)
-    lo = np.where(np.isnan(p), np.nan, np.minimum(lo, p))
-    hi = np.where(np.isnan(p), np.nan, np.maximum(hi, p))
-    return p, lo, hi, extrapolated
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %" if 0.99 <= x < 1.0 else f"{100 * x:.0f} %"
 
 
 @dataclass(frozen=True)
 class Report:
     """The audit's answer: ``rows`` (one per ε, columns :data:`ROW_COLUMNS`), the ``target`` precision,
-    the ``recommended_eps`` (the largest ε whose lower bound meets the target, or ``None``), and
-    ``sample``: the design and how much of it is judged."""
+    the ``recommended_eps`` (the last ε of the fixed-sequence test that holds, or ``None``), ``sample``
+    (the design and how much of it is judged), ``guarantee`` (the test: level, per-look level, the ε tested
+    from, the next ε), ``enough`` (the stopping rule is met) with ``stop`` (in words), ``plan`` and
+    ``agreement`` (Cohen's κ per two reviewers) with the ``disagreements`` to settle (pairs whose reviewers
+    have no majority verdict, in the whole store)."""
 
     rows: pd.DataFrame
     target: float
@@ -154,16 +110,37 @@ class Report:
     eps_max: float
     sample: dict[str, Any] = field(default_factory=dict)
     level: float = LEVEL
+    guarantee: dict[str, Any] = field(default_factory=dict)
+    enough: bool = False
+    stop: str = ""
+    plan: dict[str, Any] = field(default_factory=dict)
+    agreement: list[dict[str, Any]] = field(default_factory=list)
+    disagreements: int = 0
 
     def message(self) -> str:
-        """The recommendation in one sentence."""
+        """The recommendation and its guarantee in one sentence."""
         if self.recommended_eps is None:
             return f"no ε reaches {self.target:g} with the verdicts so far; judge more pairs or lower the target"
         row = self.row_at(self.recommended_eps)
+        so_far = "" if self.guarantee.get("final") else " so far"
         return (
-            f"recommended ε = {self.recommended_eps:g}: the largest ε on the grid whose precision is at least "
-            f"{self.target:g} with {self.level:.0%} confidence (estimate {row['precision']:.3f}, lower bound "
-            f"{row['ci_low']:.3f}; removes {int(row['removed']):,} items)"
+            f"recommended ε = {self.recommended_eps:g}{so_far}: {self.statement()} (estimate "
+            f"{row['precision']:.3f}, lower bound {row['test_low']:.3f}; removes {int(row['removed']):,} items)"
+        )
+
+    def statement(self) -> str:
+        """The guarantee in plain words, or ``""`` without a recommendation."""
+        if self.recommended_eps is None:
+            return ""
+        start = self.guarantee.get("tested_from")
+        span = (
+            f"every ε from {start:g} to {self.recommended_eps:g}"
+            if start is not None and start < self.recommended_eps
+            else f"ε = {self.recommended_eps:g}"
+        )
+        return (
+            f"with {self.level * 100:.0f} % confidence {span} removes at least {_pct(self.target)} true duplicates "
+            "(each ε tested from the smallest up, stopping at the first that fails)"
         )
 
     def row_at(self, eps: float) -> dict[str, Any]:
@@ -172,15 +149,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         """``{"rows": [...], "recommended_eps", "target", ...}`` with NaN as ``None`` (JSON null)."""
-
-        def clean(v: Any) -> Any:
-            if isinstance(v, (np.integer,)):
-                return int(v)
-            if isinstance(v, (float, np.floating)):
-                return None if not np.isfinite(v) else float(v)
-            return v
-
-        rows = [{k: clean(v) for k, v in r.items()} for r in self.rows.to_dict(orient="records")]
+        rows = [{k: _clean(v) for k, v in r.items()} for r in self.rows.to_dict(orient="records")]
         return {
             "rows": rows,
             "recommended_eps": None if self.recommended_eps is None else float(self.recommended_eps),
@@ -188,9 +157,27 @@ class Report:
             "level": self.level,
             "eps_max": self.eps_max,
             "rule": "paper",
-            "sample": {k: clean(v) for k, v in self.sample.items()},
+            "sample": {k: _clean(v) for k, v in self.sample.items()},
             "message": self.message(),
+            "guarantee": {k: _clean(v) for k, v in self.guarantee.items()},
+            "enough": bool(self.enough),
+            "stop": self.stop,
+            "plan": {k: _clean(v) for k, v in self.plan.items()},
+            "agreement": [{k: _clean(v) for k, v in a.items()} for a in self.agreement],
+            "disagreements": int(self.disagreements),
         }
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_clean(x) for x in v]
+    return v
 
 
 def _check_target(target: float) -> float:
@@ -220,54 +207,96 @@ def check_grid(design: Design, eps: Any) -> np.ndarray:
     return grid
 
 
-def estimate(
-    design: Design,
-    resolved: pd.DataFrame,
-    eps: Any = None,
-    target: float = DEFAULT_TARGET,
-    level: float = LEVEL,
-) -> Report:
-    """The audit report for the verdicts ``resolved`` (one per pair, see
-    :func:`semdedup_core.audit.labels.resolve`) on the sample ``design``, at ``eps`` (default
-    :func:`default_grid`; each ≤ ``eps_max``). Vectorised over ε: no loop over items or pairs."""
+def look_alpha(design: Design, level: float = LEVEL) -> float:
+    """The one-sided level each ε is tested at: a fixed sample's interval end (2.5 % at 95 %), a
+    sequential sample's per-look level for its looks (:func:`~semdedup_core.audit.recommend.look_level`)."""
+    if not design.plan.sequential:
+        return (1.0 - level) / 2.0
+    return min((1.0 - level) / 2.0, recommend.look_level(tuple(int(x) for x in design.looks), 1.0 - level))
+
+
+def planned_units(design: Design, grid: np.ndarray) -> np.ndarray:
+    """The sample pairs the plan can put among the removals of each ε: a √N allocation of a fixed sample's
+    size; for a sequential one, whose batches go where the tests need them, up to its budget. Where the
+    recommendation's tests start depends on this, never on the verdicts."""
+    from .sample import allocate
+
+    if design.plan.sequential:  # its batches go where the tests need them: any ε the budget can cover
+        return np.minimum(design.band_counts(grid).sum(axis=1), design.plan.budget).astype(np.float64)
+    size = design.n
+    sizes = design.band_sizes.astype(np.float64)
+    alloc = allocate(design.band_sizes, size).astype(np.float64)
+    share = np.where(sizes > 0, alloc / np.where(sizes > 0, sizes, 1), 0.0)
+    return (design.band_counts(grid) * share[None, :]).sum(axis=1)
+
+
+@dataclass(frozen=True)
+class _Status:
+    """Each sampled pair's state (queue order)."""
+
+    dup: np.ndarray  # judged a duplicate
+    judged: np.ndarray  # judged duplicate or not
+    unsure: np.ndarray
+    skipped: np.ndarray  # no verdict, but before the last pair that has one
+    disputed: np.ndarray  # judged, reviewers without a majority
+
+    @property
+    def uncertain(self) -> np.ndarray:
+        return self.unsure | self.skipped | self.disputed
+
+
+def status(design: Design, verdict: np.ndarray, disputed: np.ndarray | None = None) -> _Status:
+    """The pairs' state from their verdicts (queue order; ``None`` where unjudged) and which of them are
+    disputed."""
     import pandas as pd
 
-    target = _check_target(target)
-    grid = check_grid(design, eps)
-    verdict = unit_verdicts(design, resolved)
-    units = design.units
-    band = units["band"].to_numpy(np.int64)
-    score = units["max_sim"].to_numpy(np.float64)
+    given = ~pd.isna(verdict)
     dup = verdict == "duplicate"
     judged = dup | (verdict == "not_duplicate")
-    unsure = verdict == "unsure"
+    last = np.flatnonzero(given)
+    skipped = ~given & (np.arange(design.n) < (last[-1] if len(last) else -1))
+    disputed = np.zeros(design.n, dtype=bool) if disputed is None else np.asarray(disputed, dtype=bool) & judged
+    return _Status(dup, judged, verdict == "unsure", skipped, disputed)
+
+
+def _disputed(design: Design, resolved: pd.DataFrame) -> np.ndarray | None:
+    if "tied" not in resolved.columns or not len(resolved):
+        return None
+    from .labels import lookup
+
+    pos = lookup(resolved, design.units["id_a"].to_numpy(), design.units["id_b"].to_numpy(), presorted=True)
+    return (pos >= 0) & resolved["tied"].to_numpy(dtype=bool)[np.maximum(pos, 0)]
+
+
+def _table(design: Design, st: _Status, grid: np.ndarray, level: float, alpha: float) -> pd.DataFrame:
+    """The rows of the report without the recommendation's ``tested`` and ``holds`` columns."""
+    import pandas as pd
+
+    band = design.units["band"].to_numpy(np.int64)
+    score = design.units["max_sim"].to_numpy(np.float64)
     thr = threshold(grid)
-    n_in = np.zeros((len(grid), design.bands))
-    y_in = np.zeros((len(grid), design.bands))
-    for h in np.unique(band[judged]):  # per band: judged pairs by score; those above 1 − ε by searchsorted
-        mine = judged & (band == h)
-        order = np.argsort(score[mine], kind="stable")
-        s_h, cum = score[mine][order], np.concatenate([[0], np.cumsum(dup[mine][order])])
-        first_in = np.searchsorted(s_h, thr, side="right")  # the pairs from here on score above 1 − ε
-        n_in[:, h] = len(s_h) - first_in
-        y_in[:, h] = cum[-1] - cum[first_in]
-    s_unsure = np.sort(score[unsure])
-    unsure_in = len(s_unsure) - np.searchsorted(s_unsure, thr, side="right")
-    n_all = np.bincount(band[judged], minlength=design.bands).astype(np.float64)
-    y_all = np.bincount(band[dup], minlength=design.bands).astype(np.float64)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return domain_counts(band, score, mask.astype(np.float64), thr, design.bands)
+
+    n_in, y_in, u_in = count(st.judged), count(st.dup), count(st.uncertain & ~st.disputed)
+    clean_n, clean_y = count(st.judged & ~st.disputed), count(st.dup & ~st.disputed)
+    n_all = np.bincount(band[st.judged], minlength=design.bands).astype(np.float64)
+    y_all = np.bincount(band[st.dup], minlength=design.bands).astype(np.float64)
     N_in = design.band_counts(grid).astype(np.float64)
     N_out = design.band_sizes[None, :] - N_in
     p, lo, hi, extrap = stratified(N_in, n_in, y_in, level)
+    test_low = lo if abs(alpha - (1 - level) / 2) < 1e-12 else stratified(N_in, n_in, y_in, 1 - 2 * alpha)[1]
     pk, lok, hik, _ = stratified(N_out, n_all[None, :] - n_in, y_all[None, :] - y_in, level)
     removed, kept = N_in.sum(axis=1), N_out.sum(axis=1)
-    kept_dups = np.where(kept > 0, pk * kept, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         found = p * removed
         recall = np.where(kept > 0, found / (found + pk * kept), np.where(removed > 0, 1.0, np.nan))
-    rows = pd.DataFrame(
+    unsure_in = count(st.unsure).sum(axis=1)
+    return pd.DataFrame(
         {
             "eps": grid,
-            "threshold": threshold(grid),
+            "threshold": thr,
             "removed": removed.astype(np.int64),
             "labelled": n_in.sum(axis=1).astype(np.int64),
             "duplicates": y_in.sum(axis=1).astype(np.int64),
@@ -279,40 +308,167 @@ def estimate(
             "extrapolated": extrap.astype(np.int64),
             "kept": kept.astype(np.int64),
             "kept_labelled": (n_all[None, :] - n_in).sum(axis=1).astype(np.int64),
-            "kept_duplicates": kept_dups,
+            "kept_duplicates": np.where(kept > 0, pk * kept, 0.0),
             "kept_duplicates_low": np.where(kept > 0, lok * kept, 0.0),
             "kept_duplicates_high": np.where(kept > 0, hik * kept, 0.0),
             "recall_vs_eps_max": recall,
+            "skipped": count(st.skipped).sum(axis=1).astype(np.int64),
+            "disputed": count(st.disputed).sum(axis=1).astype(np.int64),
+            "sensitivity_low": point(N_in, clean_n + u_in + count(st.disputed), clean_y),
+            "sensitivity_high": point(N_in, clean_n + u_in + count(st.disputed), clean_y + u_in + count(st.disputed)),
+            "tested": False,
+            "test_low": test_low,
+            "holds": False,
         }
     )
-    ok = rows["ci_low"].to_numpy() >= target
-    recommended = float(grid[np.flatnonzero(ok)[-1]]) if ok.any() else None
-    n_judged = int(judged.sum())
-    matched = int(judged.sum() + unsure.sum())
+
+
+def evidence(design: Design, st: _Status, rows: pd.DataFrame, alpha: float) -> recommend.Evidence:
+    """What the recommendation's planning needs (see :class:`~semdedup_core.audit.recommend.Evidence`)."""
+    band = design.units["band"].to_numpy(np.int64)
+    return recommend.Evidence(
+        rows["precision"].to_numpy(),
+        rows["test_low"].to_numpy(),
+        rows["ci_high"].to_numpy(),
+        design.band_counts(rows["eps"].to_numpy()),
+        design.band_sizes,
+        design.band_samples,
+        np.bincount(band[st.judged], minlength=design.bands),
+        np.bincount(band[st.dup], minlength=design.bands),
+        alpha,
+    )
+
+
+def _stop_words(design: Design, grid: np.ndarray, d: recommend.Decision, target: float, level: float) -> str:
+    conf = f"{level * 100:.0f} %"
+    rec = f"ε = {grid[d.recommended]:g}" if d.recommended >= 0 else None
+    nxt = f"ε = {grid[d.candidate]:g}" if d.candidate >= 0 else None
+    head = f"enough: {rec} holds at {conf}" if rec else f"enough: no ε reaches {_pct(target)} at {conf}"
+    if not d.enough:
+        return ""
+    if d.reason == "all":
+        return f"{head} (every ε up to eps-max reaches {_pct(target)})"
+    if d.reason == "misses":
+        return f"{head} ({nxt} misses the target: its 95 % interval lies below it)"
+    if d.reason == "stalls":
+        return f"{head} ({nxt} would need more pairs than there are before the next look, at its estimate)"
+    if d.reason == "reach":
+        return f"{head} ({nxt} is out of reach: even at the hopeful end of its estimate it would need more pairs than the budget has left)"
+    if design.plan.sequential:
+        return f"{head} (the budget of {int(design.looks[-1]):,} pairs is spent)"
+    return f"{head} (the whole sample is judged)"
+
+
+def estimate(
+    design: Design,
+    resolved: pd.DataFrame,
+    eps: Any = None,
+    target: float | None = None,
+    level: float = LEVEL,
+    reviews: pd.DataFrame | None = None,
+) -> Report:
+    """The audit report for the verdicts ``resolved`` (one per pair, see
+    :func:`semdedup_core.audit.labels.resolve`) on the sample ``design``, at ``eps`` (default
+    :func:`default_grid`; each ≤ ``eps_max``), for ``target`` (default the plan's). ``reviews``: the
+    store's rows, for the reviewers' agreement. Vectorised over ε: no loop over items or pairs."""
+    from .agreement import kappa_table
+
+    verdict = unit_verdicts(design, resolved)
+    matched = int((~pd_isna(verdict)).sum())
+    agreement = kappa_table(reviews).to_dict(orient="records") if reviews is not None else []
+    rep = estimate_units(
+        design, verdict, eps, target, level, _disputed(design, resolved), len(resolved) - matched, agreement
+    )
+    tied = int(resolved["tied"].sum()) if "tied" in resolved.columns else 0
+    return dataclasses.replace(rep, disagreements=tied)
+
+
+def pd_isna(values: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
+def estimate_units(
+    design: Design,
+    verdict: np.ndarray,
+    eps: Any = None,
+    target: float | None = None,
+    level: float = LEVEL,
+    disputed: np.ndarray | None = None,
+    outside: int = 0,
+    agreement: list[dict[str, Any]] | None = None,
+) -> Report:
+    """:func:`estimate` from each sampled pair's verdict (queue order; ``None`` where unjudged) and which
+    are ``disputed``; ``outside``: judged pairs outside the sample (reported only). What simulations call."""
+    target = design.plan.target if target is None else _check_target(target)
+    grid = check_grid(design, eps)
+    st = status(design, np.asarray(verdict, dtype=object), disputed)
+    alpha = look_alpha(design, level)
+    rows = _table(design, st, grid, level, alpha)
+    tested = recommend.testable(planned_units(design, grid), rows["removed"].to_numpy(np.float64), target, alpha)
+    tested &= grid >= design.edges[1] - 1e-12  # ε inside the most similar band remove too little of it to test
+    holds = recommend.fixed_sequence(rows["test_low"].to_numpy(), target, tested)
+    rows["tested"], rows["holds"] = tested, holds
+    given = st.judged | st.unsure
+    at_look = bool(design.n and given.all() and design.n in set(design.looks.tolist()))
+    last_look = not design.plan.sequential or design.n >= int(design.looks[-1])
+    ev = evidence(design, st, rows, alpha)
+    left = int(design.looks[-1]) - design.n if design.plan.sequential else 0
+    batch_done = bool(design.n and given.all())
+    later = design.looks[design.looks > design.n]
+    ahead = int(later[0]) - design.n if len(later) else 0
+    d = recommend.stopping(holds, tested, ev, target, at_look, last_look, left, batch_done, ahead)
+    n_judged, matched = int(st.judged.sum()), int(given.sum())
     sample = {
         "n": design.n,
         "population": design.population,
         "judged": n_judged,
-        "duplicates": int(dup.sum()),
-        "not_duplicates": n_judged - int(dup.sum()),
-        "unsure": int(unsure.sum()),
+        "duplicates": int(st.dup.sum()),
+        "not_duplicates": n_judged - int(st.dup.sum()),
+        "unsure": int(st.unsure.sum()),
         "to_judge": design.n - matched,
-        "outside_sample": int(len(resolved)) - matched,
+        "outside_sample": int(outside),
         "seed": design.seed,
         "bands": design.bands,
+        "skipped": int(st.skipped.sum()),
+        "disputed": int(st.disputed.sum()),
+        "double": int(design.units["double"].sum()) if "double" in design.units.columns else 0,
+        "batch": design.batch,
     }
-    return Report(rows, target, recommended, design.eps_max, sample, level)
+    looks = design.looks
+    guarantee = {
+        "level": level,
+        "method": "fixed-sequence",
+        "alpha_per_look": alpha,
+        "looks": [int(x) for x in looks],
+        "look": int(np.searchsorted(looks, design.n)) if at_look else None,
+        "tested_from": float(grid[d.start]) if d.start >= 0 else None,
+        "holds_up_to": float(grid[d.recommended]) if d.recommended >= 0 else None,
+        "next_eps": float(grid[d.candidate]) if d.candidate >= 0 else None,
+        "within_reach": [float(grid[g]) for g in d.reach],
+        "final": bool(d.enough),
+    }
+    plan = {"kind": design.plan.kind, "target": design.plan.target, "budget": design.plan.budget}
+    plan["double"] = design.plan.double
+    recommended = float(grid[d.recommended]) if d.recommended >= 0 else None
+    stop = _stop_words(design, grid, d, target, level)
+    rep = Report(rows, target, recommended, design.eps_max, sample, level, guarantee, d.enough, stop, plan)
+    guarantee["statement"] = rep.statement()
+    return Report(
+        rows, target, recommended, design.eps_max, sample, level, guarantee, d.enough, stop, plan, agreement or []
+    )
 
 
 def report(
     results: Results,
     labels: LabelStore | str | None = None,
     eps: Any = None,
-    target: float = DEFAULT_TARGET,
+    target: float | None = None,
 ) -> Report:
     """:func:`estimate` for a results folder: its recorded sample and the verdicts in ``labels``
     (default the folder's ``labels.parquet``). Raises :class:`SemDedupError` when no sample was drawn."""
-    from .sample import load_design
+    from .design import load_design
 
     design = load_design(results)
     if design is None:
@@ -320,23 +476,35 @@ def report(
             f"no review sample in {str(results.path)!r}; draw one with "
             f"`python -m semdedup_core audit sample {results.path} --n 400 --out queue.csv`"
         )
-    return estimate(design, LabelStore.for_results(results.path, labels).resolved(), eps, target)
+    rows = LabelStore.for_results(results.path, labels).read()
+    return estimate(design, resolve(rows), eps, target, reviews=rows)
 
 
 def summary_at(
-    results: Results, eps: float, labels: LabelStore | str | None = None, target: float = DEFAULT_TARGET
+    results: Results, eps: float, labels: LabelStore | str | None = None, target: float | None = None
 ) -> dict[str, Any] | None:
-    """The audited precision at one ``eps`` for a report (a row of :func:`report` with ``target`` and
-    ``recommended_eps``), or ``None`` when no sample was drawn, nothing of it is judged, or ``eps`` lies
-    beyond the sample's eps-max (the sample says nothing there)."""
-    from .sample import load_design
+    """The audited precision at one ``eps`` for a report (a row of :func:`report` with ``target``,
+    ``recommended_eps``, ``guarantee`` (the recommendation's guarantee in words), ``enough`` and the
+    reviewers' ``agreement``), or ``None`` when no sample was drawn, nothing of it is judged, or ``eps``
+    lies beyond the sample's eps-max (the sample says nothing there)."""
+    from .design import load_design
 
     design = load_design(results)
     if design is None or eps > design.eps_max:
         return None
-    rep = estimate(design, LabelStore.for_results(results.path, labels).resolved(), [eps], target)
+    rows = LabelStore.for_results(results.path, labels).read()
+    resolved = resolve(rows)
+    rep = estimate(design, resolved, [eps], target)
     if rep.sample["judged"] == 0:
         return None
-    full = estimate(design, LabelStore.for_results(results.path, labels).resolved(), None, target)
+    full = estimate(design, resolved, None, target, reviews=rows)
     row = rep.rows.iloc[0].to_dict()
-    return {**row, "target": rep.target, "recommended_eps": full.recommended_eps, "confidence": rep.level}
+    return {
+        **row,
+        "target": full.target,
+        "recommended_eps": full.recommended_eps,
+        "confidence": full.level,
+        "guarantee": full.statement(),
+        "enough": full.enough,
+        "agreement": full.agreement,
+    }

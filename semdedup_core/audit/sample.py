@@ -1,45 +1,55 @@
-"""The review sample: the removed pairs a person judges, drawn so that the precision estimate at every
-ε up to ``eps_max`` is unbiased, and recorded in the results folder (``audit/sample.parquet``).
+"""Drawing the review sample: the removed pairs a person judges, drawn so that the precision estimate at
+every ε up to ``eps_max`` is unbiased, and recorded in the results folder (``audit/sample.parquet``).
 
-**Population.** The items the paper's rule removes at ``eps_max`` (default 0.3), each the pair
-(``id``, ``dup_of``): the removals of every ε the user considers are among them.
+The population, its bands and the plan are described in :mod:`~semdedup_core.audit.design`.
 
-**Strata.** ``bands`` equal bands of ε between 0 and ``eps_max``: band ``h`` holds the items removed at
-``ε_{h+1} = eps_max·(h+1)/bands`` but kept at ``ε_h`` (band 0 the most similar). At any ε every band is
-wholly removed, wholly kept, or — one band only — split by the threshold; the estimator knows each
-band's removed count at every ε from the scores.
-
-**Allocation.** ``n`` is spread over the bands in proportion to ``√N_h`` (Kish's power allocation:
-proportional allocation would starve the small high-similarity bands that a small ε removes, equal
-allocation would weight the estimate at ``eps_max`` badly), at least 2 per band so that each band's
+**Allocation of the first draw.** ``n`` is spread over the bands in proportion to ``√N_h`` (Kish's power
+allocation: proportional allocation would starve the small high-similarity bands that a small ε removes,
+equal allocation would weight the estimate at ``eps_max`` badly), at least 2 per band so that each band's
 variance can be estimated. Units are assigned one at a time to the band of highest priority
 ``√N_h / (n_h + ½)`` (a divisor method), so a larger ``n`` only adds units: the sample of 400 is inside
 the sample of 800 drawn with the same seed and ``eps_max``.
 
-**Selection.** Inside each band, the ``n_h`` pairs with the smallest seeded hash (BLAKE2b) of the pair's
-two ids: a simple random sample of the band that is the same for the same command, nested in ``n``,
-and that gives a pair the same key in every run over the same data.
+**Selection.** Inside each band, the pairs with the smallest seeded key
+(:func:`~semdedup_core.audit.design.unit_keys`): a simple random sample of the band that is the same for
+the same command and nested in ``n``. A later batch of a sequential plan takes, in each band, the next
+pairs in the same key order — so at every moment a band's sample is a simple random sample of the band,
+its units' inclusion probability is ``n_h / N_h``, and the estimate weights the band by ``N_h / n_h``.
 
-**Queue.** The sample is judged in a seeded random order (a second hash), never borderline first, so
-whatever part of it has been judged is itself a random subsample of every band. Pairs that already
-have a verdict (in any store row, from any run) stay in the sample — their verdicts count — but are not
-asked again.
+**Queue.** Each draw is judged in a seeded random order (a second key), never borderline first, so
+whatever part of it has been judged is itself a random subsample of every band. Pairs that already have
+a verdict (in any store row, from any run) stay in the sample — their verdicts count — but are not asked
+again. A share ``double`` of the pairs (a third key) is asked of a second reviewer too.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SemDedupError
-from ..kernels.rules import threshold
-from ..results import io
-from ..results.names import AUDIT
 from ..results.rules import check_eps
+from .design import (
+    DEFAULT_BANDS,
+    DEFAULT_EPS_MAX,
+    DEFAULT_N,
+    PLAN_COLUMNS,
+    SAMPLE,
+    UNIT_COLUMNS,
+    Design,
+    Plan,
+    Population,
+    design_of,
+    load_design,
+    population_of,
+    sample_path,
+    save_design,
+    uniform,
+    unit_keys,
+)
 from .labels import lookup, sorted_pairs
 
 if TYPE_CHECKING:
@@ -47,118 +57,36 @@ if TYPE_CHECKING:
 
     from ..results.results import Results
 
-SAMPLE = "sample.parquet"
-DEFAULT_N = 400
-DEFAULT_EPS_MAX = 0.3
-DEFAULT_BANDS = 10
+__all__ = [
+    "DEFAULT_BANDS",
+    "DEFAULT_EPS_MAX",
+    "DEFAULT_N",
+    "PLAN_COLUMNS",
+    "SAMPLE",
+    "UNIT_COLUMNS",
+    "Design",
+    "Plan",
+    "add_batch",
+    "allocate",
+    "draw_sample",
+    "draw_units",
+    "load_design",
+    "pair_keys",
+    "queue_frame",
+    "sample_path",
+    "save_design",
+    "unit_verdicts",
+]
+
 FLOOR = 2  # units per band at least (when it has them): a band's variance needs two
 POWER = 0.5  # n_h ∝ N_h ** POWER
-UNIT_COLUMNS = (
-    "id",
-    "dup_of",
-    "id_a",
-    "id_b",
-    "max_sim",
-    "band",
-    "sim_low",
-    "sim_high",
-    "N_h",
-    "n_h",
-    "inclusion",
-    "key",
-    "order",
-    "seed",
-    "eps_max",
-    "bands",
-    "run",
-)
-"""``audit/sample.parquet``, one row per sampled pair in queue order: the pair (``id``, ``dup_of``; sorted
-``id_a`` < ``id_b``), its score, its band (``sim_low`` < ``max_sim`` ≤ ``sim_high``), the band's
-population ``N_h`` and sample size ``n_h``, the inclusion probability ``n_h / N_h``, the pair's hash
-``key``, its queue position ``order``, and the design's ``seed``, ``eps_max``, ``bands`` and the run's
-input fingerprint ``run``."""
-
-
-def sample_path(folder: str | Path) -> Path:
-    return Path(folder) / AUDIT / SAMPLE
-
-
-@dataclass(frozen=True, eq=False)
-class Design:
-    """A recorded review sample over one run.
-
-    ``edges``: ε at the band edges (``bands + 1`` values from 0 to ``eps_max``); ``scores``: the
-    population's scores (float64, ascending); ``offsets[h]``: how many population items are removed at
-    ``edges[h]`` (band ``h`` is ranks ``offsets[h]`` to ``offsets[h + 1]`` from the top); ``units``: the
-    sample in queue order (columns :data:`UNIT_COLUMNS`)."""
-
-    eps_max: float
-    seed: int
-    bands: int
-    edges: np.ndarray
-    scores: np.ndarray
-    offsets: np.ndarray
-    units: pd.DataFrame
-
-    @property
-    def n(self) -> int:
-        return len(self.units)
-
-    @property
-    def population(self) -> int:
-        return len(self.scores)
-
-    @property
-    def band_sizes(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    @property
-    def band_samples(self) -> np.ndarray:
-        return np.bincount(self.units["band"].to_numpy(np.int64), minlength=self.bands)
-
-    def n_removed(self, eps: float | np.ndarray) -> np.ndarray:
-        """Population items removed at each ``eps`` (≤ ``eps_max``): the run's removed count there."""
-        return len(self.scores) - np.searchsorted(self.scores, threshold(np.atleast_1d(eps)), side="right")
-
-    def band_counts(self, eps: float | np.ndarray) -> np.ndarray:
-        """``(len(eps), bands)``: how many items of each band are removed at each ``eps``."""
-        removed = self.n_removed(eps).astype(np.int64)
-        return np.clip(removed[:, None] - self.offsets[None, :-1], 0, self.band_sizes[None, :])
-
-    def describe(self) -> str:
-        return (
-            f"{self.n:,} of the {self.population:,} pairs removed at eps {self.eps_max:g} "
-            f"(seed {self.seed}, {self.bands} similarity bands)"
-        )
-
-
-# -- the population and its bands ---------------------------------------------------------------------
-def _edges(eps_max: float, bands: int) -> np.ndarray:
-    edges = np.linspace(0.0, eps_max, bands + 1)
-    edges[-1] = eps_max
-    return edges
-
-
-def _population(results: Results, eps_max: float, bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(rows, scores, band, edges)`` of the items removed at ``eps_max``, in input order."""
-    edges = _edges(eps_max, bands)
-    scores = np.asarray(results.column("max_sim"), dtype=np.float32).astype(np.float64)
-    rows = np.flatnonzero((scores > threshold(eps_max)) & (results.dup_rows >= 0))
-    s = scores[rows]
-    # band h: removed at edges[h + 1] but not at edges[h]; the same float64 comparisons as the rule
-    above = np.searchsorted(np.sort(threshold(edges[1:])), s, side="left")  # edges k ≥ 1 whose threshold s exceeds
-    return rows, s, (bands - above).astype(np.int64), edges
-
-
-def _offsets(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    asc = np.sort(scores)
-    return (len(asc) - np.searchsorted(asc, threshold(edges), side="right")).astype(np.int64)
 
 
 # -- keys and allocation ------------------------------------------------------------------------------
 def pair_keys(id_a: Any, id_b: Any, seed: int, purpose: str = "sample") -> np.ndarray:
     """A seeded 64-bit BLAKE2b hash of each (sorted) pair of ids: the same pair, seed and purpose give
-    the same key in every run and on every machine."""
+    the same key in every run and on every machine (a per-pair hash for simulations and ground truths;
+    the sampler itself hashes row numbers, :func:`~semdedup_core.audit.design.unit_keys`)."""
     base = hashlib.blake2b(digest_size=8, key=f"semdedup:{int(seed)}".encode(), person=purpose.encode()[:16])
     out = bytearray()
     for a, b in zip(id_a, id_b, strict=True):
@@ -188,7 +116,6 @@ def allocate(sizes: np.ndarray, n: int, floor: int = FLOOR, power: float = POWER
     return np.asarray(alloc, dtype=np.int64)
 
 
-# -- drawing, saving, loading --------------------------------------------------------------------------
 def _check_design(n: int, eps_max: float, seed: int, bands: int) -> tuple[int, float, int, int]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise SemDedupError(f"the sample size n must be a whole number of at least 1, got {n!r}")
@@ -202,102 +129,124 @@ def _check_design(n: int, eps_max: float, seed: int, bands: int) -> tuple[int, f
     return int(n), eps_max, int(seed), int(bands)
 
 
+# -- drawing --------------------------------------------------------------------------------------------
+def _next_by_key(pop: Population, keys: np.ndarray, taken: np.ndarray, alloc: np.ndarray) -> np.ndarray:
+    """Positions in ``pop`` of the next ``alloc[h]`` pairs of each band in key order, passing over the
+    positions already ``taken`` (a boolean mask)."""
+    free = np.flatnonzero(~taken)
+    band = pop.band[free]
+    order = free[np.lexsort((keys[free], band))]
+    sizes = np.bincount(band, minlength=pop.bands)
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    position = np.arange(len(order)) - start[pop.band[order]]
+    return order[position < alloc[pop.band[order]]]
+
+
+def _unit_frame(pop: Population, chosen: np.ndarray, seed: int, plan: Plan, batch: int, run: str) -> pd.DataFrame:
+    import pandas as pd
+
+    rows, dups = pop.rows[chosen], pop.dup_rows[chosen]
+    queue = unit_keys(rows, dups, seed, purpose="queue")
+    step = np.argsort(queue, kind="stable")
+    chosen, rows, dups = chosen[step], rows[step], dups[step]
+    id_of: Callable[[np.ndarray], np.ndarray] = pop.ids or (lambda r: np.asarray(r).astype(str).astype(object))
+    both = id_of(np.concatenate([rows, dups]))
+    ids, dup_ids = both[: len(rows)], both[len(rows) :]
+    id_a, id_b = sorted_pairs(ids, dup_ids)
+    h = pop.band[chosen]
+    return pd.DataFrame(
+        {  # object columns for the ids: pandas would make them arrow strings, slower to look up per click
+            "id": pd.Series(ids, dtype=object),
+            "dup_of": pd.Series(dup_ids, dtype=object),
+            "id_a": pd.Series(id_a, dtype=object),
+            "id_b": pd.Series(id_b, dtype=object),
+            "max_sim": pop.scores[chosen],
+            "band": h,
+            "sim_low": 1.0 - pop.edges[h + 1],
+            "sim_high": 1.0 - pop.edges[h],
+            "N_h": pop.sizes[h],
+            "n_h": 0,
+            "inclusion": 0.0,
+            "key": unit_keys(rows, dups, seed),
+            "order": np.arange(len(chosen), dtype=np.int64),
+            "seed": seed,
+            "eps_max": float(pop.edges[-1]),
+            "bands": pop.bands,
+            "run": run,
+            "row": rows,
+            "dup_row": dups,
+            "double": uniform(unit_keys(rows, dups, seed, purpose="double")) < plan.double,
+            "batch": batch,
+            "plan": plan.kind,
+            "target": plan.target,
+            "budget": plan.budget,
+            "double_share": plan.double,
+        }
+    )
+
+
+def _refresh(units: pd.DataFrame, bands: int) -> pd.DataFrame:
+    """Each unit's band sample size ``n_h`` and inclusion probability ``n_h / N_h`` (after a draw)."""
+    counts = np.bincount(units["band"].to_numpy(np.int64), minlength=bands)
+    units["n_h"] = counts[units["band"].to_numpy(np.int64)]
+    units["inclusion"] = units["n_h"] / units["N_h"]
+    units["order"] = np.arange(len(units), dtype=np.int64)
+    return units
+
+
+def draw_units(pop: Population, n: int, seed: int, plan: Plan | None = None, run: str = "") -> Design:
+    """The first draw of ``n`` pairs from ``pop`` (see the module's docstring)."""
+    plan = plan or Plan()
+    keys = unit_keys(pop.rows, pop.dup_rows, seed)
+    alloc = allocate(pop.sizes, n)
+    chosen = _next_by_key(pop, keys, np.zeros(len(pop.rows), dtype=bool), alloc)
+    units = _refresh(_unit_frame(pop, chosen, seed, plan, 0, run), pop.bands)
+    return design_of(pop, seed, units, plan)
+
+
+def add_batch(design: Design, pop: Population, alloc: np.ndarray) -> Design:
+    """``design`` with a new batch of ``alloc[h]`` pairs in each band: the next ones in the band's key
+    order (so every band's sample stays a simple random sample of it), queued after the earlier ones."""
+    import pandas as pd
+
+    keys = unit_keys(pop.rows, pop.dup_rows, design.seed)
+    taken = np.isin(pop.rows, design.units["row"].to_numpy(np.int64))
+    room = pop.sizes - np.bincount(pop.band[taken], minlength=pop.bands)
+    alloc = np.minimum(np.asarray(alloc, dtype=np.int64), room)
+    if alloc.sum() == 0:
+        return design
+    chosen = _next_by_key(pop, keys, taken, alloc)
+    run = str(design.units["run"].iat[0]) if design.n else ""
+    new = _unit_frame(pop, chosen, design.seed, design.plan, design.batch + 1, run)
+    units = _refresh(pd.concat([design.units, new], ignore_index=True), pop.bands)
+    return design_of(pop, design.seed, units, design.plan)
+
+
 def draw_sample(
     results: Results,
     n: int = DEFAULT_N,
     eps_max: float = DEFAULT_EPS_MAX,
     seed: int = 0,
     bands: int = DEFAULT_BANDS,
+    plan: Plan | None = None,
 ) -> Design:
-    """Draw the review sample (see the module's docstring); :func:`save_design` records it."""
-    import pandas as pd
-
+    """Draw the review sample (see the module's docstring); :func:`save_design` records it. Reads the
+    score column, ``dup_row`` and the ids of the sampled rows only, so a 20,000,000-item run is sampled
+    without its items table."""
     n, eps_max, seed, bands = _check_design(n, eps_max, seed, bands)
-    rows, s, band, edges = _population(results, eps_max, bands)
-    if not len(rows):
+    plan = plan or Plan()
+    if plan.sequential and plan.budget < n:
+        raise SemDedupError(
+            f"the budget of a sequential sample ({plan.budget}) must be at least its first draw n ({n}); "
+            "raise --budget or lower --n"
+        )
+    pop = population_of(results, eps_max, bands)
+    if not len(pop.rows):
         raise SemDedupError(
             f"nothing is removed at eps-max {eps_max:g} (no item scores above {1 - eps_max:.4f}), so there is "
             "nothing to review; raise --eps-max"
         )
-    items = results.items
-    ids = items["id"].to_numpy(dtype=object)[rows].astype(str)
-    dups = items["dup_of"].to_numpy(dtype=object)[rows].astype(str)
-    id_a, id_b = sorted_pairs(ids, dups)
-    keys = pair_keys(id_a, id_b, seed)
-    sizes = np.bincount(band, minlength=bands)
-    alloc = allocate(sizes, n)
-    order = np.lexsort((keys, band))  # by band, then by key
-    start = np.concatenate([[0], np.cumsum(sizes)])
-    position = np.arange(len(order)) - start[band[order]]
-    chosen = order[position < alloc[band[order]]]
-    queue_key = pair_keys(id_a[chosen], id_b[chosen], seed, purpose="queue")
-    chosen = chosen[np.argsort(queue_key, kind="stable")]
-    h = band[chosen]
-    units = pd.DataFrame(
-        {  # object columns for the ids: pandas would make them arrow strings, slower to look up per click
-            "id": pd.Series(ids[chosen], dtype=object),
-            "dup_of": pd.Series(dups[chosen], dtype=object),
-            "id_a": pd.Series(id_a[chosen], dtype=object),
-            "id_b": pd.Series(id_b[chosen], dtype=object),
-            "max_sim": s[chosen],
-            "band": h,
-            "sim_low": 1.0 - edges[h + 1],
-            "sim_high": 1.0 - edges[h],
-            "N_h": sizes[h],
-            "n_h": alloc[h],
-            "inclusion": alloc[h] / sizes[h],
-            "key": keys[chosen],
-            "order": np.arange(len(chosen), dtype=np.int64),
-            "seed": seed,
-            "eps_max": eps_max,
-            "bands": bands,
-            "run": str(results.run.get("input_fingerprint", "")),
-        }
-    )
-    return Design(eps_max, seed, bands, edges, np.sort(s), _offsets(s, edges), units)
-
-
-def save_design(design: Design, folder: str | Path) -> Path:
-    """Write the sample into ``folder/audit/sample.parquet`` atomically (replacing an earlier one)."""
-    path = sample_path(folder)
-    io.write_parquet(path, design.units)
-    return path
-
-
-def load_design(results: Results) -> Design | None:
-    """The sample recorded in the results folder, or ``None`` when none was drawn. Raises
-    :class:`SemDedupError` when the file is damaged or was drawn from another run."""
-    import pandas as pd
-
-    if results.path is None:
-        return None
-    path = sample_path(results.path)
-    if not path.exists():
-        return None
-    try:
-        units = pd.read_parquet(path)
-    except Exception as exc:
-        raise SemDedupError(
-            f"{str(path)!r} is not readable ({type(exc).__name__}); draw the sample again with `audit sample`"
-        ) from None
-    missing = [c for c in UNIT_COLUMNS if c not in units.columns]
-    if missing or units.empty:
-        raise SemDedupError(
-            f"{str(path)!r} lacks columns {missing or 'rows'}; draw the sample again with `audit sample`"
-        )
-    eps_max, seed, bands = float(units["eps_max"].iat[0]), int(units["seed"].iat[0]), int(units["bands"].iat[0])
-    _, s, _, edges = _population(results, eps_max, bands)
-    design = Design(eps_max, seed, bands, edges, np.sort(s), _offsets(s, edges), units.reset_index(drop=True))
-    recorded = units.groupby("band")["N_h"].first()
-    actual = design.band_sizes[recorded.index.to_numpy(np.int64)]
-    if not np.array_equal(recorded.to_numpy(np.int64), actual):
-        raise SemDedupError(
-            f"the review sample in {str(path)!r} was drawn from another run (its band sizes differ from this "
-            "run's scores); draw it again with `audit sample`"
-        )
-    for c in ("id", "dup_of", "id_a", "id_b"):
-        design.units[c] = design.units[c].astype(object)
-    return design
+    return draw_units(pop, n, seed, plan, str(results.run.get("input_fingerprint", "")))
 
 
 # -- the sample and the verdicts ----------------------------------------------------------------------
@@ -309,23 +258,33 @@ def unit_verdicts(design: Design, resolved: pd.DataFrame) -> np.ndarray:
     return np.where(pos >= 0, verdicts[np.maximum(pos, 0)] if len(verdicts) else None, None)
 
 
-def queue_frame(results: Results, design: Design, resolved: pd.DataFrame) -> pd.DataFrame:
+def queue_frame(
+    results: Results, design: Design, resolved: pd.DataFrame, todo: np.ndarray | None = None
+) -> pd.DataFrame:
     """The pairs still to judge, in queue order: ``id``, ``dup_of``, ``max_sim``, then ``text`` and
     ``dup_of_text`` and/or ``path`` and ``dup_of_path`` where the run has them, and an empty ``verdict``
-    column to fill in (``audit import`` reads the same file back)."""
+    column to fill in (``audit import`` reads the same file back). ``todo``: which units to list (default:
+    those nobody judged yet; :func:`~semdedup_core.audit.agreement.reviewer_todo` adds the pairs a second
+    reviewer is to judge). Reads the listed rows only."""
     import pandas as pd
 
-    todo = design.units[pd.isna(unit_verdicts(design, resolved))]
+    if todo is None:
+        todo = pd.isna(unit_verdicts(design, resolved))
+    units = design.units[np.asarray(todo, dtype=bool)]
     frame = pd.DataFrame(
-        {"id": todo["id"].to_numpy(), "dup_of": todo["dup_of"].to_numpy(), "max_sim": todo["max_sim"].to_numpy()}
+        {"id": units["id"].to_numpy(), "dup_of": units["dup_of"].to_numpy(), "max_sim": units["max_sim"].to_numpy()}
     )
-    index = results.row_of_id
-    rows = index.get_indexer(frame["id"].astype(str))
-    dups = index.get_indexer(frame["dup_of"].astype(str))
-    for col in ("text", "path"):
-        if col in results.items.columns:
-            values = results.items[col].to_numpy(dtype=object)
-            frame[col] = values[rows]
-            frame[f"dup_of_{col}"] = values[dups]
+    shown = [c for c in ("text", "path") if c in results.columns]
+    if shown and len(units):
+        rows = units["row"].to_numpy(np.int64)
+        both = results.rows(np.concatenate([rows, units["dup_row"].to_numpy(np.int64)]), shown)
+        for col in shown:
+            values = both[col].to_numpy(dtype=object)
+            frame[col] = values[: len(rows)]
+            frame[f"dup_of_{col}"] = values[len(rows) :]
+    else:
+        for col in shown:
+            frame[col] = pd.Series([], dtype=object)
+            frame[f"dup_of_{col}"] = pd.Series([], dtype=object)
     frame["verdict"] = ""
     return frame

@@ -116,8 +116,10 @@ def check_audit(audit: Mapping[str, Any]) -> dict[str, Any]:
     """An audit summary for the report, checked: ``precision`` (share of removed items that are true
     duplicates, 0..1), ``ci_low`` ≤ precision ≤ ``ci_high`` (its interval), ``labelled`` (judged pairs
     behind it); optional ``eps`` (the ε it is for), ``confidence`` (of the interval, default 0.95),
-    ``unsure`` (verdicts left out), ``removed``, ``target`` and ``recommended_eps``. The keys match a row of
-    ``audit report --json`` plus its ``target`` and ``recommended_eps``."""
+    ``unsure`` (verdicts left out), ``removed``, ``target`` and ``recommended_eps``, ``guarantee`` (the
+    recommendation's guarantee in words), ``skipped``, ``disputed``, ``sensitivity_low`` /
+    ``sensitivity_high`` and ``agreement`` (Cohen's κ per two reviewers). The keys match a row of ``audit
+    report --json`` plus its ``target``, ``recommended_eps`` and ``agreement``."""
     missing = [k for k in AUDIT_KEYS if audit.get(k) is None]
     if missing:
         raise SemDedupError(f"the audit summary lacks {', '.join(missing)}; pass a row of the audit report")
@@ -382,17 +384,39 @@ def _audit_section(audit: Mapping[str, Any], eps: float) -> str:
     extra = []
     if a.get("unsure"):
         extra.append(f"{int(a['unsure']):,} pairs judged unsure are not counted")
-    if a.get("target") is not None:
-        rec = a.get("recommended_eps")
-        target = _pct(float(a["target"]), 0)
+    left_out = sum(int(a.get(k) or 0) for k in ("unsure", "skipped", "disputed"))
+    low, high = a.get("sensitivity_low"), a.get("sensitivity_high")
+    if left_out and low is not None and high is not None and low == low and high == high:
         extra.append(
-            f"the largest ε whose lower bound reaches {target} is {float(rec):.4f}"
-            if rec is not None
-            else f"no ε reaches a lower bound of {target}"
+            f"were the {left_out:,} unsure, skipped or disputed pairs all duplicates or none, the share would be "
+            f"{_pct(float(high))} or {_pct(float(low))}"
         )
+    if a.get("target") is not None:
+        extra.append(_recommendation(a))
     if extra:
-        lines.append(f'<p class="small">{escape("; ".join(extra).capitalize())}.</p>')
+        text = "; ".join(extra)
+        lines.append(f'<p class="small" id="audit-guarantee">{escape(text[0].upper() + text[1:])}.</p>')
+    agreement = [g for g in a.get("agreement") or [] if g.get("pairs")]
+    if agreement:
+        pairs = "; ".join(
+            f"{g['reviewer_a']} and {g['reviewer_b']}: {int(g['pairs']):,} pairs, Cohen's κ "
+            + ("–" if g.get("kappa") is None or g["kappa"] != g["kappa"] else f"{float(g['kappa']):.2f}")
+            for g in agreement
+        )
+        lines.append(f'<p class="small" id="audit-agreement">{escape("Reviewers agree — " + pairs)}.</p>')
     return "\n".join(lines)
+
+
+def _recommendation(a: Mapping[str, Any]) -> str:
+    """The recommended ε and its guarantee in words (an audit summary with ``target``)."""
+    rec = a.get("recommended_eps")
+    target = _pct(float(a["target"]), 0)
+    if rec is None:
+        return f"no ε reaches a lower bound of {target}"
+    said = a.get("guarantee")
+    if said:
+        return f"the recommended ε is {float(rec):.4f}: {said}"
+    return f"the largest ε whose lower bound reaches {target} is {float(rec):.4f}"
 
 
 _CSS = """
