@@ -78,6 +78,84 @@ def test_a_copy_changed_underneath_a_serving_process_never_kills_it(text_results
     assert p.stdout.split() == ["alive", str(text_results.n_items)]
 
 
+@pytest.mark.parametrize("how", ["truncated", "replaced by rename"])
+def test_embeddings_changed_underneath_a_serving_process_never_kill_it(text_results, tmp_path, how):
+    """Before, embeddings.npy (and probes, the reference's vectors) were memory-mapped: a truncation while
+    the explorer served the folder killed it with SIGBUS at the next rule or map that read a row. Now a
+    truncated file is one SemDedupError naming it; a file replaced by rename keeps serving what was
+    opened."""
+    folder = copy_folder(text_results.path, tmp_path / "run")
+    change = (
+        "os.truncate(folder / 'embeddings.npy', 256)"
+        if how == "truncated"
+        else "np.save(folder / 'other.npy', np.zeros((3, 2), np.float32)); "
+        "os.replace(folder / 'other.npy', folder / 'embeddings.npy')"
+    )
+    p = child(
+        f"""
+        import os
+        from pathlib import Path
+        import numpy as np
+        from semdedup_core import Results, SemDedupError
+        folder = Path({str(folder)!r})
+        res = Results.load(folder)
+        before = np.load(folder / "embeddings.npy")
+        emb = res.embeddings
+        {change}
+        try:
+            rows = emb[np.arange(res.n_items)[::-1]]
+            assert np.array_equal(rows, before[::-1]), "other rows"
+            print("same rows")
+        except SemDedupError as exc:
+            print("refused:", exc)
+        """
+    )
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])  # SIGBUS: returncode -7
+    if how == "truncated":
+        assert p.stdout.startswith("refused:") and "embeddings.npy" in p.stdout and "shortened" in p.stdout
+        assert len(p.stdout.strip().splitlines()) == 1
+    else:
+        assert p.stdout.strip() == "same rows"
+
+
+def test_rows_read_by_positioned_reads_are_numpy_s_rows(tmp_path):
+    """NpyRows and ShardedRows index like the array they stand for: ints, negative ints, slices, integer
+    arrays in any order with repeats, boolean masks, a column; across shard edges; and whole."""
+    from semdedup_core.results.io import load_npy
+    from semdedup_core.results.rows import MERGE_GAP_BYTES, ShardedRows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5000, 12)).astype(np.float32)
+    np.save(tmp_path / "all.npy", x)
+    cuts = [0, 7, 1800, 1801, 5000]
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
+        np.save(tmp_path / f"part-{i}.npy", x[a:b])
+    whole = load_npy(tmp_path / "all.npy", "embeddings", lazy=True, rows=5000)
+    parts = ShardedRows([tmp_path / f"part-{i}.npy" for i in range(4)])
+    far = MERGE_GAP_BYTES // (12 * 4) + 5  # rows further apart than one read covers
+    keys = [
+        3,
+        -1,
+        slice(None),
+        slice(10, 4000, 7),
+        np.array([4999, 0, 6, 7, 1800, 6, 6, 1801]),
+        np.array([0, far, 2 * far, 2 * far + 1]),
+        rng.integers(0, 5000, 3000),
+        rng.random(5000) < 0.1,
+        np.array([], dtype=np.int64),
+        (np.array([5, 3]), 4),
+    ]
+    for arr in (whole, parts):
+        assert arr.shape == x.shape and len(arr) == 5000 and arr.dtype == np.float32
+        for key in keys:
+            np.testing.assert_array_equal(arr[key], x[key], err_msg=repr(key))
+        np.testing.assert_array_equal(np.asarray(arr), x)
+        with pytest.raises(IndexError):
+            arr[np.array([5000])]
+    with pytest.raises(SemDedupError, match="has 5,000 rows, not the 4 "):
+        load_npy(tmp_path / "all.npy", "embeddings", lazy=True, rows=4)
+
+
 def patch_scores(folder: Path, n: int) -> int:
     """Rewrite items.arrow with ``n`` scores raised to 0.9999 (same schema, rows and size: only the bytes
     of those floats differ); returns how many items the paper's rule removes at ε 0.001 in the copy."""

@@ -87,6 +87,29 @@ def leaked_by_score(ref_sim: np.ndarray | float, eps: float) -> np.ndarray | boo
     return removed_by_score(ref_sim, eps)
 
 
+def _cluster_blocks(emb, need: list[np.ndarray], max_block_bytes: int):
+    """For each entry of ``need`` (the rows one cluster's decisions read), in order, a function from rows to
+    their embeddings as float32. Consecutive clusters are read together, one sorted request of at most
+    about ``max_block_bytes``: an array read on demand (the explorer's embeddings are read with positioned
+    reads, never memory-mapped) costs one request per group of clusters, not one per block."""
+    if isinstance(emb, np.ndarray):  # in memory or memory-mapped: indexing is cheap, read as asked
+        for _ in need:
+            yield lambda rows: np.asarray(emb[rows], dtype=np.float32)
+        return
+    row_bytes = max(1, int(emb.shape[1]) * 4)
+    i = 0
+    while i < len(need):
+        j, size = i, 0
+        while j < len(need) and (j == i or (size + len(need[j])) * row_bytes <= max_block_bytes):
+            size += len(need[j])
+            j += 1
+        union = np.unique(np.concatenate(need[i:j]))
+        local = np.asarray(emb[union], dtype=np.float32)
+        for _ in range(i, j):
+            yield lambda rows, union=union, local=local: local[np.searchsorted(union, rows)]
+        i = j
+
+
 def removed_kept_only(
     max_sim: np.ndarray,
     dup_idx: np.ndarray,
@@ -115,16 +138,20 @@ def removed_kept_only(
             raise SemDedupError("the kept-only rule of a probing run needs each item's global position")
         return _kept_only_probed(removed, chain, clusters, probes, position, emb, thr)
     cluster_of = clusters.labels()
+    work = []
     for c in np.unique(cluster_of[chain]):
         members = clusters.members(c)
         todo = members[chain[members]]  # chain members of this cluster, in rank order
         depth = int(rank[todo[-1]])  # nothing after the last chain member matters
-        e = np.asarray(emb[members[:depth]], dtype=np.float32)
+        work.append((members, todo, depth))
+    need = [np.concatenate([members[:depth], todo]) for members, todo, depth in work]
+    for (members, todo, depth), rows_of in zip(work, _cluster_blocks(emb, need, max_block_bytes), strict=True):
+        e = rows_of(members[:depth])
         kept = ~removed[members[:depth]]
         step = max(1, max_block_bytes // max(1, depth * 4))
         for s in range(0, len(todo), step):
             block = todo[s : s + step]
-            sims = np.asarray(emb[block], dtype=np.float32) @ e.T  # len(block) × depth
+            sims = rows_of(block) @ e.T  # len(block) × depth
             for row, item in enumerate(block):  # in rank order: earlier decisions feed later ones
                 r = int(rank[item])
                 hit = bool(np.any(sims[row, :r][kept[:r]].astype(np.float64) > thr))
@@ -216,16 +243,19 @@ def audited_scores(
         excluded: dict[int, list[int]] = {}
         for item, other in zip(later.tolist(), earlier.tolist(), strict=True):
             excluded.setdefault(item, []).append(other)
+        work = []
         for c in np.unique(cluster_of[todo]):
             members = clusters.members(c)
             items = todo[cluster_of[todo] == c]
             items = items[np.argsort(rank[items], kind="stable")]
-            depth = int(rank[items[-1]])
-            e = np.asarray(emb[members[:depth]], dtype=np.float32)
+            work.append((members, items, int(rank[items[-1]])))
+        need = [np.concatenate([members[:depth], items]) for members, items, depth in work]
+        for (members, items, depth), rows_of in zip(work, _cluster_blocks(emb, need, max_block_bytes), strict=True):
+            e = rows_of(members[:depth])
             step = max(1, max_block_bytes // max(1, depth * 4))
             for s in range(0, len(items), step):
                 block = items[s : s + step]
-                sims = np.asarray(emb[block], dtype=np.float32) @ e.T  # len(block) × depth
+                sims = rows_of(block) @ e.T  # len(block) × depth
                 for row, item in enumerate(block):
                     r = int(rank[item])
                     cand = sims[row, :r].astype(np.float64)

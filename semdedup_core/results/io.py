@@ -135,33 +135,26 @@ def parquet_source(path: str | os.PathLike[str], max_bytes: int | None = None) -
         yield source
 
 
-def load_npy(path: str | os.PathLike[str], what: str, *, mmap: bool = False, rows: int | None = None) -> np.ndarray:
+def load_npy(path: str | os.PathLike[str], what: str, *, lazy: bool = False, rows: int | None = None) -> Any:
     """The 2-D numeric ``.npy`` array ``path`` of a results folder (``what`` names it in messages): read into
-    memory, or memory-mapped (``mmap``) once its header and size are checked; ``rows``: the row count it
-    must have. A FIFO, a pickle, another shape or a file shorter than its header says raise
-    :class:`SemDedupError` in one line naming the file."""
+    memory, or (``lazy``) opened as :class:`~semdedup_core.results.rows.NpyRows`, whose rows are read when
+    indexed and never memory-mapped; ``rows``: the row count it must have. A FIFO, a pickle, another shape
+    or a file shorter than its header says raise :class:`SemDedupError` in one line naming the file."""
+    from .rows import NpyRows, read_npy_header
+
     where = f"{what} {str(path)!r}"
     try:
+        if lazy:
+            return NpyRows(path, what, rows)
         with safe.open_regular(path) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(f)
-            if dtype.hasobject or dtype.kind not in "fiu" or len(shape) != 2 or fortran:
-                raise safe.FileRefused(f"holds a {dtype} array of shape {shape}, not a 2-D numeric one")
-            if rows is not None and shape[0] != rows:
-                raise safe.FileRefused(f"has {shape[0]:,} rows, not the {rows:,} the results folder has")
-            need = f.tell() + int(np.prod(shape)) * dtype.itemsize
-            if os.fstat(f.fileno()).st_size < need:
-                raise safe.FileRefused("is shorter than its header says (truncated)")
-            if mmap:
-                return np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=tuple(shape))
+            read_npy_header(f, rows)
             f.seek(0)
             return np.load(f, allow_pickle=False)
     except FileNotFoundError:
         raise SemDedupError(f"{where} is missing; rerun into a new folder to recreate it") from None
     except (OSError, ValueError, EOFError) as exc:  # FileRefused is a ValueError; numpy raises ValueError
+        if isinstance(exc, SemDedupError):
+            raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SemDedupError(f"{where} cannot be used ({reason}); rerun into a new folder") from None
 
@@ -348,43 +341,3 @@ def strings(values: Any) -> Any:
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = arr.cast(pa.large_string())
     return arr
-
-
-class ShardedRows:
-    """Several ``.npy`` files of ``n_i × d`` rows, memory-mapped and seen as one ``n × d`` array: ``shape``,
-    ``dtype``, ``len`` and row indexing by an int, a slice or an integer/boolean array (rows come back in
-    the order asked, as a new array). A sharded run's ``embeddings`` look like this."""
-
-    ndim = 2
-
-    def __init__(self, paths: list[str | os.PathLike[str]]):
-        self.parts = [load_npy(p, "embeddings shard", mmap=True) for p in paths]
-        sizes = [len(a) for a in self.parts]
-        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        dims = {a.shape[1] for a in self.parts if a.ndim == 2}
-        self.shape = (int(self.starts[-1]), dims.pop() if dims else 0)
-        self.dtype = self.parts[0].dtype if self.parts else np.dtype(np.float32)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, tuple):
-            rows, rest = key[0], key[1:]
-            return self[rows][(slice(None), *rest)]
-        if isinstance(key, (int, np.integer)):
-            return self[np.array([int(key)])][0]
-        rows = np.arange(self.shape[0])[key] if isinstance(key, slice) else np.asarray(key)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        rows = np.where(rows < 0, rows + self.shape[0], rows).astype(np.int64)
-        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
-        owner = np.searchsorted(self.starts, rows, side="right") - 1
-        for p in np.unique(owner):
-            sel = owner == p
-            out[sel] = self.parts[p][rows[sel] - self.starts[p]]
-        return out
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        arr = self[:]
-        return arr if dtype is None else arr.astype(dtype)

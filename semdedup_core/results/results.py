@@ -25,6 +25,7 @@ from . import io, rules
 from .checks import check_numeric, check_strings, take_chunked
 from .folder import ResultsFolder
 from .io import load_npy
+from .rows import ShardedRows
 from .names import CENTROIDS, DUP_ROW, EMBEDDINGS, ITEMS, PROBES, REFERENCE, REFERENCE_EMBEDDINGS, STRING_CHECK_ROWS
 from .rules import check_eps, check_rule
 
@@ -218,16 +219,15 @@ class Results:
 
     @functools.cached_property
     def embeddings(self) -> np.ndarray:
-        """The unit embeddings in input order, memory-mapped (not read until used); for a sharded run the
-        shards run.json names, seen as one array."""
+        """The unit embeddings in input order, read row by row when indexed (never memory-mapped: see
+        :mod:`semdedup_core.results.rows`); for a run of several parts the shards run.json names, seen as one
+        array."""
         shards = (
             (self.run.get("embeddings") or {}).get("shards") if isinstance(self.run.get("embeddings"), dict) else None
         )
         if shards:
-            from .io import ShardedRows
-
             return ShardedRows([self._file(s) for s in shards])  # type: ignore[return-value]
-        return load_npy(self._file(EMBEDDINGS), EMBEDDINGS, mmap=True, rows=self.n_items)
+        return load_npy(self._file(EMBEDDINGS), EMBEDDINGS, lazy=True, rows=self.n_items)
 
     def _file(self, name: str) -> Path:
         if self.path is None or not (self.path / name).exists():
@@ -262,10 +262,8 @@ class Results:
             return np.asarray(self.column("cluster"), dtype=np.int64)[:, None]
         shards = (self.run.get("probes") or {}).get("shards") if isinstance(self.run.get("probes"), dict) else None
         if shards:
-            from .io import ShardedRows
-
-            return ShardedRows([self._file(s) for s in shards])  # type: ignore[return-value]
-        return load_npy(self._file(PROBES), PROBES, mmap=True, rows=self.n_items)
+            return ShardedRows([self._file(s) for s in shards], "probes shard")  # type: ignore[return-value]
+        return load_npy(self._file(PROBES), PROBES, lazy=True, rows=self.n_items)
 
     @functools.cached_property
     def global_position(self) -> np.ndarray:
@@ -444,9 +442,9 @@ class Results:
 
     @functools.cached_property
     def reference_embeddings(self) -> np.ndarray:
-        """The reference set's unit embeddings, in :attr:`reference` order, memory-mapped."""
+        """The reference set's unit embeddings, in :attr:`reference` order, read row by row when indexed."""
         self._need_reference()
-        return load_npy(self._file(REFERENCE_EMBEDDINGS), REFERENCE_EMBEDDINGS, mmap=True)
+        return load_npy(self._file(REFERENCE_EMBEDDINGS), REFERENCE_EMBEDDINGS, lazy=True)
 
     @functools.cached_property
     def ref_rows(self) -> np.ndarray:
