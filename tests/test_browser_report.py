@@ -123,13 +123,19 @@ def test_compare_page_and_the_stakeholder_download(demo, tmp_path):
         wait_idle(page)
         first = cmp.items("only_b").iloc[0]
         page.get_by_text(f"the item (removed by B only) · {first['id']}", exact=False).first.wait_for(timeout=15_000)
-        images = page.locator('[data-testid="stImage"] img')
-        images.first.wait_for(timeout=15_000)
-        n = images.count()
-        assert n >= 3  # the item, its partner in A and in B, at least
-        for i in range(n):
-            images.nth(i).scroll_into_view_if_needed()
-            page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=images.nth(i).element_handle())
+        page.locator('[data-testid="stImage"] img').first.wait_for(timeout=15_000)
+        wait_idle(page)
+        page.mouse.wheel(0, 100_000)  # every image of the page in view once
+        # the item, its partner in A and in B at least; every image shown (counted in the page itself: a
+        # count taken first and looked up later can name an image a late rerender replaced)
+        page.wait_for_function(
+            """(sel) => {
+                const imgs = [...document.querySelectorAll(sel)];
+                return imgs.length >= 3 && imgs.every((img) => img.complete && img.naturalWidth > 0);
+            }""",
+            arg='[data-testid="stImage"] img',
+            timeout=30_000,
+        )
         page.mouse.wheel(0, -100_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(SHOTS / "compare.png"))
