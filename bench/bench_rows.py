@@ -45,12 +45,6 @@ def fresh(folder: Path, reader: str) -> Results:
     return res
 
 
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=500_000)
@@ -73,7 +67,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for reader in times:
                 res = fresh(folder, reader)
-                times[reader].append(timed(lambda res=res, reader=reader: answers.__setitem__(reader, fn(res))))
+                t = time.perf_counter()
+                answers[reader] = fn(res)
+                times[reader].append(time.perf_counter() - t)
         a, b = answers["positioned"], answers["mmap"]
         same = (
             all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

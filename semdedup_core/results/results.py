@@ -25,8 +25,8 @@ from . import io, rules
 from .checks import check_numeric, check_strings, take_chunked
 from .folder import ResultsFolder
 from .io import load_npy
-from .rows import ShardedRows
 from .names import CENTROIDS, DUP_ROW, EMBEDDINGS, ITEMS, PROBES, REFERENCE, REFERENCE_EMBEDDINGS, STRING_CHECK_ROWS
+from .rows import ShardedRows
 from .rules import check_eps, check_rule
 
 __all__ = ["Results", "check_eps"]
