@@ -342,22 +342,13 @@ class LabelStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store's exclusive write lock (a ``flock`` on ``<store>.lock``)."""
-        import fcntl
-
         folder = self.path.parent
         if not folder.is_dir():
             raise SemDedupError(
                 f"the folder of the labels store {str(self.path)!r} does not exist; create it or pass another --labels"
             )
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        with io.locked(self.lock_path):
+            yield
 
     def add(self, rows: pd.DataFrame) -> dict[str, int]:
         """Merge ``rows`` (from :func:`make_rows`) into the store under the lock, atomically.

@@ -10,16 +10,12 @@ draw would have made.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SemDedupError
+from ..results import io
 from .design import Design, load_design, population_of, sample_path, save_design
 from .labels import LabelStore, resolve
 from .precision import Report, estimate_units, evidence, status
@@ -63,26 +59,13 @@ def plan_next_units(design: Design, verdict: np.ndarray, rep: Report | None = No
     return alloc, f"{int(alloc.sum()):,} more pairs, sent where they decide ε = {reach[0]:g} to {grid[far]:g}"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 def next_batch(results: Results, labels: Any = None) -> tuple[Design, str]:
     """Draw and record the next batch of the folder's sequential sample when it is due (see
     :func:`plan_next`); returns the sample (with the batch, or as it was) and what happened, in words.
     Raises :class:`SemDedupError` when no sample was drawn."""
     path = sample_path(results.path)
-    with _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with io.locked(path.with_name(path.name + ".lock")):
         design = load_design(results)
         if design is None:
             raise SemDedupError(

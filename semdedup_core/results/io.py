@@ -106,6 +106,23 @@ def write_errors(path: str | os.PathLike[str], errors: list[dict[str, Any]]) -> 
         pq.write_table(table, tmp)
 
 
+@contextlib.contextmanager
+def locked(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created when missing) while the block runs: writers of
+    one file (a verdict store, a review sample) take turns through its sidecar lock."""
+    import fcntl
+
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def load_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
     """Memory-map an ``.npy`` file of shape ``(n, d)``; raise a clear error for anything else."""
     path = Path(path)
