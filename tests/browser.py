@@ -151,3 +151,14 @@ def wait_metric(page, label: str, value: int) -> None:
         arg=[label, f"{value:,}"],
         timeout=15_000,
     )
+
+
+def wait_count(locator, n: int, timeout_ms: int = 15_000) -> int:
+    """Wait until ``locator`` matches ``n`` elements (a page renders its rows one after another: a count
+    taken as soon as the first shows can be short); returns the last count."""
+    page = locator.page
+    waited = 0
+    while (count := locator.count()) != n and waited < timeout_ms:
+        page.wait_for_timeout(150)
+        waited += 150
+    return count

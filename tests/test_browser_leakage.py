@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import SHOTS, move_slider, open_page, serve, wait_idle, wait_metric
+from browser import SHOTS, move_slider, open_page, serve, wait_count, wait_idle, wait_metric
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,7 +33,8 @@ def test_leakage_page_in_the_browser(text_leak_results, tmp_path):
         assert leaked_metric(page) == res.n_leaked(eps) > res.n_leaked(0.05)
         caption = page.get_by_text(re.compile(rf"leaked items at ε = {eps:.4f}")).first.inner_text()
         assert caption.startswith(f"{res.n_leaked(eps):,} leaked items")
-        assert page.get_by_text("held-out · h", exact=False).count() == min(10, res.n_leaked(eps))
+        want = min(10, res.n_leaked(eps))
+        assert wait_count(page.get_by_text("held-out · h", exact=False), want) == want
         page.locator('[data-testid="stSelectbox"]').filter(has_text="Sort").get_by_role("combobox").click()
         page.get_by_role("option", name=re.compile("Most similar first")).click()
         wait_idle(page)

@@ -121,8 +121,7 @@ def test_embeddings_changed_underneath_a_serving_process_never_kill_it(text_resu
 def test_rows_read_by_positioned_reads_are_numpy_s_rows(tmp_path):
     """NpyRows and ShardedRows index like the array they stand for: ints, negative ints, slices, integer
     arrays in any order with repeats, boolean masks, a column; across shard edges; and whole."""
-    from semdedup_core.results.io import load_npy
-    from semdedup_core.results.rows import MERGE_GAP_BYTES, ShardedRows
+    from semdedup_core.results.rows import MERGE_GAP_BYTES, ShardedRows, load_npy
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5000, 12)).astype(np.float32)

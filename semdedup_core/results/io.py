@@ -152,30 +152,6 @@ def parquet_source(path: str | os.PathLike[str], max_bytes: int | None = None) -
         yield source
 
 
-def load_npy(path: str | os.PathLike[str], what: str, *, lazy: bool = False, rows: int | None = None) -> Any:
-    """The 2-D numeric ``.npy`` array ``path`` of a results folder (``what`` names it in messages): read into
-    memory, or (``lazy``) opened as :class:`~semdedup_core.results.rows.NpyRows`, whose rows are read when
-    indexed and never memory-mapped; ``rows``: the row count it must have. A FIFO, a pickle, another shape
-    or a file shorter than its header says raise :class:`SemDedupError` in one line naming the file."""
-    from .rows import NpyRows, read_npy_header
-
-    where = f"{what} {str(path)!r}"
-    try:
-        if lazy:
-            return NpyRows(path, what, rows)
-        with safe.open_regular(path) as f:
-            read_npy_header(f, rows)
-            f.seek(0)
-            return np.load(f, allow_pickle=False)
-    except FileNotFoundError:
-        raise SemDedupError(f"{where} is missing; rerun into a new folder to recreate it") from None
-    except (OSError, ValueError, EOFError) as exc:  # FileRefused is a ValueError; numpy raises ValueError
-        if isinstance(exc, SemDedupError):
-            raise
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SemDedupError(f"{where} cannot be used ({reason}); rerun into a new folder") from None
-
-
 def read_ids(path: str | os.PathLike[str], n_items: int, what: str = "ids") -> np.ndarray:
     """Read ids (one per line, or a parquet ``id`` column) and check count and uniqueness. ``what`` names
     them in messages (``"reference ids"``)."""

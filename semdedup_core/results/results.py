@@ -24,9 +24,8 @@ from ..kernels.rules import Audited, audited_scores, removed_by_score
 from . import io, rules
 from .checks import check_numeric, check_strings, take_chunked
 from .folder import ResultsFolder
-from .io import load_npy
 from .names import CENTROIDS, DUP_ROW, EMBEDDINGS, ITEMS, PROBES, REFERENCE, REFERENCE_EMBEDDINGS, STRING_CHECK_ROWS
-from .rows import ShardedRows
+from .rows import ShardedRows, load_npy
 from .rules import check_eps, check_rule
 
 __all__ = ["Results", "check_eps"]

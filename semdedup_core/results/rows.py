@@ -137,8 +137,6 @@ class ShardedRows(_Rows):
     ``embeddings`` and ``probes``."""
 
     def __init__(self, paths: list[str | os.PathLike[str]], what: str = "embeddings shard"):
-        from .io import load_npy
-
         self.parts = [load_npy(p, what, lazy=True) for p in paths]
         sizes = [len(a) for a in self.parts]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -171,3 +169,25 @@ def read_npy_header(f: Any, rows: int | None = None) -> tuple[tuple[int, ...], n
     if os.fstat(f.fileno()).st_size < need:
         raise safe.FileRefused("is shorter than its header says (truncated)")
     return tuple(shape), dtype
+
+
+def load_npy(path: str | os.PathLike[str], what: str, *, lazy: bool = False, rows: int | None = None) -> Any:
+    """The 2-D numeric ``.npy`` array ``path`` of a results folder (``what`` names it in messages): read into
+    memory, or (``lazy``) opened as :class:`~semdedup_core.results.rows.NpyRows`, whose rows are read when
+    indexed and never memory-mapped; ``rows``: the row count it must have. A FIFO, a pickle, another shape
+    or a file shorter than its header says raise :class:`SemDedupError` in one line naming the file."""
+    where = f"{what} {str(path)!r}"
+    try:
+        if lazy:
+            return NpyRows(path, what, rows)
+        with safe.open_regular(path) as f:
+            read_npy_header(f, rows)
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except FileNotFoundError:
+        raise SemDedupError(f"{where} is missing; rerun into a new folder to recreate it") from None
+    except (OSError, ValueError, EOFError) as exc:  # FileRefused is a ValueError; numpy raises ValueError
+        if isinstance(exc, SemDedupError):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SemDedupError(f"{where} cannot be used ({reason}); rerun into a new folder") from None
