@@ -61,22 +61,19 @@ def engine(path: str, k: int, niter: int, out: str) -> dict:
 
 
 def ray_engine(path: str, k: int, niter: int, out: str, part_rows: str = "125000") -> dict:
+    """The same pipeline, every stage's units as Ray tasks on a local cluster of this machine's cores."""
     import ray
-    from semdedup_core.ingest.sharded import run_sharded
 
-    from semdedup_core import ClusterConfig, DedupConfig
-    from semdedup_core.run.executors import RayExecutor
+    from semdedup_core import ClusterConfig, DedupConfig, dedup
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    ex = RayExecutor()
     t = time.perf_counter()
-    res = run_sharded(
-        None,
-        out,
-        embeddings=path,
+    res = dedup(
+        path,
         cluster=ClusterConfig(k, niter=niter),
         config=DedupConfig(device="cpu"),
-        executor=ex,
+        out=out,
+        executor="ray",
         part_rows=int(part_rows),
     )
     return {
