@@ -570,3 +570,16 @@ def fortune_results(tmp_path_factory):
     x = minilm_text_embeddings(texts["norm"])
     out = tmp_path_factory.mktemp("fortune") / "run"
     return dedup(x, list(texts["id"]), cluster=ClusterConfig(8, seed=0), out=out, columns=texts[["text"]])
+
+
+# -- the app as a fresh user starts it ---------------------------------------------------------------------
+APP_SETTINGS = ("SEMDEDUP_RESULTS", "SEMDEDUP_READ_ONLY", "SEMDEDUP_ALLOWED_ROOTS", "SEMDEDUP_REVIEWERS")
+
+
+@pytest.fixture
+def clean_app_env(tmp_path, monkeypatch):
+    """The app as a fresh user starts it: a cache of its own, none of the operator's settings, no arguments."""
+    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
+    for name in APP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.argv", ["app.py"])

@@ -5,6 +5,9 @@ milliseconds). The full comparison with today's design, 200 seeds on four truths
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,6 +18,9 @@ from semdedup_core.audit.recommend import fewest, fixed_sequence, look_level
 from semdedup_core.audit.sample import add_batch, draw_units
 from semdedup_core.audit.sequential import plan_next_units
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from bench_audit_design import realistic_scores  # noqa: E402
+
 TARGET = 0.95
 
 
@@ -24,12 +30,7 @@ def truth_population(kind: str, n: int = 8000, seed: int = 1):
     similarity 0.92 and 0.35 below, so it falls steeply just past ε = 0.08; ``flat``: 0.99 for exact
     copies and then 0.945 everywhere — just under a target of 0.95 over most of the grid."""
     rng = np.random.default_rng(seed)
-    kinds = rng.choice(3, size=n, p=[0.15, 0.35, 0.50])
-    s = np.where(
-        kinds == 0,
-        np.float32(1.0000004),
-        np.where(kinds == 1, 1.0 - np.minimum(rng.exponential(0.02, n), 0.299), rng.uniform(0.7005, 0.95, n)),
-    ).astype(np.float32)
+    s = realistic_scores(rng, n)  # the bench's truths have the same band structure
     rows = np.arange(n, dtype=np.int64)
     pop = population(s, (rows + 1) % n, 0.3, 10)
     if kind == "cliff":

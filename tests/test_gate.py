@@ -27,11 +27,8 @@ PAGE_FILES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
 
 
 @pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEMDEDUP_CACHE", str(tmp_path / "home"))
-    for name in ("SEMDEDUP_RESULTS", "SEMDEDUP_READ_ONLY", "SEMDEDUP_ALLOWED_ROOTS", "SEMDEDUP_REVIEWERS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr("sys.argv", ["app.py"])
+def _env(clean_app_env):
+    """Every test here starts the app as a fresh user would (conftest)."""
 
 
 @pytest.fixture
