@@ -306,6 +306,12 @@ def main() -> int:
     at.session_state["pairs_sort"] = "similarity"
     moves("pairs_similarity", "sb_eps")
     at.session_state["pairs_view"] = "Groups"
+    from semdedup_core.explore.groups import group_index
+
+    # the ε-independent group index is built in the background from the open on (> 1M items); the first
+    # Groups view waits for it: that wait is reported on its own, and the slider moves are timed after it
+    figures["groups_index_wait_s"] = round(timed(lambda: group_index(app_res)), 3)
+    print(f"groups: the background index ready {figures['groups_index_wait_s']:.2f} s after the Pairs moves")
     figures["first_run_groups_s"] = round(timed(at.run), 3)
     moves("groups", "sb_eps")
     at.session_state["pairs_view"] = "Pairs"

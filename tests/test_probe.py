@@ -286,3 +286,26 @@ def test_probe_kernel_on_cuda_in_half_precision():
     assert np.all(np.abs(sims[differ, gpu_arg[differ]] - sims[differ, cpu_arg[differ]]) < 2e-3)
     same = gpu_arg == cpu_arg
     np.testing.assert_array_equal(gpu_sim[same], cpu_sim[same])  # reported cosines are recomputed in float32
+
+
+def test_groups_of_a_probing_run_follow_dup_of_across_clusters(probe_runs):
+    """With probing an item's dup_of may sit in another cluster: a group's members are still every removed
+    item whose chain ends at the kept item, wherever its cluster (the Groups view's scan is not confined
+    to the root's cluster there)."""
+    from semdedup_core.explore.groups import removal_groups
+
+    res = probe_runs[0][4]
+    clusters = res.column("cluster")
+    crossing = (res.dup_rows >= 0) & (clusters != clusters[np.maximum(res.dup_rows, 0)])
+    assert crossing.sum() > 0  # the case this test is about
+    for eps in (0.02, 0.1):
+        removed = res.removed_mask(eps)
+        root = np.arange(res.n_items)
+        for i in np.flatnonzero(removed):
+            while removed[root[i]]:
+                root[i] = res.dup_rows[root[i]]
+        found = removal_groups(res, eps)
+        kept = np.unique(root[removed & crossing])
+        assert len(kept)
+        for r in kept[:20]:
+            np.testing.assert_array_equal(found.members(int(r)), np.flatnonzero(removed & (root == r)))

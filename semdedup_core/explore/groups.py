@@ -111,6 +111,7 @@ class Groups:
     table: pd.DataFrame
     scores: np.ndarray
     thr: np.float32
+    cluster: np.ndarray | None = None  # each row's cluster where dup_of never leaves it (no probing)
 
     @property
     def rows(self) -> np.ndarray:
@@ -120,15 +121,20 @@ class Groups:
     def members(self, root: int) -> np.ndarray:
         """The items removed because of the kept item ``root`` (chains included), ascending: the removed
         items that join ``root``, those that join them, and so on (a scan of the removed items' tops per
-        step of the tree, only as deep as the group)."""
+        step of the tree, only as deep as the group; where ``dup_of`` never leaves a cluster, only the
+        removed items of ``root``'s cluster are scanned)."""
         tops, rows = self.index.top[: self.n_removed], self.index.order[: self.n_removed]
+        if self.cluster is not None:
+            same = self.cluster[rows] == self.cluster[root]
+            tops, rows = tops[same], rows[same]
         mark = np.zeros(len(self.scores), dtype=bool)
         frontier = rows[tops == root]
         found = [frontier]
         while len(frontier):  # an item that joined a removed item is removed with it
-            mark[:] = False
             mark[frontier] = True
-            frontier = rows[mark[tops]]
+            joined = rows[mark[tops]]
+            mark[frontier] = False
+            frontier = joined
             found.append(frontier)
         return np.sort(np.concatenate(found)).astype(np.int64)
 
@@ -149,7 +155,8 @@ def removal_groups(results: Results, eps: float, limit: int | None = None) -> Gr
     counts = np.bincount(index.top[:m][starts], weights=index.size[:m][starts], minlength=results.n_items)
     rows = np.flatnonzero(counts)
     table = groups_frame(results, rows, counts[rows].astype(np.int64), limit)
-    return Groups(index, m, len(rows), table, results.scores, thr)
+    cluster = None if results.probe else np.asarray(results.column("cluster"))
+    return Groups(index, m, len(rows), table, results.scores, thr, cluster)
 
 
 def groups_frame(results: Results, rows: np.ndarray, counts: np.ndarray, limit: int | None = None) -> pd.DataFrame:
