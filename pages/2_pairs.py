@@ -14,6 +14,7 @@ sa.page_setup("Pairs")
 res = sa.require_results()
 e = sa.eps()
 st.title("Pairs")
+GROUP_PAGE = 50  # a group's items drawn at a time (a rerun draws them all again)
 SORT_LABELS = {
     "borderline": "Borderline first (closest to 1 − ε)",
     "similarity": "Most similar first",
@@ -104,25 +105,34 @@ else:
         range(len(top)),
         format_func=lambda i: f"{sa.isolate(top['id'].iat[i])} · {top['removed'].iat[i]} removed",
         key="pairs_group",
+        on_change=lambda: st.session_state.update(pairs_group_shown=GROUP_PAGE),
     )
     root = int(top["row"].iat[choice])
     dup = res.dup_rows
     tree = found.tree(root, dup, res.column("rank"))
     scores = res.column("max_sim")
-    chain_rows = sorted({r for row, d in tree[:200] for r in _chain(row, d)} | {root})
+    limit = int(st.session_state.setdefault("pairs_group_shown", GROUP_PAGE))
+    chain_rows = sorted({r for row, d in tree[:limit] for r in _chain(row, d)} | {root})
     ids = dict(zip(chain_rows, res.rows(chain_rows, ["id"])["id"], strict=True))
-    for row, d in tree[:200]:
+    shown = sa.item_rows(res, [row for row, _ in tree[:limit]])  # one read for what is shown
+    for i, (row, d) in enumerate(tree[:limit]):
         cols = st.columns([max(1, d), 12])
         with cols[1], st.container(border=True):
             if d == 0:
-                sa.show_item(res, row, caption="kept", key=f"group_{row}")
+                sa.show_record(res, shown, i, caption="kept", key=f"group_{row}")
             else:
                 chain = " → ".join(sa.isolate(ids[r]) for r in reversed(_chain(row, d)))  # each id isolated
-                sa.show_item(
+                sa.show_record(
                     res,
-                    row,
+                    shown,
+                    i,
                     caption=f"{'↳ ' * d}removed, similarity {scores[row]:.4f} · chain {escape_markdown(chain)}",
                     key=f"group_{row}",
                 )
-    if len(tree) > 200:
-        st.caption(f"Showing 200 of {len(tree):,} items in this group.")
+    if len(tree) > limit:
+        st.caption(f"Showing {limit:,} of {len(tree):,} items in this group.")
+        st.button(
+            f"Show {min(GROUP_PAGE, len(tree) - limit):,} more",
+            key="pairs_group_more",
+            on_click=lambda: st.session_state.update(pairs_group_shown=limit + GROUP_PAGE),
+        )

@@ -437,3 +437,36 @@ def test_map_page_shows_the_step_it_is_on_while_umap_runs(text_results, tmp_path
         len(at.get("plotly_chart")),
         [e.value for e in at.error],
     )
+
+
+def test_a_large_group_is_drawn_fifty_items_at_a_time(tmp_path):
+    """A group of 120 removals draws its first 50 items and a button that adds 50 more (a rerun draws what
+    is shown again: at 20M items a group of hundreds would take most of the rerun)."""
+    from conftest import results_from_frame
+
+    n = 121
+    frame = pd.DataFrame(
+        {
+            "id": [f"g{j:03d}" for j in range(n)],
+            "cluster": np.zeros(n, dtype=np.int64),
+            "dist_to_centroid": np.linspace(0.5, 0.1, n).astype(np.float32),
+            "rank": np.arange(n),
+            "max_sim": np.r_[-1.0, np.linspace(0.999, 0.95, n - 1)].astype(np.float32),
+            "dup_of": pd.array([None] + ["g000"] * (n - 1), dtype="str"),
+            "text": [f"quote number {j}" for j in range(n)],
+        }
+    )
+    res = results_from_frame(frame, {"counts": {"clusters": 1, "items": n}}, tmp_path / "run")
+    at = open_app(res.path, "pairs")
+    at.sidebar.slider(key="sb_eps").set_value(0.1).run()
+    at.session_state["pairs_view"] = "Groups"
+    at.run()
+    assert not at.exception
+    drawn = [c for c in texts(at) if c.startswith("↳ removed")]
+    assert len(drawn) == 49 and any("Showing 50 of 121 items in this group." in c for c in texts(at))  # + the kept
+    at.button(key="pairs_group_more").click().run()
+    assert len([c for c in texts(at) if c.startswith("↳ removed")]) == 99
+    assert at.button(key="pairs_group_more").label == "Show 21 more"
+    at.button(key="pairs_group_more").click().run()
+    assert len([c for c in texts(at) if c.startswith("↳ removed")]) == 120
+    assert not [b for b in at.button if b.key == "pairs_group_more"]
