@@ -222,7 +222,7 @@ def test_results_folder_contract(probe_runs):
     assert probe_runs["exact"].run["stages"]["leakage"]["comparisons"] == N * M
     assert not (out / ".work").exists()
     # the dedup scores are those of a run without a reference
-    plain = dedup(np.asarray(res.embeddings), list(items["id"]), cluster=ClusterConfig(K, seed=0, niter=10))
+    plain = dedup(res.embeddings, list(items["id"]), cluster=ClusterConfig(K, seed=0, niter=10))
     pd.testing.assert_frame_equal(plain.items, items[plain.items.columns])
 
 

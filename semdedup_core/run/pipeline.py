@@ -33,6 +33,7 @@ from ..results import io
 from ..results.folder import ResultsFolder
 from ..results.items import MIRROR_KEY, mirror_record
 from ..results.names import CENTROIDS, ERRORS, WORK
+from ..results.rows import NpyRows
 from . import cluster as cl
 from . import prepare as pr
 from . import score as sc
@@ -125,6 +126,8 @@ def dedup(
     ``reference_embeddings.npy``.
     """
     config = config or DedupConfig()
+    if isinstance(embeddings, NpyRows):  # another run's Results.embeddings: its file, read as a path is
+        embeddings = embeddings.path
     path = Path(embeddings) if isinstance(embeddings, (str, Path)) else None
     x = io.load_embeddings(path) if path is not None else embeddings
     check_matrix(x)
