@@ -583,3 +583,13 @@ def clean_app_env(tmp_path, monkeypatch):
     for name in APP_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("sys.argv", ["app.py"])
+
+
+def kept_roots(res, removed: np.ndarray) -> np.ndarray:
+    """Each row's group root, found the slow way: up its dup_of links, link by link, while the item is
+    removed (a kept row is its own root) — what the Groups view's index must agree with."""
+    root = np.arange(res.n_items)
+    for i in np.flatnonzero(removed):
+        while removed[root[i]]:
+            root[i] = res.dup_rows[root[i]]
+    return root

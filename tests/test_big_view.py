@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import results_from_frame
+from conftest import kept_roots, results_from_frame
 from streamlit.testing.v1 import AppTest
 
 import semdedup_app as sa
@@ -353,10 +353,7 @@ def test_counts_orders_and_tables_equal_the_plain_computation(chunked, tmp_path)
     # groups from the index equal the groups of following every chain link by link (ties and scores above 1)
     for eps in (0.0, 0.03, 0.1, 0.5):
         removed = res.removed_mask(eps)
-        root = np.arange(res.n_items)
-        for i in np.flatnonzero(removed):
-            while removed[root[i]]:
-                root[i] = res.dup_rows[root[i]]
+        root = kept_roots(res, removed)
         found = removal_groups(res, eps)
         assert sorted(found.rows.tolist()) == np.flatnonzero(removed).tolist()
         kept, counts = np.unique(root[removed], return_counts=True)

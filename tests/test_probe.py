@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import finished_buckets
+from conftest import finished_buckets, kept_roots
 from topics import dedup_data
 
 import semdedup_app as sa
@@ -300,10 +300,7 @@ def test_groups_of_a_probing_run_follow_dup_of_across_clusters(probe_runs):
     assert crossing.sum() > 0  # the case this test is about
     for eps in (0.02, 0.1):
         removed = res.removed_mask(eps)
-        root = np.arange(res.n_items)
-        for i in np.flatnonzero(removed):
-            while removed[root[i]]:
-                root[i] = res.dup_rows[root[i]]
+        root = kept_roots(res, removed)
         found = removal_groups(res, eps)
         kept = np.unique(root[removed & crossing])
         assert len(kept)
