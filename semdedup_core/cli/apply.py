@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import SemDedupError
-from .options import LABELS_HELP, add_eps_arguments, add_rule_argument
+from .options import LABELS_HELP, add_eps_arguments, add_rule_argument, check_labels_rule, eps_from_args
 
 
 def add_parser(sub: Any) -> None:
@@ -49,10 +48,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from ..results.results import Results
     from ..run.progress import TqdmProgress
 
-    if args.labels is not None and args.rule != "audited":
-        raise SemDedupError("--labels applies to --rule audited; add --rule audited or drop --labels")
+    check_labels_rule(args)
     results = Results.load(args.results, strings=True)
-    eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
+    eps = eps_from_args(args, results)
     bar = TqdmProgress(disable=args.quiet)
     try:
         s = apply_run(

@@ -249,6 +249,17 @@ def add_eps_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def eps_from_args(args: argparse.Namespace, results: Any) -> float:
+    """The threshold :func:`add_eps_arguments` asked for: ``--eps``, or the one ``--keep-fraction`` keeps."""
+    return args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
+
+
+def check_labels_rule(args: argparse.Namespace) -> None:
+    """``--labels`` names the verdicts of the audited rule: refused with any other ``--rule``."""
+    if args.labels is not None and args.rule != "audited":
+        raise SemDedupError("--labels applies to --rule audited; add --rule audited or drop --labels")
+
+
 def add_force_argument(p: argparse.ArgumentParser, what: str = "--out") -> None:
     """``--force``: the way past :func:`semdedup_core.results.outputs.check_out`'s refusals."""
     p.add_argument(

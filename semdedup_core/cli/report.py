@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import add_eps_arguments, add_force_argument
+from .options import add_eps_arguments, add_force_argument, eps_from_args
 
 
 def add_parser(sub: Any) -> None:
@@ -51,7 +51,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = check_out(args.out, force=args.force, own=_not_a_report)
     results = Results.load(args.results, strings=True)
-    eps = args.eps if args.eps is not None else results.eps_for_kept_fraction(args.keep_fraction)
+    eps = eps_from_args(args, results)
     audit = summary_at(results, eps, args.labels)  # the audited precision, when reviewers judged a sample
     path = write_report(
         results, eps, out, examples=args.examples, borderline=args.borderline, groups=args.groups, audit=audit
