@@ -87,15 +87,17 @@ def leaked_by_score(ref_sim: np.ndarray | float, eps: float) -> np.ndarray | boo
     return removed_by_score(ref_sim, eps)
 
 
-def _cluster_blocks(emb, need: list[np.ndarray], max_block_bytes: int):
-    """For each entry of ``need`` (the rows one cluster's decisions read), in order, a function from rows to
-    their embeddings as float32. Consecutive clusters are read together, one sorted request of at most
-    about ``max_block_bytes``: an array read on demand (the explorer's embeddings are read with positioned
-    reads, never memory-mapped) costs one request per group of clusters, not one per block."""
+def _cluster_blocks(emb, work: list[tuple[np.ndarray, np.ndarray, int]], max_block_bytes: int):
+    """``work``'s clusters ``(members in rank order, the rows to decide, depth)``, each with a function from
+    rows to their embeddings as float32. The rows a cluster's decisions read (``members[:depth]`` and the
+    rows to decide) of consecutive clusters are read together, one sorted request of at most about
+    ``max_block_bytes``: an array read on demand (the explorer's embeddings are read with positioned reads,
+    never memory-mapped) costs one request per group of clusters, not one per block."""
     if isinstance(emb, np.ndarray):  # in memory or memory-mapped: indexing is cheap, read as asked
-        for _ in need:
-            yield lambda rows: np.asarray(emb[rows], dtype=np.float32)
+        for item in work:
+            yield (*item, lambda rows: np.asarray(emb[rows], dtype=np.float32))
         return
+    need = [np.concatenate([members[:depth], rows]) for members, rows, depth in work]
     row_bytes = max(1, int(emb.shape[1]) * 4)
     i = 0
     while i < len(need):
@@ -105,8 +107,8 @@ def _cluster_blocks(emb, need: list[np.ndarray], max_block_bytes: int):
             j += 1
         union = np.unique(np.concatenate(need[i:j]))
         local = np.asarray(emb[union], dtype=np.float32)
-        for _ in range(i, j):
-            yield lambda rows, union=union, local=local: local[np.searchsorted(union, rows)]
+        for item in work[i:j]:
+            yield (*item, lambda rows, union=union, local=local: local[np.searchsorted(union, rows)])
         i = j
 
 
@@ -144,8 +146,7 @@ def removed_kept_only(
         todo = members[chain[members]]  # chain members of this cluster, in rank order
         depth = int(rank[todo[-1]])  # nothing after the last chain member matters
         work.append((members, todo, depth))
-    need = [np.concatenate([members[:depth], todo]) for members, todo, depth in work]
-    for (members, todo, depth), rows_of in zip(work, _cluster_blocks(emb, need, max_block_bytes), strict=True):
+    for members, todo, depth, rows_of in _cluster_blocks(emb, work, max_block_bytes):
         e = rows_of(members[:depth])
         kept = ~removed[members[:depth]]
         step = max(1, max_block_bytes // max(1, depth * 4))
@@ -249,8 +250,7 @@ def audited_scores(
             items = todo[cluster_of[todo] == c]
             items = items[np.argsort(rank[items], kind="stable")]
             work.append((members, items, int(rank[items[-1]])))
-        need = [np.concatenate([members[:depth], items]) for members, items, depth in work]
-        for (members, items, depth), rows_of in zip(work, _cluster_blocks(emb, need, max_block_bytes), strict=True):
+        for members, items, depth, rows_of in _cluster_blocks(emb, work, max_block_bytes):
             e = rows_of(members[:depth])
             step = max(1, max_block_bytes // max(1, depth * 4))
             for s in range(0, len(items), step):
