@@ -31,17 +31,26 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class GroupIndex:
     """The ε-independent index (see the module docstring). ``order``: the items with a ``dup_of``, by score
-    descending (ties by row) — the order ε removes them in; aligned with it, ``top`` (the item whose group
-    each joins when removed), ``top_score`` and ``size`` (items joining with it, itself included);
-    ``top_rows``: every row that is some item's top, ascending, and ``top_id`` each item's top as a position
-    in it (the weighted count at an ε runs over these few rows, not over every item)."""
+    descending (ties by row) — the order ε removes them in; aligned with it, ``top_id`` (the item whose group
+    each joins when removed, as a position in ``top_rows``: every row that is some item's top, ascending —
+    the weighted count at an ε runs over these rows, not over every item), ``top_score`` and ``size`` (items
+    joining with it, itself included)."""
 
     order: np.ndarray
-    top: np.ndarray
+    top_id: np.ndarray
     top_score: np.ndarray
     size: np.ndarray
     top_rows: np.ndarray
-    top_id: np.ndarray
+
+    @property
+    def top(self) -> np.ndarray:
+        """Each item's top as a row (aligned with ``order``)."""
+        return self.top_rows[self.top_id]
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """The positions in ``top_rows`` of those of ``rows`` that are some item's top."""
+        at = np.minimum(np.searchsorted(self.top_rows, rows), max(len(self.top_rows) - 1, 0))
+        return at[self.top_rows[at] == rows] if len(self.top_rows) else at[:0]
 
 
 def build_index(scores: np.ndarray, dup_rows: np.ndarray, order: np.ndarray | None = None) -> GroupIndex:
@@ -68,16 +77,11 @@ def build_index(scores: np.ndarray, dup_rows: np.ndarray, order: np.ndarray | No
     if len(todo):  # only a loop of dup_of never settles (Results.load refuses folders with one)
         raise SemDedupError("the dup_of links form a loop, so a chain has no kept item; the results folder is damaged")
     size = _subtree_sizes(top, has)
-    rows = np.int32 if n < 2**31 else np.int64  # the index of 20,000,000 items in ~0.4 GB
+    rows = np.int32 if n < 2**31 else np.int64  # the index of 20,000,000 items in ~0.33 GB
     tops = top[order]
     top_rows, top_id = np.unique(tops, return_inverse=True)
     return GroupIndex(
-        order.astype(rows),
-        tops.astype(rows),
-        scores[tops],
-        size[order].astype(rows),
-        top_rows.astype(rows),
-        top_id.astype(rows),
+        order.astype(rows), top_id.astype(rows), scores[tops], size[order].astype(rows), top_rows.astype(rows)
     )
 
 
@@ -136,18 +140,19 @@ class Groups:
         items that join ``root``, those that join them, and so on (a scan of the removed items' tops per
         step of the tree, only as deep as the group; where ``dup_of`` never leaves a cluster, only the
         removed items of ``root``'s cluster are scanned)."""
-        tops, rows = self.index.top[: self.n_removed], self.index.order[: self.n_removed]
+        index = self.index
+        tops, rows = index.top_id[: self.n_removed], index.order[: self.n_removed]
         if self.cluster is not None:
             same = self.cluster[rows] == self.cluster[root]
             tops, rows = tops[same], rows[same]
-        mark = np.zeros(len(self.scores), dtype=bool)
-        frontier = rows[tops == root]
-        found = [frontier]
+        mark = np.zeros(len(index.top_rows), dtype=bool)  # by top id
+        frontier = np.asarray([root])
+        found = []
         while len(frontier):  # an item that joined a removed item is removed with it
-            mark[frontier] = True
-            joined = rows[mark[tops]]
-            mark[frontier] = False
-            frontier = joined
+            ids = index.ids_of(frontier)
+            mark[ids] = True
+            frontier = rows[mark[tops]]
+            mark[ids] = False
             found.append(frontier)
         return np.sort(np.concatenate(found)).astype(np.int64)
 
