@@ -101,3 +101,42 @@ def test_normalize_rows_errors_name_rows():
     y = normalize_rows(np.array([[3, 4]], dtype=np.float16))
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, [[0.6, 0.8]], atol=1e-3)
+
+
+def test_assignment_tie_wider_than_the_nominees_goes_to_the_lowest_centroid():
+    """Five centroids exactly as near to a row, of which the fast search nominated three (not the lowest):
+    every centroid is weighed, and the tie goes to centroid 0."""
+    from semdedup_core.kernels.kmeans import assign, exact_nearest
+
+    d = 8
+    centroids = np.eye(d, dtype=np.float32)[:6]
+    x = np.zeros((1, d), np.float32)
+    x[0, :5] = 1 / np.sqrt(5)
+    fast = np.full((1, 3), float(x[0, 0]), np.float32)
+    label, dist = exact_nearest(x, centroids, np.array([[3, 4, 2]]), fast, 2e-5)
+    assert label.tolist() == [0] and dist[0] == pytest.approx(1 - 1 / np.sqrt(5), abs=1e-6)
+    for shift in range(5):  # whatever the search nominates, in any numbering of the centroids
+        perm = np.roll(np.arange(6), shift)
+        label, _ = assign(x, centroids[perm], device="cpu", backend="faiss")
+        assert label.tolist() == [int(np.flatnonzero(perm < 5)[0])]
+
+
+def test_later_copies_match_a_byte_for_byte_reference():
+    """The hashed screen finds exactly the rows that are bitwise copies of an earlier row of their group
+    (and tells ``-0.0`` from ``0.0``, as bytes do)."""
+    from semdedup_core.kernels.pairwise import later_copies
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((300, 16)).astype(np.float32)
+    rows = base[rng.integers(0, 200, 1000)]
+    rows[::7, 0] = -0.0
+    rows[1::7, 0] = 0.0
+    groups = rng.integers(0, 5, 1000)
+    for g in (None, groups):
+        seen, want = set(), []
+        for r in range(len(rows)):
+            key = (None if g is None else int(g[r]), rows[r].tobytes())
+            want.append(key in seen)
+            seen.add(key)
+        assert later_copies(rows, g).tolist() == want
+        assert 0 < sum(want) < len(rows)

@@ -157,9 +157,9 @@ def exact_nearest(
     """Each row's cluster among its nominated centroids ``cand`` (rows × t, best first by the ``fast``
     similarities) and ``1 −`` its exact cosine, as float32. Rows whose second candidate lies within ``tol``
     of the first are decided on the exact cosines of all candidates within ``tol`` (ties to the lower
-    centroid); the others keep the first. The exact cosine is float64 arithmetic on the float32 values
+    centroid) — of every centroid, where even the last nominee lies within ``tol``; the others keep the first. The exact cosine is float64 arithmetic on the float32 values
     (:func:`~semdedup_core.kernels.pairwise.pair_dots`), the same for a row in any chunk."""
-    from .pairwise import pair_dots
+    from .pairwise import exact_best, pair_dots
 
     n = len(x)
     rows = np.arange(n)
@@ -175,6 +175,11 @@ def exact_nearest(
             exact[~close[tied]] = -np.inf
             best = exact.max(axis=1, keepdims=True)
             label[tied] = np.where(exact == best, cand[tied], np.iinfo(np.int64).max).min(axis=1)
+        # where even the last nominee lies within tol, centroids beyond it may too: every one is weighed
+        beyond = np.flatnonzero(close[:, -1]) if cand.shape[1] < len(centroids) else ()
+        if len(beyond):
+            c32 = np.asarray(centroids, dtype=np.float32)
+            label[beyond] = exact_best(np.asarray(x[beyond], np.float32), c32, np.zeros(len(c32), bool), tol)
     sims = pair_dots(x, rows, centroids, label)
     return label, (1.0 - sims).astype(np.float32)
 

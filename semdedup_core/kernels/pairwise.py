@@ -33,7 +33,7 @@ TOLERANCE = {"float32": 2e-5, "float16": 4e-3}
 """How far below the best a fast product's candidate may lie and still be the exact best: above the error
 of a float32 dot product of unit vectors with fp32 accumulation (at most about ``d · 2^-24``, far less in
 practice), and of float16 inputs (each rounded by up to ``2^-11``)."""
-_DOT_ROWS = 1 << 15  # rows per step of pair_dots
+_DOT_BYTES = 1 << 20  # a step of pair_dots: its float64 row block stays in cache
 
 
 def pair_dots(x: np.ndarray, i: np.ndarray, y: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -41,29 +41,57 @@ def pair_dots(x: np.ndarray, i: np.ndarray, y: np.ndarray, j: np.ndarray) -> np.
     in float64 and each row is summed alone, so a pair's value does not depend on the other pairs."""
     i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
     out = np.empty(len(i), dtype=np.float64)
-    for s in range(0, len(i), _DOT_ROWS):
-        a = np.asarray(x[i[s : s + _DOT_ROWS]], dtype=np.float64)
-        a *= np.asarray(y[j[s : s + _DOT_ROWS]], dtype=np.float64)
-        out[s : s + _DOT_ROWS] = a.sum(axis=1)
+    step = max(64, _DOT_BYTES // (8 * max(1, int(np.shape(x)[-1]))))
+    for s in range(0, len(i), step):
+        a = np.asarray(x[i[s : s + step]], dtype=np.float64)
+        a *= y[j[s : s + step]]
+        out[s : s + step] = a.sum(axis=1)
+    return out
+
+
+_HASH_ROWS = 1 << 14  # rows hashed per step of later_copies
+
+
+_HASH_WORDS = 32  # words of a row the hash reads, spread over the row
+
+
+def _row_hashes(raw: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of some of each row's words (integer arithmetic): bitwise-equal rows hash equal; rows
+    that differ only in the words not read collide, and are told apart byte for byte by the caller."""
+    words = raw.view(np.uint32) if raw.dtype.itemsize == 4 else raw.view(np.uint8)
+    cols = np.unique(np.linspace(0, words.shape[1] - 1, min(_HASH_WORDS, words.shape[1])).astype(np.int64))
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=len(cols), dtype=np.uint64) | np.uint64(1)
+    out = np.empty(len(raw), dtype=np.uint64)
+    for s in range(0, len(raw), _HASH_ROWS):
+        out[s : s + _HASH_ROWS] = words[s : s + _HASH_ROWS, cols].astype(np.uint64) @ mult
     return out
 
 
 def later_copies(rows: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """Whether each row is a bitwise copy of an earlier row (of the same group, when ``groups`` is given)."""
+    """Whether each row is a bitwise copy of an earlier row (of the same group, when ``groups`` is given).
+    A hash of the rows' bytes tells most rows apart at once; only rows that share a hash with another row
+    of their group (the copies, and the rare collision) are compared byte for byte."""
     n = len(rows)
     out = np.zeros(n, dtype=bool)
     if n < 2:
         return out
     raw = np.ascontiguousarray(rows)
-    _, inverse = np.unique(
-        raw.view(np.dtype((np.void, raw.dtype.itemsize * raw.shape[1]))).ravel(), return_inverse=True
-    )
-    key = inverse.astype(np.int64)
+    key = _row_hashes(raw)
     if groups is not None:
-        key = np.asarray(groups, dtype=np.int64) * (int(key.max()) + 1) + key
-    _, first = np.unique(key, return_index=True)
-    out[:] = True
-    out[first] = False
+        key ^= np.asarray(groups, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts[inverse.ravel()] > 1)
+    if len(shared) == 0:
+        return out
+    sub = raw[shared]
+    _, exact = np.unique(sub.view(np.dtype((np.void, sub.dtype.itemsize * sub.shape[1]))).ravel(), return_inverse=True)
+    exact = exact.ravel().astype(np.int64)
+    if groups is not None:
+        exact += np.asarray(groups, dtype=np.int64)[shared] * (int(exact.max()) + 1)
+    _, first = np.unique(exact, return_index=True)
+    copy = np.ones(len(shared), dtype=bool)
+    copy[first] = False
+    out[shared[copy]] = True
     return out
 
 
@@ -203,7 +231,7 @@ def _on_device(rows: np.ndarray, device: str) -> Any:
     return host.to(device, non_blocking=True)
 
 
-def _exact_choice(
+def exact_best(
     queries: np.ndarray,
     targets: np.ndarray,
     skip: np.ndarray,
@@ -247,7 +275,7 @@ def _refine_clusters(
         lo, hi = int(offsets[c]), int(offsets[c + 1])
         rows = todo[cluster_of == c] - lo
         local = e[lo:hi]
-        arg[lo + rows] = _exact_choice(local[rows], local, skip[lo:hi], tol, rows, np.arange(hi - lo))
+        arg[lo + rows] = exact_best(local[rows], local, skip[lo:hi], tol, rows, np.arange(hi - lo))
 
 
 def score_clusters(
@@ -276,7 +304,9 @@ def score_clusters(
     n = emb.shape[0]
     offsets = np.asarray(offsets, dtype=np.int64)
     ordered, rank = ranks_in_clusters(np.asarray(keys, dtype=np.int64), offsets)
-    e_host = np.ascontiguousarray(np.take(np.asarray(emb), ordered, axis=0), dtype=np.float32)  # keep order
+    emb = np.asarray(emb)
+    in_order = bool((ordered == np.arange(n)).all())  # a bucket arrives in keep order: no copy then
+    e_host = np.ascontiguousarray(emb if in_order else np.take(emb, ordered, axis=0), dtype=np.float32)
     skip = later_copies(e_host, np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)))
     arg, near = _fast_scores(e_host, offsets, skip, device, precision, block_size, max_block_bytes)
     _refine_clusters(e_host, offsets, skip, arg, near, TOLERANCE[precision])
@@ -404,7 +434,7 @@ def best_matches(
     if near.any():
         rows = np.flatnonzero(near)
         limit = None if query_pos is None else np.asarray(query_pos)[rows]
-        arg[rows] = _exact_choice(np.asarray(queries)[rows], targets, skip, TOLERANCE[dtype], limit, target_pos)
+        arg[rows] = exact_best(np.asarray(queries)[rows], targets, skip, TOLERANCE[dtype], limit, target_pos)
     has = arg >= 0
     if has.any():
         q32, t32 = np.asarray(queries, dtype=np.float32), np.asarray(targets, dtype=np.float32)

@@ -43,7 +43,7 @@ def validate_part(source: Source, p: int) -> int:
     the input); returns its row count."""
     x = source.vectors(p)
     rows = np.arange(source.rows(p), dtype=np.int64)
-    bad = _bad_rows(x, rows)
+    bad = _bad_rows(_squared_norms(x, rows))
     if len(bad):
         raise _strict_refusal(x, rows, bad, source.bounds[p][0])
     return len(rows)
@@ -105,14 +105,18 @@ def save_keep(source: Source, layout: Layout, repeated: list[tuple[int, int, str
         io.save_npy(layout.part(p) / "keep.npy", rows.astype(np.int64))
 
 
-def _bad_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Positions (into ``rows``) of the rows of ``x`` that are NaN, infinite or all zero."""
-    bad = []
+def _squared_norms(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The squared L2 norm of each of ``rows`` of ``x``, summed in float64 (a float32 row cannot overflow it)."""
+    out = np.empty(len(rows), dtype=np.float64)
     for s in range(0, len(rows), _CHUNK):
         block = _take(x, rows[s : s + _CHUNK])
-        ok = np.isfinite(block).all(axis=1) & (np.abs(block) > 0).any(axis=1)
-        bad.append(s + np.flatnonzero(~ok))
-    return np.concatenate(bad) if bad else np.empty(0, np.int64)
+        out[s : s + len(block)] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+    return out
+
+
+def _bad_rows(squared_norms: np.ndarray) -> np.ndarray:
+    """Positions of the rows that are NaN, infinite (their norm is too) or all zero (a zero norm)."""
+    return np.flatnonzero(~(np.isfinite(squared_norms) & (squared_norms > 0)))
 
 
 def _take(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -147,21 +151,22 @@ def normalise_part(source: Source, layout: Layout, p: int) -> dict[str, Any]:
     x = source.vectors(p)
     keep = d / "keep.npy"
     rows = np.load(keep) if keep.is_file() else np.arange(source.rows(p), dtype=np.int64)
-    bad = _bad_rows(x, rows)
+    squared = _squared_norms(x, rows)
+    bad = _bad_rows(squared)
     errors: list[dict[str, Any]] = []
     if len(bad) and source.strict:
         raise _strict_refusal(x, rows, bad, source.bounds[p][0])
     if len(bad):
         ids = source.ids(p)
         errors = [{"id": str(ids[rows[b]]), "path": None, "reason": BAD_VECTOR} for b in bad]
-        rows = np.delete(rows, bad)
+        rows, squared = np.delete(rows, bad), np.delete(squared, bad)
+    norms = np.sqrt(squared).astype(np.float32)
     dim = int(x.shape[1]) if x.ndim == 2 else 0
     with io.atomic_path(layout.embeddings(p)) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), dim))
         for s in range(0, len(rows), _CHUNK):
             block = _take(x, rows[s : s + _CHUNK])
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64)).astype(np.float32)
-            out[s : s + len(block)] = block / norms[:, None]
+            out[s : s + len(block)] = block / norms[s : s + len(block), None]
         out.flush()
         del out
     io.save_npy(d / "rows.npy", rows.astype(np.int64))

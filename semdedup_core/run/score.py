@@ -24,8 +24,10 @@ from .cluster import load_assign
 from .layout import Layout
 from .sources import Source
 
-_OWN = ("gidx", "local", "label", "key", "emb", "ids")
-_VISIT = ("v_local", "v_key", "v_emb", "v_clusters")
+_OWN = ("gidx", "local", "label", "key", "ids")
+_VISIT = ("v_local", "v_key", "v_clusters")
+# the shuffle files carry row numbers, not vectors: a bucket reads its rows' vectors from the parts' files
+# (:func:`_vectors`), where they are on disk once already
 
 
 def bucket_bounds(counts: np.ndarray, shard_items: int) -> list[tuple[int, int]]:
@@ -45,13 +47,13 @@ def shuffle_part(
     source: Source, layout: Layout, p: int, start: int, bounds: list[tuple[int, int]], keep: str, seed: int, probe: int
 ) -> int:
     """Send part ``p``'s rows to the buckets of their clusters (and, probing, as visitors to the buckets of
-    the clusters they probe): ``shuffle/BBBBB/NNNNN.npz``."""
+    the clusters they probe): ``shuffle/BBBBB/NNNNN.npz``, with each row's number in the part, global
+    index, cluster, keep-order key and id (the bucket reads the vectors from the part's file)."""
     marker = layout.marker("shuffle", p)
     if marker.is_file():
         return 0
     labels, dist = load_assign(layout, p)
     n = len(labels)
-    emb = np.load(layout.embeddings(p), mmap_mode="r")
     gidx = start + np.arange(n, dtype=np.int64)
     keys = keep_keys(dist, keep, seed, gidx)
     ids = source.ids(p)[np.load(layout.part(p) / "rows.npy")]
@@ -66,7 +68,6 @@ def shuffle_part(
             "local": own,
             "label": labels[own],
             "key": keys[own],
-            "emb": np.asarray(emb[own], dtype=np.float32),
             "ids": np.asarray(ids[own], dtype=str),
         }
         if probe:
@@ -75,7 +76,6 @@ def shuffle_part(
             arrays.update(
                 v_local=visit,
                 v_key=keys[visit],
-                v_emb=np.asarray(emb[visit], dtype=np.float32),
                 v_clusters=np.where(here[visit], probes[visit], -1).astype(np.int64),
             )
         io.save_npz(layout.shuffle(int(b), p), **arrays)
@@ -103,6 +103,19 @@ def _gather(layout: Layout, b: int, n_parts: int, names: tuple[str, ...]) -> tup
     return {k: np.concatenate(v) for k, v in cols.items()}, np.concatenate(part)
 
 
+def _vectors(layout: Layout, part: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """The unit vectors of rows ``local`` of parts ``part`` (aligned arrays), in that order, in memory."""
+    files = {int(p): np.load(layout.embeddings(int(p)), mmap_mode="r") for p in np.unique(part)}
+    if len(files) == 1:  # one part: one gather, no second copy
+        return np.asarray(next(iter(files.values()))[local], dtype=np.float32)
+    dim = next(iter(files.values())).shape[1] if files else 0
+    out = np.empty((len(local), dim), dtype=np.float32)
+    for p, x in files.items():
+        at = np.flatnonzero(part == p)
+        out[at] = x[local[at]]
+    return out
+
+
 def _own(
     layout: Layout, b: int, n_parts: int, first: int, last: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -112,6 +125,7 @@ def _own(
         return {}, part, np.zeros(last - first + 1, np.int64)
     order = np.lexsort((a["key"], a["label"]))
     a = {k: v[order] for k, v in a.items()}
+    a["emb"] = _vectors(layout, part[order], a["local"])
     offsets = np.zeros(last - first + 1, dtype=np.int64)
     np.cumsum(np.bincount(a["label"] - first, minlength=last - first), out=offsets[1:])
     return a, part[order], offsets
@@ -162,6 +176,7 @@ def _score_visitors(
     v, part = _gather(layout, b, layout.n_parts, _VISIT)
     if not v:
         return
+    v["v_emb"] = _vectors(layout, part, v["v_local"])
     groups = np.where(v["v_clusters"] >= 0, v["v_clusters"] - first, -1)
     sim, row = match_in_clusters(
         v["v_emb"], groups, own["emb"], offsets, target_key=own["key"], query_pos=v["v_key"], **options
