@@ -140,3 +140,19 @@ def test_later_copies_match_a_byte_for_byte_reference():
             seen.add(key)
         assert later_copies(rows, g).tolist() == want
         assert 0 < sum(want) < len(rows)
+
+
+def test_probing_ties_beyond_the_nominees_rank_every_centroid():
+    """Six centroids exactly as near to a row, of which the search nominated four (not the two lowest):
+    every centroid is ranked, and the first two are centroids 0 and 1."""
+    from semdedup_core.kernels.probe import rank_nominees
+
+    d = 8
+    x = np.zeros((1, d), np.float32)
+    x[0, :6] = 1 / np.sqrt(6)
+    centroids = np.eye(d, dtype=np.float32)
+    fast = np.full((1, 4), float(x[0, 0]), np.float32)
+    ranked = rank_nominees(x, centroids, fast, np.array([[5, 2, 4, 3]]), keep=2)
+    assert ranked.tolist() == [[0, 1, 2, 3]]
+    clear = np.array([[0.9, 0.5, 0.4, 0.3]], np.float32)  # a clear gap: the nominees are ranked alone
+    assert rank_nominees(x, centroids, clear, np.array([[5, 2, 4, 3]]), keep=2).tolist() == [[2, 3, 4, 5]]

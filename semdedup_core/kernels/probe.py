@@ -28,6 +28,7 @@ from .kmeans import kmeans_device
 PROBE_CHUNK = 1 << 16  # rows per faiss search
 
 
+PROBE_TOLERANCE = 2e-5  # the float32 search's error on unit vectors (as the assignment's)
 PROBE_SPARE = 2
 """Candidates beyond the ``1 + probe`` nearest that the fast search nominates, so that the exact cosines
 decide which centroids are nearest even where the search's ranking is off by its rounding."""
@@ -42,8 +43,6 @@ def nearest_centroids(
     chunked. ``probe`` is capped at ``k − 1``. Works in chunks, so ``x`` may be a memory map."""
     import faiss
 
-    from .pairwise import pair_dots
-
     k = centroids.shape[0]
     probe = int(min(max(probe, 0), k - 1))
     top = min(k, probe + 1 + PROBE_SPARE)
@@ -57,9 +56,8 @@ def nearest_centroids(
     for s in range(0, n, PROBE_CHUNK):
         chunk = np.ascontiguousarray(x[s : s + PROBE_CHUNK], dtype=np.float32)
         m = len(chunk)
-        _, cand = index.search(chunk, top)
-        exact = pair_dots(chunk, np.repeat(np.arange(m), top), c32, cand.ravel()).reshape(m, top)
-        ranked = np.take_along_axis(cand, np.lexsort((cand, -exact), axis=1), axis=1)  # by cosine, then index
+        fast, cand = index.search(chunk, top)
+        ranked = rank_nominees(chunk, c32, fast, cand, probe + 1)
         if own is None:
             out[s : s + m] = ranked[:, : probe + 1]
             continue
@@ -68,6 +66,25 @@ def nearest_centroids(
         others = np.take_along_axis(others, np.argsort(others == np.iinfo(np.int64).max, axis=1, kind="stable"), 1)
         out[s : s + m] = np.concatenate([mine, others[:, :probe]], axis=1)
     return out
+
+
+def rank_nominees(x: np.ndarray, centroids: np.ndarray, fast: np.ndarray, cand: np.ndarray, keep: int) -> np.ndarray:
+    """The nominated centroids ``cand`` (rows × t, best first by the ``fast`` similarities) of each row of
+    ``x``, ranked by exact cosine, ties to the lower centroid. Where the last nominee lies within the
+    search's error of the ``keep``-th, centroids beyond the nominees may belong in the first ``keep``:
+    those rows rank every centroid (and keep the first t)."""
+    from .pairwise import pair_dots
+
+    m, t = cand.shape
+    k = len(centroids)
+    exact = pair_dots(x, np.repeat(np.arange(m), t), centroids, cand.ravel()).reshape(m, t)
+    ranked = np.take_along_axis(cand, np.lexsort((cand, -exact), axis=1), axis=1)
+    if t < k:
+        wide = np.flatnonzero(fast[:, -1] >= fast[:, keep - 1] - PROBE_TOLERANCE)
+        if len(wide):
+            every = pair_dots(x, np.repeat(wide, k), centroids, np.tile(np.arange(k), len(wide))).reshape(-1, k)
+            ranked[wide] = np.lexsort((np.broadcast_to(np.arange(k), every.shape), -every), axis=1)[:, :t]
+    return ranked
 
 
 def neighbour_clusters(centroids: np.ndarray, probe: int, device: str = "auto") -> np.ndarray:
