@@ -157,7 +157,8 @@ def exact_nearest(
     """Each row's cluster among its nominated centroids ``cand`` (rows × t, best first by the ``fast``
     similarities) and ``1 −`` its exact cosine, as float32. Rows whose second candidate lies within ``tol``
     of the first are decided on the exact cosines of all candidates within ``tol`` (ties to the lower
-    centroid) — of every centroid, where even the last nominee lies within ``tol``; the others keep the first. The exact cosine is float64 arithmetic on the float32 values
+    centroid) — of every centroid, where even the last nominee lies within ``tol``; the others keep the
+    first. The exact cosine is float64 arithmetic on the float32 values
     (:func:`~semdedup_core.kernels.pairwise.pair_dots`), the same for a row in any chunk."""
     from .pairwise import exact_best, pair_dots
 

@@ -50,8 +50,6 @@ def pair_dots(x: np.ndarray, i: np.ndarray, y: np.ndarray, j: np.ndarray) -> np.
 
 
 _HASH_ROWS = 1 << 14  # rows hashed per step of later_copies
-
-
 _HASH_WORDS = 32  # words of a row the hash reads, spread over the row
 
 
@@ -69,8 +67,8 @@ def _row_hashes(raw: np.ndarray) -> np.ndarray:
 
 def later_copies(rows: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     """Whether each row is a bitwise copy of an earlier row (of the same group, when ``groups`` is given).
-    A hash of the rows' bytes tells most rows apart at once; only rows that share a hash with another row
-    of their group (the copies, and the rare collision) are compared byte for byte."""
+    A hash of 32 words of each row tells most rows apart at once; only rows that share a hash with another
+    row of their group (the copies, and the rare rows alike in those words) are compared byte for byte."""
     n = len(rows)
     out = np.zeros(n, dtype=bool)
     if n < 2:
