@@ -177,7 +177,7 @@ def exact_nearest(
             best = exact.max(axis=1, keepdims=True)
             label[tied] = np.where(exact == best, cand[tied], np.iinfo(np.int64).max).min(axis=1)
         # where even the last nominee lies within tol, centroids beyond it may too: every one is weighed
-        beyond = np.flatnonzero(close[:, -1]) if cand.shape[1] < len(centroids) else ()
+        beyond = np.flatnonzero(close[:, -1]) if cand.shape[1] < len(centroids) else np.empty(0, np.int64)
         if len(beyond):
             c32 = np.asarray(centroids, dtype=np.float32)
             label[beyond] = exact_best(np.asarray(x[beyond], np.float32), c32, np.zeros(len(c32), bool), tol)

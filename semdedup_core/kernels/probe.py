@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kmeans import kmeans_device
+from .kmeans import ASSIGN_TOLERANCE, kmeans_device
 
 PROBE_CHUNK = 1 << 16  # rows per faiss search
 
 
-PROBE_TOLERANCE = 2e-5  # the float32 search's error on unit vectors (as the assignment's)
 PROBE_SPARE = 2
 """Candidates beyond the ``1 + probe`` nearest that the fast search nominates, so that the exact cosines
 decide which centroids are nearest even where the search's ranking is off by its rounding."""
@@ -80,7 +79,7 @@ def rank_nominees(x: np.ndarray, centroids: np.ndarray, fast: np.ndarray, cand: 
     exact = pair_dots(x, np.repeat(np.arange(m), t), centroids, cand.ravel()).reshape(m, t)
     ranked = np.take_along_axis(cand, np.lexsort((cand, -exact), axis=1), axis=1)
     if t < k:
-        wide = np.flatnonzero(fast[:, -1] >= fast[:, keep - 1] - PROBE_TOLERANCE)
+        wide = np.flatnonzero(fast[:, -1] >= fast[:, keep - 1] - ASSIGN_TOLERANCE["float32"])  # the same search
         if len(wide):
             every = pair_dots(x, np.repeat(wide, k), centroids, np.tile(np.arange(k), len(wide))).reshape(-1, k)
             ranked[wide] = np.lexsort((np.broadcast_to(np.arange(k), every.shape), -every), axis=1)[:, :t]

@@ -176,7 +176,7 @@ def normalise_part(source: Source, layout: Layout, p: int) -> dict[str, Any]:
 
 
 def read_rows(layout: Layout, p: int, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` (within part ``p``) of the unit vectors: what the k-means sample reads."""
+    """Rows ``rows`` (within part ``p``) of the unit vectors, in memory: what the k-means sample and a bucket read."""
     return np.asarray(np.load(layout.embeddings(p), mmap_mode="r")[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
 
 

@@ -22,6 +22,7 @@ from ..kernels.pairwise import match_in_clusters, pair_dots, score_clusters
 from ..results import io
 from .cluster import load_assign
 from .layout import Layout
+from .prepare import read_rows
 from .sources import Source
 
 _OWN = ("gidx", "local", "label", "key", "ids")
@@ -105,14 +106,14 @@ def _gather(layout: Layout, b: int, n_parts: int, names: tuple[str, ...]) -> tup
 
 def _vectors(layout: Layout, part: np.ndarray, local: np.ndarray) -> np.ndarray:
     """The unit vectors of rows ``local`` of parts ``part`` (aligned arrays), in that order, in memory."""
-    files = {int(p): np.load(layout.embeddings(int(p)), mmap_mode="r") for p in np.unique(part)}
-    if len(files) == 1:  # one part: one gather, no second copy
-        return np.asarray(next(iter(files.values()))[local], dtype=np.float32)
-    dim = next(iter(files.values())).shape[1] if files else 0
-    out = np.empty((len(local), dim), dtype=np.float32)
-    for p, x in files.items():
-        at = np.flatnonzero(part == p)
-        out[at] = x[local[at]]
+    parts = np.unique(part).tolist() or [0]
+    if len(parts) == 1:  # one part: one read, no second copy
+        return read_rows(layout, parts[0], local)
+    picked = [part == p for p in parts]
+    got = [read_rows(layout, p, local[at]) for p, at in zip(parts, picked, strict=True)]
+    out = np.empty((len(local), got[0].shape[1]), dtype=np.float32)
+    for at, rows in zip(picked, got, strict=True):
+        out[at] = rows
     return out
 
 
