@@ -59,7 +59,7 @@ def add_parser(sub: Any) -> None:
         default="local",
         help="where each unit of work runs: local = this process (default); ray = Ray tasks on a cluster (embedding "
         "on model actors), the driver holding only per-part summaries. Every option works on both, with the "
-        "same results",
+        "same results from the same embeddings",
     )
     where.add_argument(
         "--ray-address",
