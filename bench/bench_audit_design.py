@@ -23,7 +23,7 @@ The truth of every pair is drawn once per population (seeded); the seeds vary th
   the first count after which the recommendation never changes again up to 400 — what a reviewer who
   knew the future could have stopped at (generous to today's design).
 - **the sequential design**: a first draw of 20 (√N, two per band), then batches of 20 sent where they
-  decide the recommended ε, looks at 30, 40, …, 100 % of a budget of 400; the reviewer stops at the first
+  decide the recommended ε, looks at 30, 35, 40, 45, 50, 60, …, 100 % of a budget of 400; the reviewer stops at the first
   look where the stopping rule says *enough*. *Verdicts to settle*: the sample size then (and, as for
   today's design, the last change of its recommendation along the way).
 

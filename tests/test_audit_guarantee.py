@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semdedup_core.audit.design import Plan, population, unit_keys
+from semdedup_core.audit.design import LOOKS, Plan, population, unit_keys
 from semdedup_core.audit.estimator import stratified
 from semdedup_core.audit.precision import estimate_units
 from semdedup_core.audit.recommend import fewest, fixed_sequence, look_level
@@ -52,7 +52,7 @@ def answers(design, pop, truth) -> np.ndarray:
 # -- the guarantee's parts, by hand -------------------------------------------------------------------
 def test_the_per_look_level_makes_any_look_cross_with_5_percent():
     assert look_level((400,)) == pytest.approx(0.05)  # one look: the level itself
-    looks = tuple(int(np.ceil(f * 400)) for f in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0))
+    looks = tuple(int(np.ceil(f * 400)) for f in LOOKS)
     a = look_level(looks)
     assert 0.012 < a < 0.025  # less than 5 % per look …
     # … so that a Brownian motion seen at the looks crosses the boundary with probability 5 % (simulated)
@@ -147,6 +147,29 @@ def test_the_recommendation_reaches_the_target_in_at_least_95_percent_of_200_see
         assert wrong / 200 <= 0.05, (kind, wrong)
         if kind == "cliff":
             assert claims >= 180  # and it does recommend, nearly always
+
+
+def test_a_batch_aims_at_the_first_epsilon_that_does_not_hold_yet():
+    """Fixed-sequence testing claims an ε only once every tested ε below it holds: while the first tested
+    ε (0.03, band 0 alone) does not hold, the next batches go to band 0 and its neighbour — not to the far
+    bands a larger ε would need — and the first claim comes at the first look it can."""
+    pop, truth = truth_population("cliff")
+    plan = Plan(sequential=True, target=TARGET, budget=400)
+    for seed in range(4):
+        design = draw_units(pop, 20, seed, plan)
+        first_claim = None
+        while first_claim is None and design.n < 400:
+            verdict = answers(design, pop, truth)
+            rep = estimate_units(design, verdict)
+            if rep.recommended_eps is not None or rep.enough:
+                first_claim = design.n
+                break
+            alloc, why = plan_next_units(design, verdict, rep)
+            if design.n >= 40:  # past the first draw's spread: the batch aims at ε = 0.03
+                assert alloc[:2].sum() >= 0.8 * alloc.sum(), (seed, design.n, alloc.tolist(), why)
+            design = add_batch(design, pop, alloc)
+        assert first_claim is not None and first_claim <= 200, (seed, first_claim)
+        assert first_claim in design.looks.tolist()
 
 
 @pytest.mark.slow

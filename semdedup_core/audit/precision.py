@@ -31,7 +31,7 @@ from ..errors import SemDedupError
 from ..kernels.rules import threshold
 from ..results.rules import check_eps
 from . import recommend
-from .design import Design
+from .design import STALL_HORIZON, Design
 from .estimator import domain_counts, point, stratified
 from .labels import LabelStore, resolve
 from .sample import unit_verdicts
@@ -351,7 +351,7 @@ def _stop_words(design: Design, grid: np.ndarray, d: recommend.Decision, target:
     if d.reason == "misses":
         return f"{head} ({nxt} misses the target: its 95 % interval lies below it)"
     if d.reason == "stalls":
-        return f"{head} ({nxt} would need more pairs than there are before the next look, at its estimate)"
+        return f"{head} ({nxt} would need more pairs than the next look or a tenth of the budget has, at its estimate)"
     if d.reason == "reach":
         return f"{head} ({nxt} is out of reach: even at the hopeful end of its estimate it would need more pairs than the budget has left)"
     if design.plan.sequential:
@@ -417,7 +417,9 @@ def estimate_units(
     left = int(design.looks[-1]) - design.n if design.plan.sequential else 0
     batch_done = bool(design.n and given.all())
     later = design.looks[design.looks > design.n]
-    ahead = int(later[0]) - design.n if len(later) else 0
+    # the next ε stalls when it could not hold by the next look, nor within a tenth of the budget
+    horizon = math.ceil(STALL_HORIZON * int(design.looks[-1])) if design.plan.sequential else 0
+    ahead = max(int(later[0]) - design.n, horizon) if len(later) else 0
     d = recommend.stopping(holds, tested, ev, target, at_look, last_look, left, batch_done, ahead)
     n_judged, matched = int(st.judged.sum()), int(given.sum())
     sample = {

@@ -22,14 +22,17 @@ at the looks' information fractions).
 
 **Enough** (:func:`stopping`). At a look, the decision is settled when every tested ε holds; when the
 next ε above the recommendation misses the target (its whole 95 % interval lies below it); when it
-*stalls* — the pairs up to the next look could not make the next ε hold at its current estimate (the
-projection of :meth:`Evidence.project`); when, without a recommendation, even the hopeful end of the first
+*stalls* — the pairs up to the next look, or a tenth of the budget where that is more, could not make the
+next ε hold at its current estimate (the projection of :meth:`Evidence.project`); when, without a recommendation, even the hopeful end of the first
 tested ε (its one-sided 75 % bound) could not be shown with the whole budget left; or when the budget is
 spent. Stopping for these reasons never makes a claim, so it costs nothing of the guarantee.
 
 **Where the next pairs go** (:func:`next_allocation`). The decision hinges on the ε above the
-recommendation that may still hold with the pairs left (the *reach*). The next batch goes, one pair at a
-time, to the band whose next pair most raises the smallest ``margin / standard error`` over them (the
+recommendation that may still hold with the pairs left (the *reach*); the next batch aims at those of them
+that the pairs up to the next look could make hold (the first of them when none could) — every ε of the
+sequence must hold before the one above it counts, so pairs spent on a far ε while a near one still
+fails are wasted. It goes, one pair at a time, to the band whose next pair most raises the smallest
+``margin / standard error`` over them (the
 margin: how far the hoped-for precision lies above the target; the standard error: the post-stratified
 one with ``W_h`` the band's share of the ε's removals, ``S_h²`` its smoothed binomial variance and
 ``q_h`` the share of the band the ε removes) — a greedy maximin allocation that sends pairs to the bands
@@ -257,7 +260,8 @@ def stopping(
     """The stopping rule (see the module's docstring). ``at_look``: the sample is wholly judged at one of
     the plan's looks; ``last_look``: it is the last (a fixed sample's only look, or the budget); ``left``:
     pairs the budget has left; ``batch_done``: the sample is wholly judged, at a look or not (the reach is
-    worked out then, for the next batch; default ``at_look``); ``ahead``: pairs until the next look."""
+    worked out then, for the next batch; default ``at_look``); ``ahead``: the pairs the next ε may take to hold
+    before it stalls (up to the next look, or a tenth of the budget where that is more)."""
     start = int(np.flatnonzero(tested)[0]) if tested.any() else -1
     rec = int(np.flatnonzero(holds)[-1]) if holds.any() else -1
     above = [int(g) for g in np.flatnonzero(tested & (np.arange(len(holds)) > rec))] if start >= 0 else []
@@ -287,8 +291,8 @@ def stopping(
 
 def next_allocation(ev: Evidence, reach: list[int], target: float, size: int, left: int) -> tuple[np.ndarray, int]:
     """Pairs per band for the next batch of ``size`` (see the module's docstring), and the farthest ε it
-    aims at: the farthest of ``reach`` whose test — and those of every ε below it — ``left`` pairs could
-    make pass at the current estimates (the first of ``reach`` when none)."""
+    aims at: the farthest of ``reach`` whose test — and those of every ε below it — ``left`` pairs (those up
+    to the next look) could make pass at the current estimates (the first of ``reach`` when none)."""
     n = ev.farthest(reach, ev.precision[reach], left, target)
     ends = reach[: max(n, 1)]
     share = ev.precision[ends] if n else np.maximum(ev.hopeful()[ends], target + 1e-3)

@@ -3,7 +3,8 @@ decision is not settled yet, sent to the bands that decide the candidate ε
 (:func:`~semdedup_core.audit.recommend.next_allocation`), and recorded under a lock so that two reviewers
 finishing a batch at once add one batch, not two.
 
-A batch is 20 pairs (fewer to stop at the next look: 30, 40, …, 100 % of the budget). When no ε is
+A batch is 20 pairs (fewer to stop at the next look: 30, 35, 40, 45, 50, 60, …, 100 % of the budget). It aims
+at what the next look can settle: the ε above the recommendation that its pairs could make hold. When no ε is
 testable or within reach yet, the batch continues the first draw's √N allocation — the one a larger first
 draw would have made.
 """
@@ -55,7 +56,8 @@ def plan_next_units(design: Design, verdict: np.ndarray, rep: Report | None = No
     grid = rep.rows["eps"].to_numpy()
     at = [int(g) for g in np.searchsorted(grid, reach)]
     ev = evidence(design, status(design, verdict), rep.rows, float(rep.guarantee["alpha_per_look"]))
-    alloc, far = next_allocation(ev, at, rep.target, size, int(design.looks[-1]) - design.n)
+    later = design.looks[design.looks > design.n]
+    alloc, far = next_allocation(ev, at, rep.target, size, int(later[0]) - design.n)
     return alloc, f"{int(alloc.sum()):,} more pairs, sent where they decide ε = {reach[0]:g} to {grid[far]:g}"
 
 
