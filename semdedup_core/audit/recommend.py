@@ -23,17 +23,16 @@ at the looks' information fractions).
 **Enough** (:func:`stopping`). At a look, the decision is settled when every tested ε holds; when the
 next ε above the recommendation misses the target (its whole 95 % interval lies below it); when it
 *stalls* — the pairs up to the next look, or a tenth of the budget where that is more, could not make the
-next ε hold at its current estimate (the projection of :meth:`Evidence.project`); when, without a recommendation, even the hopeful end of the first
-tested ε (its one-sided 75 % bound) could not be shown with the whole budget left; or when the budget is
-spent. Stopping for these reasons never makes a claim, so it costs nothing of the guarantee.
+next ε hold at its current estimate (the projection of :meth:`Evidence.project`); when, without a
+recommendation, even the hopeful end of the first tested ε (its one-sided 75 % bound) could not be shown
+with the whole budget left; or when the budget is spent. Stopping for these reasons never makes a claim, so it costs nothing of the guarantee.
 
 **Where the next pairs go** (:func:`next_allocation`). The decision hinges on the ε above the
 recommendation that may still hold with the pairs left (the *reach*); the next batch aims at those of them
 that the pairs up to the next look could make hold (the first of them when none could) — every ε of the
 sequence must hold before the one above it counts, so pairs spent on a far ε while a near one still
 fails are wasted. It goes, one pair at a time, to the band whose next pair most raises the smallest
-``margin / standard error`` over them (the
-margin: how far the hoped-for precision lies above the target; the standard error: the post-stratified
+``margin / standard error`` over them (the margin: how far the hoped-for precision lies above the target; the standard error: the post-stratified
 one with ``W_h`` the band's share of the ε's removals, ``S_h²`` its smoothed binomial variance and
 ``q_h`` the share of the band the ε removes) — a greedy maximin allocation that sends pairs to the bands
 just above the threshold of the ε in question. The estimate stays unbiased because every band's sample
