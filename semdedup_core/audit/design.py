@@ -15,7 +15,8 @@ decision is taken, and unless it is settled the next batch is sent where it narr
 (:mod:`~semdedup_core.audit.recommend`); the decision is taken at 30, 35, 40, 45, 50, 60, 70, 80, 90
 and 100 % of the ``budget`` (the looks: every batch early on, where most reviews settle), and the sample
 grows between them by batches of 20 pairs, each sent where it helps most. ``target`` is the precision
-the decision is about, ``double`` the share of the pairs that two reviewers judge (chosen by a hash of the pair, so the same pairs in every draw).
+the decision is about, ``double`` the share of the pairs that two reviewers judge (chosen by a hash of
+the pair, so the same pairs in every draw).
 
 **Keys.** A pair's sampling keys are seeded 64-bit hashes of its two row numbers (input order), so the
 sampler reads no id of the population — only the scores, the ``dup_row`` column and, at the end, the
