@@ -139,13 +139,6 @@ class Plan:
         budget = self.budget if population is None else max(min(self.budget, int(population)), int(first))
         return np.unique([max(int(first), math.ceil(f * budget - 1e-9)) for f in LOOKS]).astype(np.int64)
 
-    def next_size(self, now: int, first: int, population: int | None = None) -> int:
-        """How many pairs the next batch of a sequential sample of ``now`` pairs adds: a batch, or fewer to
-        stop at the next look (0 at the budget)."""
-        looks = self.looks(first, None, population)
-        later = looks[looks > now]
-        return 0 if not len(later) else int(min(DEFAULT_BATCH, int(later[0]) - now))
-
 
 # -- the population and its bands ---------------------------------------------------------------------
 def edges_of(eps_max: float, bands: int) -> np.ndarray:
@@ -287,6 +280,13 @@ class Design:
     def looks(self) -> np.ndarray:
         """The sample sizes at which the plan takes its decision (see :meth:`Plan.looks`)."""
         return self.plan.looks(self.first, self.n, self.population)
+
+    @property
+    def to_next_look(self) -> int:
+        """The pairs from this sample's size to its next look (0 at or past the last)."""
+        looks = self.looks
+        later = looks[looks > self.n]
+        return int(later[0]) - self.n if len(later) else 0
 
     def n_removed(self, eps: float | np.ndarray) -> np.ndarray:
         """Population items removed at each ``eps`` (≤ ``eps_max``): the run's removed count there."""

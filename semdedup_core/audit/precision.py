@@ -416,10 +416,9 @@ def estimate_units(
     ev = evidence(design, st, rows, alpha)
     left = int(design.looks[-1]) - design.n if design.plan.sequential else 0
     batch_done = bool(design.n and given.all())
-    later = design.looks[design.looks > design.n]
     # the next ε stalls when it could not hold by the next look, nor within a tenth of the budget
     horizon = math.ceil(STALL_HORIZON * int(design.looks[-1])) if design.plan.sequential else 0
-    ahead = max(int(later[0]) - design.n, horizon) if len(later) else 0
+    ahead = max(design.to_next_look, horizon) if design.to_next_look else 0
     d = recommend.stopping(holds, tested, ev, target, at_look, last_look, left, batch_done, ahead)
     n_judged, matched = int(st.judged.sum()), int(given.sum())
     sample = {

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import SemDedupError
 from ..results import io
-from .design import Design, load_design, population_of, sample_path, save_design
+from .design import DEFAULT_BATCH, Design, load_design, population_of, sample_path, save_design
 from .labels import LabelStore, resolve
 from .precision import Report, estimate_units, evidence, status
 from .recommend import next_allocation
@@ -45,7 +45,7 @@ def plan_next_units(design: Design, verdict: np.ndarray, rep: Report | None = No
         return None, rep.stop
     if rep.sample["to_judge"] > 0:
         return None, f"{rep.sample['to_judge']:,} pairs of this batch are still to judge"
-    size = design.plan.next_size(design.n, design.first, design.population)
+    size = min(DEFAULT_BATCH, design.to_next_look)  # a batch, or fewer to stop at the next look
     if not size:
         return None, "the budget is spent"
     reach = rep.guarantee.get("within_reach") or []
@@ -56,8 +56,7 @@ def plan_next_units(design: Design, verdict: np.ndarray, rep: Report | None = No
     grid = rep.rows["eps"].to_numpy()
     at = [int(g) for g in np.searchsorted(grid, reach)]
     ev = evidence(design, status(design, verdict), rep.rows, float(rep.guarantee["alpha_per_look"]))
-    later = design.looks[design.looks > design.n]
-    alloc, far = next_allocation(ev, at, rep.target, size, int(later[0]) - design.n)
+    alloc, far = next_allocation(ev, at, rep.target, size, design.to_next_look)
     return alloc, f"{int(alloc.sum()):,} more pairs, sent where they decide ε = {reach[0]:g} to {grid[far]:g}"
 
 

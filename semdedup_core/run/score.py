@@ -109,10 +109,12 @@ def _vectors(layout: Layout, part: np.ndarray, local: np.ndarray) -> np.ndarray:
     parts = np.unique(part).tolist() or [0]
     if len(parts) == 1:  # one part: one read, no second copy
         return read_rows(layout, parts[0], local)
-    picked = [part == p for p in parts]
-    got = [read_rows(layout, p, local[at]) for p, at in zip(parts, picked, strict=True)]
-    out = np.empty((len(local), got[0].shape[1]), dtype=np.float32)
-    for at, rows in zip(picked, got, strict=True):
+    out = None
+    for p in parts:  # one part's rows at a time beside the result, not every part's at once
+        at = part == p
+        rows = read_rows(layout, p, local[at])
+        if out is None:
+            out = np.empty((len(local), rows.shape[1]), dtype=np.float32)
         out[at] = rows
     return out
 
