@@ -172,6 +172,23 @@ def test_a_batch_aims_at_the_first_epsilon_that_does_not_hold_yet():
         assert first_claim in design.looks.tolist()
 
 
+def test_a_batch_keeps_its_size_when_a_band_runs_out_of_pairs():
+    """A small real run has bands of a few pairs: a batch asked of an exhausted band goes to the bands with
+    pairs left (a batch that shrank to nothing left the sample short of its next look for good)."""
+    rng = np.random.default_rng(3)
+    s = np.concatenate([1.0 - rng.exponential(0.02, 300).clip(0, 0.2), rng.uniform(0.701, 0.729, 3)])
+    rows = np.arange(len(s), dtype=np.int64)
+    pop = population(s.astype(np.float32), (rows + 1) % len(s), 0.3, 10)
+    assert pop.sizes[-1] == 3
+    design = draw_units(pop, 20, 0, Plan(sequential=True, target=TARGET, budget=100))
+    ask = np.zeros(pop.bands, dtype=np.int64)
+    ask[-1] = 10  # 10 pairs asked of a band with 3 (some already drawn)
+    grown = add_batch(design, pop, ask)
+    assert grown.n == design.n + 10
+    assert grown.band_samples[-1] == 3 and grown.units["row"].is_unique
+    assert np.all(grown.band_samples <= pop.sizes)
+
+
 @pytest.mark.slow
 def test_the_sequential_design_keeps_the_guarantee_and_its_estimate_unbiased():
     """40 seeds of the sequential design on the steep truth: it stops with a recommendation that reaches

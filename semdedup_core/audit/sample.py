@@ -96,15 +96,18 @@ def pair_keys(id_a: Any, id_b: Any, seed: int, purpose: str = "sample") -> np.nd
     return np.frombuffer(bytes(out), dtype=">u8").astype(np.uint64)
 
 
-def allocate(sizes: np.ndarray, n: int, floor: int = FLOOR, power: float = POWER) -> np.ndarray:
+def allocate(
+    sizes: np.ndarray, n: int, floor: int = FLOOR, power: float = POWER, start: np.ndarray | None = None
+) -> np.ndarray:
     """Units per band for a sample of ``n``: one at a time to the open band of highest priority
     ``N_h ** power / (n_h + ½)``, bands below ``floor`` units first; ties go to the lower band number.
-    The allocation for ``n + 1`` is the one for ``n`` plus one unit (a larger sample nests a smaller)."""
+    The allocation for ``n + 1`` is the one for ``n`` plus one unit (a larger sample nests a smaller).
+    ``start``: units already placed (each at most its band's size), which the allocation continues."""
     sizes = [int(x) for x in np.asarray(sizes)]
     n = min(int(n), sum(sizes))
     weight = [float(s) ** power for s in sizes]
-    alloc = [0] * len(sizes)
-    for _ in range(n):
+    alloc = [0] * len(sizes) if start is None else [int(x) for x in np.asarray(start)]
+    for _ in range(n - sum(alloc)):
         best, best_key = -1, None
         for h, size in enumerate(sizes):
             if alloc[h] >= size:
@@ -206,13 +209,18 @@ def draw_units(pop: Population, n: int, seed: int, plan: Plan | None = None, run
 
 def add_batch(design: Design, pop: Population, alloc: np.ndarray) -> Design:
     """``design`` with a new batch of ``alloc[h]`` pairs in each band: the next ones in the band's key
-    order (so every band's sample stays a simple random sample of it), queued after the earlier ones."""
+    order (so every band's sample stays a simple random sample of it), queued after the earlier ones.
+    Pairs asked of a band with too few left go to the bands that have some, by :func:`allocate`'s
+    priority, so the batch keeps its size while the population has pairs to give."""
     import pandas as pd
 
     keys = unit_keys(pop.rows, pop.dup_rows, design.seed)
     taken = np.isin(pop.rows, design.units["row"].to_numpy(np.int64))
-    room = pop.sizes - np.bincount(pop.band[taken], minlength=pop.bands)
-    alloc = np.minimum(np.asarray(alloc, dtype=np.int64), room)
+    have = np.bincount(pop.band[taken], minlength=pop.bands)
+    asked = np.maximum(np.asarray(alloc, dtype=np.int64), 0)
+    alloc = np.minimum(asked, pop.sizes - have)
+    if alloc.sum() < asked.sum():  # a band is exhausted: its share goes where there are pairs left
+        alloc = allocate(pop.sizes, int(have.sum() + asked.sum()), start=have + alloc) - have
     if alloc.sum() == 0:
         return design
     chosen = _next_by_key(pop, keys, taken, alloc)
